@@ -1,0 +1,20 @@
+//! The pure thingmq broker core: no sockets, no clock, no disk.
+//!
+//! - [`session::Session`] is the per-client state machine (`handle_*(now, input, &mut out)`):
+//!   packet ids, in-flight windows, the QoS 2 receive set, the offline queue, topic aliases,
+//!   keep-alive, will and expiry deadlines. Its side effects leave as [`session::Output`] values.
+//! - [`router::Router`] maps topic filters (with `+`, `#` and `$share` groups) to subscribers.
+//! - [`retain::RetainStore`] holds retained messages by topic.
+//! - [`Message`] is an application message shared by `Arc` between all its receivers.
+//! - [`BrokerSettings`] are the protocol limits the core enforces.
+
+mod message;
+pub mod session;
+mod settings;
+mod violation;
+
+pub use message::{Message, Routed};
+pub use settings::BrokerSettings;
+pub use violation::Violation;
+pub mod retain;
+pub mod router;

@@ -1,0 +1,172 @@
+//! Messages from the client: PUBLISH (topic aliases, flow control, QoS 2 exactly-once
+//! receive), the acknowledgements we owe, and PUBREL.
+
+use super::{Output, PendingAck, Session};
+use crate::{Message, Violation};
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+use thingmq_codec::topic::validate_name;
+use thingmq_codec::{
+    Packet, PubAck, PubComp, PubRec, PubRel, Publish, PublishProperties, QoS, ReasonCode,
+};
+
+impl Session {
+    pub(super) fn on_publish(
+        &mut self,
+        now: Instant,
+        mut p: Publish,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Violation> {
+        let s = self.settings.clone();
+        if p.qos > s.max_qos {
+            return Err(Violation::Mqtt_3_2_2_11);
+        }
+        if p.retain && !s.retain_available {
+            return Err(Violation::Mqtt_3_2_2_14);
+        }
+        if !p.properties.subscription_identifiers.is_empty() {
+            return Err(Violation::Mqtt_3_3_4_6);
+        }
+        self.resolve_topic_alias(&mut p)?;
+        validate_name(&p.topic).map_err(|_| Violation::Mqtt_3_3_2_2)?;
+
+        if let (QoS::ExactlyOnce, Some(id)) = (p.qos, p.packet_id) {
+            if let Some(&routed) = self.qos2_received.get(&id) {
+                // A resend of a message we already took: never route it twice [MQTT-4.3.3-10].
+                if routed {
+                    out.push(Output::Send(Packet::PubRec(PubRec::new(id))));
+                }
+                return Ok(());
+            }
+        }
+        if p.qos > QoS::AtMostOnce
+            && self.protocol.is_v5()
+            && self.qos1_unacked + self.qos2_received.len() >= usize::from(s.receive_maximum)
+        {
+            return Err(Violation::Mqtt_3_3_4_9);
+        }
+        let ack = p.packet_id.map(|packet_id| PendingAck {
+            packet_id,
+            qos: p.qos,
+        });
+        // Reject before routing, answering on the ack when there is one.
+        let refusal = if p.properties.payload_format_indicator == Some(true)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
+            Some(ReasonCode::PayloadFormatInvalid)
+        } else if p.topic.starts_with("$SYS") || p.topic.starts_with("$share") {
+            // $SYS belongs to the broker; $share/... is not a topic name.
+            Some(ReasonCode::NotAuthorized)
+        } else {
+            None
+        };
+        match ack {
+            Some(a) if a.qos == QoS::ExactlyOnce => {
+                self.qos2_received.insert(a.packet_id, false);
+            }
+            Some(_) => self.qos1_unacked += 1,
+            None => {}
+        }
+        if let Some(code) = refusal {
+            if let Some(a) = ack {
+                self.publish_done(a, code, out);
+            }
+            return Ok(());
+        }
+        let pp = p.properties;
+        let message = Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            expires_at: pp
+                .message_expiry_interval
+                .map(|secs| now + Duration::from_secs(u64::from(secs))),
+            properties: PublishProperties {
+                payload_format_indicator: pp.payload_format_indicator,
+                content_type: pp.content_type,
+                response_topic: pp.response_topic,
+                correlation_data: pp.correlation_data,
+                user_properties: pp.user_properties,
+                ..PublishProperties::default()
+            },
+            publisher: Some(self.client_id.clone()),
+        };
+        out.push(Output::Publish {
+            message: Arc::new(message),
+            ack,
+        });
+        Ok(())
+    }
+
+    /// The message of a QoS 1/2 PUBLISH was routed (and persisted): acknowledge it with
+    /// `reason` (Success, No matching subscribers, or a refusal such as Not authorized).
+    pub fn publish_done(&mut self, ack: PendingAck, reason: ReasonCode, out: &mut Vec<Output>) {
+        let reason = if self.protocol.is_v5() {
+            reason
+        } else {
+            ReasonCode::Success
+        };
+        let packet = match ack.qos {
+            QoS::AtLeastOnce => {
+                self.qos1_unacked = self.qos1_unacked.saturating_sub(1);
+                let mut a = PubAck::new(ack.packet_id);
+                a.reason = reason;
+                Packet::PubAck(a)
+            }
+            _ => {
+                if reason.is_success() {
+                    self.qos2_received.insert(ack.packet_id, true);
+                } else {
+                    // A failed PUBREC ends the exchange; the id is free again.
+                    self.qos2_received.remove(&ack.packet_id);
+                }
+                let mut r = PubRec::new(ack.packet_id);
+                r.reason = reason;
+                Packet::PubRec(r)
+            }
+        };
+        if self.conn.is_some() {
+            out.push(Output::Send(packet));
+        }
+    }
+
+    pub(super) fn on_pubrel(&mut self, r: PubRel, out: &mut Vec<Output>) {
+        let mut comp = PubComp::new(r.packet_id);
+        if self.qos2_received.remove(&r.packet_id).is_none() && self.protocol.is_v5() {
+            comp.reason = ReasonCode::PacketIdentifierNotFound;
+        }
+        out.push(Output::Send(Packet::PubComp(comp)));
+    }
+
+    fn resolve_topic_alias(&mut self, p: &mut Publish) -> Result<(), Violation> {
+        let max = self.settings.topic_alias_maximum;
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        match p.properties.topic_alias.take() {
+            Some(alias) if alias.get() > max => Err(Violation::Mqtt_3_3_2_9),
+            Some(alias) if p.topic.is_empty() => {
+                p.topic = conn
+                    .aliases_in
+                    .get(&alias.get())
+                    .cloned()
+                    .ok_or(Violation::UnknownTopicAlias)?;
+                Ok(())
+            }
+            Some(alias) => {
+                validate_name(&p.topic).map_err(|_| Violation::Mqtt_3_3_2_2)?;
+                conn.aliases_in.insert(alias.get(), p.topic.clone());
+                Ok(())
+            }
+            None if p.topic.is_empty() => Err(Violation::UnknownTopicAlias),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Builds the PUBREL for a PUBREC we accepted.
+pub(super) fn pubrel(id: thingmq_codec::PacketId) -> Packet {
+    Packet::PubRel(PubRel::new(id))
+}

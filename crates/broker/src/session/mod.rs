@@ -1,0 +1,337 @@
+//! The per-client session state machine.
+//!
+//! A [`Session`] lives as long as the MQTT session (across connections, while offline, until
+//! it expires). Every entry point takes `now` and appends its side effects to an output vector
+//! as [`Output`] values; the caller (the server's session task) performs them: writes packets,
+//! routes messages, updates the router, arms a timer for [`Session::next_deadline`].
+//!
+//! Entry points: [`Session::attach`] (a CONNECT was accepted), [`Session::handle_packet`]
+//! (a packet from the client), [`Session::deliver`] (a message routed to this session),
+//! [`Session::publish_done`] (a message we received was routed and may be acknowledged),
+//! [`Session::tick`] (a deadline passed), [`Session::connection_lost`] and
+//! [`Session::takeover`].
+
+mod connect;
+mod inbound;
+mod outbound;
+mod subscribe;
+
+pub use connect::{effective_keep_alive, validate_connect};
+
+use crate::router::SubscriptionEntry;
+use crate::{BrokerSettings, Message, Routed, Violation};
+use bytestring::ByteString;
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::time::Instant;
+use thingmq_codec::{LastWill, Packet, PacketId, ProtocolVersion, QoS};
+
+/// A side effect requested by the session, performed by its owner in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Write this packet to the client.
+    Send(Packet),
+    /// Route this message received from the client (and store it if retained). When `ack` is
+    /// set, call [`Session::publish_done`] once routing (and persisting) is done.
+    Publish {
+        /// The message.
+        message: Arc<Message>,
+        /// The acknowledgement owed to the client.
+        ack: Option<PendingAck>,
+    },
+    /// Publish the client's Will Message.
+    Will(Arc<Message>),
+    /// Add (or replace) a subscription in the router, then send retained messages as its
+    /// retain handling says.
+    Subscribe(SubscriptionRecord),
+    /// Remove a subscription from the router.
+    Unsubscribe(SubscriptionRecord),
+    /// Close the network connection after writing the packets sent before this output.
+    Close,
+    /// A message for this client was dropped.
+    Dropped(DropReason),
+    /// The session is over: remove its subscriptions from the router and forget it. Messages
+    /// it got through shared subscriptions and never delivered are handed back so another
+    /// group member can take them.
+    Ended {
+        /// Undelivered shared-subscription messages.
+        orphans: Vec<Routed>,
+    },
+}
+
+/// Why a message for this client was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The session's queue limit (messages or bytes) was reached.
+    QueueFull,
+    /// The message expired before delivery began.
+    Expired,
+    /// It is larger than the client's Maximum Packet Size.
+    TooLarge,
+    /// QoS 0 message for a client that is offline.
+    Offline,
+}
+
+/// An acknowledgement owed for a QoS 1/2 PUBLISH we received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingAck {
+    /// Packet id of the client's PUBLISH.
+    pub packet_id: PacketId,
+    /// Its QoS (1 → PUBACK, 2 → PUBREC).
+    pub qos: QoS,
+}
+
+/// One subscription as the session knows it: the filter as the client wrote it, split into
+/// the router's view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    /// The topic filter without any `$share/group/` prefix.
+    pub filter: ByteString,
+    /// The share group, for `$share/` filters.
+    pub share_group: Option<ByteString>,
+    /// Options (QoS = granted QoS) and subscription identifier.
+    pub entry: SubscriptionEntry,
+}
+
+/// State of one of our QoS 1/2 deliveries awaiting the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    PubAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    PubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    PubComp,
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    packet_id: PacketId,
+    routed: Routed,
+    awaiting: Awaiting,
+}
+
+/// State that exists only while a network connection is attached.
+#[derive(Debug)]
+struct Connection {
+    /// Keep-alive in force (after the server's maximum), seconds; 0 = none.
+    keep_alive: u16,
+    last_packet: Instant,
+    /// How many QoS 1/2 deliveries may be unacknowledged (client's Receive Maximum and ours).
+    send_window: usize,
+    /// Largest packet the client accepts.
+    max_packet_size: Option<u32>,
+    /// Topic aliases the client accepts from us.
+    alias_max_out: u16,
+    aliases_out: HashMap<ByteString, NonZeroU16>,
+    /// Topic aliases the client set toward us.
+    aliases_in: HashMap<u16, ByteString>,
+    /// Whether reason strings may be sent (Request Problem Information).
+    problem_info: bool,
+    /// The Session Expiry Interval given at CONNECT: 0 forbids setting one at DISCONNECT.
+    expiry_at_connect: u32,
+}
+
+/// The MQTT session of one client id.
+#[derive(Debug)]
+pub struct Session {
+    client_id: ByteString,
+    settings: Arc<BrokerSettings>,
+    protocol: ProtocolVersion,
+    conn: Option<Connection>,
+    /// Session Expiry Interval, seconds; `u32::MAX` never expires.
+    expiry_interval: u32,
+    /// When an offline session ends.
+    expires_at: Option<Instant>,
+    will: Option<LastWill>,
+    /// When a delayed will is due (offline only).
+    will_at: Option<Instant>,
+    subscriptions: HashMap<ByteString, SubscriptionRecord>,
+    inflight: VecDeque<InFlight>,
+    queue: VecDeque<Routed>,
+    queued_bytes: usize,
+    next_packet_id: u16,
+    /// QoS 2 packet ids received and not yet released by PUBREL; the flag says whether the
+    /// PUBREC was sent (the message was routed).
+    qos2_received: HashMap<PacketId, bool>,
+    /// QoS 1 PUBLISHes routed but not yet acknowledged.
+    qos1_unacked: usize,
+    ended: bool,
+}
+
+impl Session {
+    /// A new, empty session for `client_id`.
+    pub fn new(client_id: ByteString, settings: Arc<BrokerSettings>) -> Session {
+        Session {
+            client_id,
+            settings,
+            protocol: ProtocolVersion::V3_1_1,
+            conn: None,
+            expiry_interval: 0,
+            expires_at: None,
+            will: None,
+            will_at: None,
+            subscriptions: HashMap::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            next_packet_id: 1,
+            qos2_received: HashMap::new(),
+            qos1_unacked: 0,
+            ended: false,
+        }
+    }
+
+    /// The client identifier.
+    pub fn client_id(&self) -> &ByteString {
+        &self.client_id
+    }
+
+    /// Protocol version of the current (or last) connection.
+    pub fn protocol(&self) -> ProtocolVersion {
+        self.protocol
+    }
+
+    /// True while a network connection is attached.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// True once the session has ended; it must then be dropped.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The session's subscriptions, keyed by the filter as subscribed.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &SubscriptionRecord> {
+        self.subscriptions.values()
+    }
+
+    /// Messages waiting for the in-flight window or for the client to reconnect.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Our unacknowledged QoS 1/2 deliveries.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// The earliest moment [`Session::tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match &self.conn {
+            Some(c) if c.keep_alive > 0 => {
+                // [MQTT-3.1.2-24]: one and a half times the keep-alive.
+                let grace = std::time::Duration::from_millis(u64::from(c.keep_alive) * 1500);
+                Some(c.last_packet + grace)
+            }
+            Some(_) => None,
+            None => match (self.will_at, self.expires_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+
+    /// Handles a packet from the client. On a protocol violation the session has already
+    /// queued the DISCONNECT (v5) and [`Output::Close`]; the violation is returned to be logged.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        packet: Packet,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Violation> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        conn.last_packet = now;
+        let result = match packet {
+            Packet::Publish(p) => self.on_publish(now, p, out),
+            Packet::PubAck(a) => {
+                self.on_ack(now, a.packet_id, Awaiting::PubAck, a.reason, out);
+                Ok(())
+            }
+            Packet::PubRec(r) => {
+                self.on_pubrec(now, r, out);
+                Ok(())
+            }
+            Packet::PubRel(r) => {
+                self.on_pubrel(r, out);
+                Ok(())
+            }
+            Packet::PubComp(c) => {
+                self.on_ack(now, c.packet_id, Awaiting::PubComp, c.reason, out);
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s, out),
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u, out);
+                Ok(())
+            }
+            Packet::PingReq => {
+                out.push(Output::Send(Packet::PingResp));
+                Ok(())
+            }
+            Packet::Disconnect(d) => self.on_disconnect(now, d, out),
+            Packet::Connect(_) => Err(Violation::Mqtt_3_1_0_2),
+            // No enhanced authentication method is offered, so an AUTH can't be valid.
+            Packet::Auth(_) => Err(Violation::Mqtt_4_12_0_1),
+            p @ (Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp) => {
+                Err(Violation::ServerOnlyPacket(p.kind()))
+            }
+        };
+        if let Err(v) = &result {
+            self.violation(now, v, out);
+        }
+        result
+    }
+
+    /// Called when a deadline from [`Session::next_deadline`] may have passed.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if self.conn.is_some() {
+            if self.next_deadline().is_some_and(|d| now >= d) {
+                self.violation(now, &Violation::KeepAliveTimeout, out);
+            }
+            return;
+        }
+        if self.will_at.is_some_and(|t| now >= t) {
+            self.will_at = None;
+            self.publish_will(now, out);
+        }
+        if self.expires_at.is_some_and(|t| now >= t) {
+            self.end(now, out);
+        }
+    }
+
+    /// Ends the session now (clean-start reconnect, admin kick with session removal).
+    pub fn end(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.will_at = None;
+        self.expires_at = None;
+        if self.conn.take().is_some() {
+            out.push(Output::Close);
+        }
+        // The will goes out at the earlier of its delay and the end of the session.
+        self.publish_will(now, out);
+        for record in self.subscriptions.drain().map(|(_, r)| r) {
+            out.push(Output::Unsubscribe(record));
+        }
+        let orphans = self
+            .inflight
+            .drain(..)
+            .filter(|f| f.awaiting != Awaiting::PubComp)
+            .map(|f| f.routed)
+            .chain(self.queue.drain(..))
+            .filter(|r| r.share.is_some())
+            .collect();
+        self.queued_bytes = 0;
+        out.push(Output::Ended { orphans });
+    }
+}
+
+#[cfg(test)]
+mod tests;

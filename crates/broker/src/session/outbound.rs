@@ -1,0 +1,221 @@
+//! Messages to the client: the in-flight window, the queue behind it (also the offline
+//! queue), packet ids, outgoing topic aliases, the client's Maximum Packet Size, and
+//! resending after a reconnect.
+
+use super::inbound::pubrel;
+use super::{Awaiting, DropReason, InFlight, Output, Session};
+use crate::Routed;
+use std::num::NonZeroU16;
+use std::time::Instant;
+use thingmq_codec::{encoded_len, Packet, PacketId, PubRec, Publish, QoS, ReasonCode};
+
+impl Session {
+    /// Takes a message routed to this session: sends it now, or queues it behind the
+    /// in-flight window or until the client reconnects.
+    pub fn deliver(&mut self, now: Instant, routed: Routed, out: &mut Vec<Output>) {
+        if routed.message.is_expired(now) {
+            out.push(Output::Dropped(DropReason::Expired));
+            return;
+        }
+        let Some(conn) = &self.conn else {
+            if routed.qos == QoS::AtMostOnce && !self.settings.queue_qos0 {
+                out.push(Output::Dropped(DropReason::Offline));
+            } else {
+                self.enqueue(routed, out);
+            }
+            return;
+        };
+        // QoS 0 is not subject to the in-flight window.
+        if routed.qos == QoS::AtMostOnce {
+            self.transmit(now, routed, None, out);
+        } else if self.queue.is_empty() && self.inflight.len() < conn.send_window {
+            self.transmit_reliable(now, routed, out);
+        } else {
+            self.enqueue(routed, out);
+        }
+    }
+
+    fn enqueue(&mut self, routed: Routed, out: &mut Vec<Output>) {
+        let s = &self.settings;
+        let cost = routed.message.cost();
+        let over_bytes = s.max_queued_bytes > 0 && self.queued_bytes + cost > s.max_queued_bytes;
+        if self.queue.len() >= s.max_queued_messages || over_bytes {
+            out.push(Output::Dropped(DropReason::QueueFull));
+            return;
+        }
+        self.queued_bytes += cost;
+        self.queue.push_back(routed);
+    }
+
+    /// Sends queued messages while the window has room.
+    fn drain_queue(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let Some(window) = self.conn.as_ref().map(|c| c.send_window) else {
+            return;
+        };
+        while self.inflight.len() < window {
+            let Some(routed) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes = self.queued_bytes.saturating_sub(routed.message.cost());
+            if routed.message.is_expired(now) {
+                out.push(Output::Dropped(DropReason::Expired));
+            } else if routed.qos == QoS::AtMostOnce {
+                self.transmit(now, routed, None, out);
+            } else {
+                self.transmit_reliable(now, routed, out);
+            }
+        }
+    }
+
+    fn transmit_reliable(&mut self, now: Instant, routed: Routed, out: &mut Vec<Output>) {
+        let packet_id = self.allocate_packet_id();
+        if self.transmit(now, routed.clone(), Some(packet_id), out) {
+            let awaiting = if routed.qos == QoS::AtLeastOnce {
+                Awaiting::PubAck
+            } else {
+                Awaiting::PubRec
+            };
+            self.inflight.push_back(InFlight {
+                packet_id,
+                routed,
+                awaiting,
+            });
+        }
+    }
+
+    /// Writes one PUBLISH; false when it was dropped for the client's packet size limit
+    /// (which the spec treats as delivered [MQTT-3.1.2-25]).
+    fn transmit(
+        &mut self,
+        now: Instant,
+        routed: Routed,
+        packet_id: Option<PacketId>,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let mut publish = self.build_publish(now, &routed, packet_id, false);
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        if let Some(max) = conn.max_packet_size {
+            let packet = Packet::Publish(publish);
+            if encoded_len(&packet, self.protocol) > max as usize {
+                out.push(Output::Dropped(DropReason::TooLarge));
+                return false;
+            }
+            let Packet::Publish(p) = packet else {
+                unreachable!()
+            };
+            publish = p;
+        }
+        // Aliases are assigned after the size check (with the full topic, the larger form)
+        // so the client never misses the packet that defines an alias.
+        if conn.alias_max_out > 0 {
+            if let Some(alias) = conn.aliases_out.get(&publish.topic) {
+                publish.properties.topic_alias = Some(*alias);
+                publish.topic = bytestring::ByteString::new();
+            } else if conn.aliases_out.len() < usize::from(conn.alias_max_out) {
+                let n = u16::try_from(conn.aliases_out.len() + 1).unwrap_or(u16::MAX);
+                let alias = NonZeroU16::new(n).unwrap_or(NonZeroU16::MIN);
+                conn.aliases_out.insert(publish.topic.clone(), alias);
+                publish.properties.topic_alias = Some(alias);
+            }
+        }
+        out.push(Output::Send(Packet::Publish(publish)));
+        true
+    }
+
+    fn build_publish(
+        &self,
+        now: Instant,
+        routed: &Routed,
+        packet_id: Option<PacketId>,
+        dup: bool,
+    ) -> Publish {
+        let m = &routed.message;
+        let properties = if self.protocol.is_v5() {
+            let mut p = m.properties.clone();
+            p.message_expiry_interval = m.remaining_expiry(now);
+            p.subscription_identifiers.clone_from(&routed.subscription_ids);
+            p
+        } else {
+            Default::default()
+        };
+        Publish {
+            dup,
+            qos: routed.qos,
+            retain: routed.retain,
+            topic: m.topic.clone(),
+            packet_id,
+            properties,
+            payload: m.payload.clone(),
+        }
+    }
+
+    fn allocate_packet_id(&mut self) -> PacketId {
+        // The window is far smaller than 65,535, so a free id is always found quickly.
+        loop {
+            let id = NonZeroU16::new(self.next_packet_id).unwrap_or(NonZeroU16::MIN);
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.inflight.iter().any(|f| f.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// PUBACK (for QoS 1) or PUBCOMP (for QoS 2) from the client.
+    pub(super) fn on_ack(
+        &mut self,
+        now: Instant,
+        id: PacketId,
+        expected: Awaiting,
+        _reason: ReasonCode,
+        out: &mut Vec<Output>,
+    ) {
+        if let Some(i) = self
+            .inflight
+            .iter()
+            .position(|f| f.packet_id == id && f.awaiting == expected)
+        {
+            self.inflight.remove(i);
+            self.drain_queue(now, out);
+        }
+    }
+
+    pub(super) fn on_pubrec(&mut self, now: Instant, r: PubRec, out: &mut Vec<Output>) {
+        let Some(i) = self.inflight.iter().position(|f| f.packet_id == r.packet_id) else {
+            if self.protocol.is_v5() {
+                let mut rel = thingmq_codec::PubRel::new(r.packet_id);
+                rel.reason = ReasonCode::PacketIdentifierNotFound;
+                out.push(Output::Send(Packet::PubRel(rel)));
+            }
+            return;
+        };
+        if !r.reason.is_success() {
+            // The client refused the message: the exchange is over [MQTT-4.3.3-4].
+            self.inflight.remove(i);
+            self.drain_queue(now, out);
+            return;
+        }
+        self.inflight[i].awaiting = Awaiting::PubComp;
+        out.push(Output::Send(pubrel(r.packet_id)));
+    }
+
+    /// After a reconnect with a present session: resend unacknowledged PUBLISHes with DUP
+    /// and PUBRELs in their original order [MQTT-4.4.0-1], then the queue.
+    pub(super) fn resend(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let pending: Vec<_> = self
+            .inflight
+            .iter()
+            .map(|f| (f.packet_id, f.awaiting, f.routed.clone()))
+            .collect();
+        for (id, awaiting, routed) in pending {
+            if awaiting == Awaiting::PubComp {
+                out.push(Output::Send(pubrel(id)));
+            } else {
+                let p = self.build_publish(now, &routed, Some(id), true);
+                out.push(Output::Send(Packet::Publish(p)));
+            }
+        }
+        self.drain_queue(now, out);
+    }
+}

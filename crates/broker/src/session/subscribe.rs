@@ -1,0 +1,119 @@
+//! SUBSCRIBE and UNSUBSCRIBE: filter checks, granted QoS, and the router updates they ask for.
+
+use super::{Output, Session, SubscriptionRecord};
+use crate::router::SubscriptionEntry;
+use crate::Violation;
+use bytestring::ByteString;
+use thingmq_codec::topic::{has_wildcards, parse_shared, validate_filter};
+use thingmq_codec::{
+    Packet, ReasonCode, SubAck, SubAckProperties, Subscribe, SubscriptionOptions, UnsubAck,
+    UnsubAckProperties, Unsubscribe,
+};
+
+impl Session {
+    pub(super) fn on_subscribe(
+        &mut self,
+        s: Subscribe,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Violation> {
+        let identifier = s.properties.subscription_identifier;
+        if identifier.is_some() && !self.settings.subscription_identifiers {
+            return Err(Violation::SubscriptionIdentifiersNotSupported);
+        }
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut ops = Vec::with_capacity(s.filters.len());
+        for (filter, options) in s.filters {
+            match self.check_filter(&filter, options) {
+                Ok((inner, group)) => {
+                    let granted = options.qos.min(self.settings.max_qos);
+                    let record = SubscriptionRecord {
+                        filter: inner,
+                        share_group: group,
+                        entry: SubscriptionEntry {
+                            options: SubscriptionOptions {
+                                qos: granted,
+                                ..options
+                            },
+                            identifier,
+                        },
+                    };
+                    self.subscriptions.insert(filter, record.clone());
+                    ops.push(Output::Subscribe(record));
+                    reasons.push(ReasonCode::granted(granted));
+                }
+                Err(FilterError::Violation(v)) => return Err(v),
+                Err(FilterError::Refused(code)) => reasons.push(code),
+            }
+        }
+        out.push(Output::Send(Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            properties: SubAckProperties::default(),
+            reasons,
+        })));
+        out.extend(ops);
+        Ok(())
+    }
+
+    fn check_filter(
+        &self,
+        filter: &ByteString,
+        options: SubscriptionOptions,
+    ) -> Result<(ByteString, Option<ByteString>), FilterError> {
+        let settings = &self.settings;
+        let shared = parse_shared(filter).map_err(|_| FilterError::Refused(ReasonCode::TopicFilterInvalid))?;
+        let (inner, group) = match shared {
+            Some((group, inner)) => {
+                if !settings.shared_subscriptions {
+                    return Err(FilterError::Refused(
+                        ReasonCode::SharedSubscriptionsNotSupported,
+                    ));
+                }
+                if options.no_local && self.protocol.is_v5() {
+                    return Err(FilterError::Violation(Violation::Mqtt_3_8_3_4));
+                }
+                (ByteString::from(inner), Some(ByteString::from(group)))
+            }
+            None => {
+                validate_filter(filter)
+                    .map_err(|_| FilterError::Refused(ReasonCode::TopicFilterInvalid))?;
+                (filter.clone(), None)
+            }
+        };
+        if !settings.wildcard_subscriptions && has_wildcards(&inner) {
+            return Err(FilterError::Refused(
+                ReasonCode::WildcardSubscriptionsNotSupported,
+            ));
+        }
+        Ok((inner, group))
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, u: Unsubscribe, out: &mut Vec<Output>) {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        let mut ops = Vec::new();
+        for filter in &u.filters {
+            match self.subscriptions.remove(filter) {
+                Some(record) => {
+                    ops.push(Output::Unsubscribe(record));
+                    reasons.push(ReasonCode::Success);
+                }
+                None => reasons.push(ReasonCode::NoSubscriptionExisted),
+            }
+        }
+        if !self.protocol.is_v5() {
+            reasons.clear();
+        }
+        out.push(Output::Send(Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: UnsubAckProperties::default(),
+            reasons,
+        })));
+        out.extend(ops);
+    }
+}
+
+enum FilterError {
+    /// The filter is refused with this code in SUBACK.
+    Refused(ReasonCode),
+    /// The whole connection is closed.
+    Violation(Violation),
+}

@@ -1,0 +1,683 @@
+//! Unit tests of the session state machine: no sockets, time passed in.
+
+use super::*;
+use crate::Message;
+use bytes::Bytes;
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::Duration;
+use thingmq_codec::{
+    ConnectProperties, Disconnect, DisconnectProperties, PubAck, PubComp, PubRec, PubRel, Publish,
+    PublishProperties, ReasonCode, Subscribe, SubscribeProperties, SubscriptionOptions,
+    Unsubscribe, UnsubscribeProperties, WillProperties,
+};
+
+fn pid(n: u16) -> PacketId {
+    NonZeroU16::new(n).unwrap()
+}
+
+fn connect(version: ProtocolVersion, clean: bool) -> thingmq_codec::Connect {
+    thingmq_codec::Connect {
+        protocol: version,
+        clean_start: clean,
+        keep_alive: 10,
+        client_id: "c1".into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: ConnectProperties::default(),
+    }
+}
+
+fn session(version: ProtocolVersion) -> (Session, Instant, Vec<Output>) {
+    session_with(version, BrokerSettings::default())
+}
+
+fn session_with(version: ProtocolVersion, s: BrokerSettings) -> (Session, Instant, Vec<Output>) {
+    let mut sess = Session::new("c1".into(), Arc::new(s));
+    let now = Instant::now();
+    let mut out = Vec::new();
+    sess.attach(now, &connect(version, true), false, false, &mut out);
+    out.clear();
+    (sess, now, out)
+}
+
+fn message(topic: &str, qos: QoS) -> Arc<Message> {
+    Arc::new(Message {
+        topic: topic.into(),
+        payload: Bytes::from_static(b"hi"),
+        qos,
+        retain: false,
+        properties: PublishProperties::default(),
+        expires_at: None,
+        publisher: None,
+    })
+}
+
+fn routed(topic: &str, qos: QoS) -> Routed {
+    Routed {
+        message: message(topic, qos),
+        qos,
+        retain: false,
+        subscription_ids: vec![],
+        share: None,
+    }
+}
+
+fn publish(topic: &str, qos: QoS, id: Option<u16>) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.into(),
+        packet_id: id.map(pid),
+        properties: PublishProperties::default(),
+        payload: Bytes::from_static(b"x"),
+    })
+}
+
+fn sent(out: &[Output]) -> Vec<&Packet> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent_publishes(out: &[Output]) -> Vec<&Publish> {
+    sent(out)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn connack_v5_announces_limits_and_assigned_id() {
+    let mut s = Session::new("thingmq-1".into(), Arc::new(BrokerSettings::default()));
+    let mut out = vec![];
+    let mut c = connect(ProtocolVersion::V5, true);
+    c.client_id = "".into();
+    s.attach(Instant::now(), &c, true, false, &mut out);
+    let Packet::ConnAck(ack) = sent(&out)[0] else {
+        panic!("expected CONNACK")
+    };
+    assert!(!ack.session_present);
+    assert_eq!(ack.code, ReasonCode::Success);
+    assert_eq!(
+        ack.properties.assigned_client_identifier.as_deref(),
+        Some("thingmq-1")
+    );
+    assert_eq!(ack.properties.receive_maximum.map(|r| r.get()), Some(1024));
+    assert!(ack.properties.server_keep_alive.is_none());
+}
+
+#[test]
+fn keep_alive_above_the_maximum_is_replaced_and_announced() {
+    let settings = BrokerSettings {
+        max_keep_alive: 30,
+        ..Default::default()
+    };
+    let mut s = Session::new("c".into(), Arc::new(settings.clone()));
+    let mut out = vec![];
+    let mut c = connect(ProtocolVersion::V5, true);
+    c.keep_alive = 0;
+    s.attach(Instant::now(), &c, false, false, &mut out);
+    let Packet::ConnAck(ack) = sent(&out)[0] else { panic!() };
+    assert_eq!(ack.properties.server_keep_alive, Some(30));
+    // A v3 client can't be told, so it is refused.
+    let mut c3 = connect(ProtocolVersion::V3_1_1, true);
+    c3.keep_alive = 60;
+    assert_eq!(
+        validate_connect(&c3, &settings),
+        Err(ReasonCode::ClientIdentifierNotValid)
+    );
+}
+
+#[test]
+fn empty_client_id_needs_clean_session_on_v311_and_is_refused_on_v31() {
+    let s = BrokerSettings::default();
+    let mut c = connect(ProtocolVersion::V3_1_1, false);
+    c.client_id = "".into();
+    assert_eq!(validate_connect(&c, &s), Err(ReasonCode::ClientIdentifierNotValid));
+    c.clean_start = true;
+    assert_eq!(validate_connect(&c, &s), Ok(()));
+    c.protocol = ProtocolVersion::V3_1;
+    assert_eq!(validate_connect(&c, &s), Err(ReasonCode::ClientIdentifierNotValid));
+}
+
+#[test]
+fn qos1_publish_is_routed_then_acknowledged() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V3_1_1);
+    s.handle_packet(now, publish("a/b", QoS::AtLeastOnce, Some(7)), &mut out)
+        .unwrap();
+    let Output::Publish { message, ack } = &out[0] else {
+        panic!("expected Publish output")
+    };
+    assert_eq!(&*message.topic, "a/b");
+    let ack = ack.unwrap();
+    assert!(sent(&out).is_empty(), "no PUBACK before routing");
+    out.clear();
+    s.publish_done(ack, ReasonCode::Success, &mut out);
+    assert_eq!(sent(&out), vec![&Packet::PubAck(PubAck::new(pid(7)))]);
+}
+
+#[test]
+fn qos2_resend_before_pubrel_is_not_routed_twice() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.handle_packet(now, publish("a", QoS::ExactlyOnce, Some(3)), &mut out)
+        .unwrap();
+    let Output::Publish { ack, .. } = out[0].clone() else { panic!() };
+    out.clear();
+    s.publish_done(ack.unwrap(), ReasonCode::Success, &mut out);
+    assert_eq!(sent(&out), vec![&Packet::PubRec(PubRec::new(pid(3)))]);
+    out.clear();
+    // The client resends with DUP: answered with PUBREC, not routed.
+    s.handle_packet(now, publish("a", QoS::ExactlyOnce, Some(3)), &mut out)
+        .unwrap();
+    assert!(!out.iter().any(|o| matches!(o, Output::Publish { .. })));
+    assert_eq!(sent(&out), vec![&Packet::PubRec(PubRec::new(pid(3)))]);
+    out.clear();
+    s.handle_packet(now, Packet::PubRel(PubRel::new(pid(3))), &mut out)
+        .unwrap();
+    assert_eq!(sent(&out), vec![&Packet::PubComp(PubComp::new(pid(3)))]);
+    out.clear();
+    // After PUBREL the id is free: a new message with it is routed again.
+    s.handle_packet(now, publish("a", QoS::ExactlyOnce, Some(3)), &mut out)
+        .unwrap();
+    assert!(matches!(out[0], Output::Publish { .. }));
+}
+
+#[test]
+fn pubrel_for_unknown_id_answers_packet_identifier_not_found_on_v5() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.handle_packet(now, Packet::PubRel(PubRel::new(pid(9))), &mut out)
+        .unwrap();
+    let Packet::PubComp(c) = sent(&out)[0] else { panic!() };
+    assert_eq!(c.reason, ReasonCode::PacketIdentifierNotFound);
+}
+
+#[test]
+fn exceeding_receive_maximum_disconnects_with_0x93() {
+    let settings = BrokerSettings {
+        receive_maximum: 2,
+        ..Default::default()
+    };
+    let (mut s, now, mut out) = session_with(ProtocolVersion::V5, settings);
+    for id in 1..=2 {
+        s.handle_packet(now, publish("a", QoS::ExactlyOnce, Some(id)), &mut out)
+            .unwrap();
+    }
+    let err = s
+        .handle_packet(now, publish("a", QoS::ExactlyOnce, Some(3)), &mut out)
+        .unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::ReceiveMaximumExceeded);
+    assert!(sent(&out)
+        .iter()
+        .any(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::ReceiveMaximumExceeded)));
+    assert!(out.contains(&Output::Close));
+}
+
+#[test]
+fn topic_alias_set_then_used_resolves_to_the_topic() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let mut p = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "long/topic".into(),
+        packet_id: None,
+        properties: PublishProperties {
+            topic_alias: NonZeroU16::new(1),
+            ..Default::default()
+        },
+        payload: Bytes::new(),
+    };
+    s.handle_packet(now, Packet::Publish(p.clone()), &mut out).unwrap();
+    p.topic = "".into();
+    s.handle_packet(now, Packet::Publish(p.clone()), &mut out).unwrap();
+    let topics: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Publish { message, .. } => Some(message.topic.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(topics, ["long/topic", "long/topic"]);
+    // An alias above our maximum is a protocol error 0x94.
+    p.properties.topic_alias = NonZeroU16::new(65);
+    let err = s.handle_packet(now, Packet::Publish(p), &mut out).unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::TopicAliasInvalid);
+}
+
+#[test]
+fn unknown_topic_alias_is_a_protocol_error() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let p = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "".into(),
+        packet_id: None,
+        properties: PublishProperties {
+            topic_alias: NonZeroU16::new(2),
+            ..Default::default()
+        },
+        payload: Bytes::new(),
+    };
+    let err = s.handle_packet(now, Packet::Publish(p), &mut out).unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+}
+
+#[test]
+fn outbound_window_queues_and_drains_in_order() {
+    let settings = BrokerSettings {
+        max_inflight: 2,
+        ..Default::default()
+    };
+    let (mut s, now, mut out) = session_with(ProtocolVersion::V3_1_1, settings);
+    for i in 0..4 {
+        s.deliver(now, routed(&format!("t/{i}"), QoS::AtLeastOnce), &mut out);
+    }
+    let first: Vec<_> = sent_publishes(&out).iter().map(|p| p.topic.to_string()).collect();
+    assert_eq!(first, ["t/0", "t/1"]);
+    assert_eq!(s.queued_len(), 2);
+    let id0 = sent_publishes(&out)[0].packet_id.unwrap();
+    out.clear();
+    s.handle_packet(now, Packet::PubAck(PubAck::new(id0)), &mut out)
+        .unwrap();
+    let next: Vec<_> = sent_publishes(&out).iter().map(|p| p.topic.to_string()).collect();
+    assert_eq!(next, ["t/2"]);
+}
+
+#[test]
+fn qos2_delivery_runs_pubrec_pubrel_pubcomp() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.deliver(now, routed("x", QoS::ExactlyOnce), &mut out);
+    let id = sent_publishes(&out)[0].packet_id.unwrap();
+    out.clear();
+    s.handle_packet(now, Packet::PubRec(PubRec::new(id)), &mut out)
+        .unwrap();
+    assert_eq!(sent(&out), vec![&Packet::PubRel(PubRel::new(id))]);
+    assert_eq!(s.inflight_len(), 1);
+    out.clear();
+    s.handle_packet(now, Packet::PubComp(PubComp::new(id)), &mut out)
+        .unwrap();
+    assert_eq!(s.inflight_len(), 0);
+}
+
+#[test]
+fn unacknowledged_deliveries_are_resent_with_dup_after_reconnect() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V3_1_1);
+    let mut c = connect(ProtocolVersion::V3_1_1, false);
+    s.attach(now, &c, false, false, &mut out);
+    s.deliver(now, routed("a", QoS::AtLeastOnce), &mut out);
+    s.deliver(now, routed("b", QoS::ExactlyOnce), &mut out);
+    let b_id = sent_publishes(&out)[1].packet_id.unwrap();
+    s.handle_packet(now, Packet::PubRec(PubRec::new(b_id)), &mut out)
+        .unwrap();
+    s.connection_lost(now, &mut out);
+    assert!(!s.is_ended());
+    out.clear();
+    // Offline: QoS 1 queued, QoS 0 dropped.
+    s.deliver(now, routed("c", QoS::AtLeastOnce), &mut out);
+    s.deliver(now, routed("d", QoS::AtMostOnce), &mut out);
+    assert_eq!(out, vec![Output::Dropped(DropReason::Offline)]);
+    out.clear();
+    c.clean_start = false;
+    s.attach(now, &c, false, true, &mut out);
+    let packets = sent(&out);
+    let Packet::ConnAck(ack) = packets[0] else { panic!() };
+    assert!(ack.session_present);
+    let Packet::Publish(a) = packets[1] else { panic!() };
+    assert!(a.dup && &*a.topic == "a");
+    assert_eq!(packets[2], &Packet::PubRel(PubRel::new(b_id)));
+    let Packet::Publish(c2) = packets[3] else { panic!() };
+    assert!(!c2.dup && &*c2.topic == "c");
+}
+
+#[test]
+fn offline_queue_limit_drops_and_counts() {
+    let settings = BrokerSettings {
+        max_queued_messages: 2,
+        ..Default::default()
+    };
+    let (mut s, now, mut out) = session_with(ProtocolVersion::V3_1_1, settings);
+    let mut c = connect(ProtocolVersion::V3_1_1, false);
+    c.clean_start = false;
+    s.attach(now, &c, false, false, &mut out);
+    s.connection_lost(now, &mut out);
+    out.clear();
+    for _ in 0..3 {
+        s.deliver(now, routed("q", QoS::AtLeastOnce), &mut out);
+    }
+    assert_eq!(s.queued_len(), 2);
+    assert_eq!(out, vec![Output::Dropped(DropReason::QueueFull)]);
+}
+
+#[test]
+fn will_is_published_on_abnormal_close_but_not_after_disconnect() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let mut c = connect(ProtocolVersion::V5, true);
+    c.will = Some(thingmq_codec::LastWill {
+        topic: "will".into(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: WillProperties::default(),
+    });
+    s.attach(now, &c, false, false, &mut out);
+    out.clear();
+    s.connection_lost(now, &mut out);
+    assert!(out.iter().any(|o| matches!(o, Output::Will(m) if &*m.topic == "will")));
+
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.attach(now, &c, false, false, &mut out);
+    out.clear();
+    s.handle_packet(now, Packet::Disconnect(Disconnect::new(ReasonCode::Success)), &mut out)
+        .unwrap();
+    assert!(!out.iter().any(|o| matches!(o, Output::Will(_))));
+
+    // DISCONNECT 0x04 asks for the will.
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.attach(now, &c, false, false, &mut out);
+    out.clear();
+    s.handle_packet(
+        now,
+        Packet::Disconnect(Disconnect::new(ReasonCode::DisconnectWithWill)),
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.iter().any(|o| matches!(o, Output::Will(_))));
+}
+
+#[test]
+fn delayed_will_goes_out_at_the_earlier_of_delay_and_session_end() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let mut c = connect(ProtocolVersion::V5, true);
+    c.properties.session_expiry_interval = Some(5);
+    c.will = Some(thingmq_codec::LastWill {
+        topic: "will".into(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: WillProperties {
+            will_delay_interval: Some(60),
+            ..Default::default()
+        },
+    });
+    s.attach(now, &c, false, false, &mut out);
+    out.clear();
+    s.connection_lost(now, &mut out);
+    assert!(!out.iter().any(|o| matches!(o, Output::Will(_))));
+    assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(5)));
+    s.tick(now + Duration::from_secs(4), &mut out);
+    assert!(!out.iter().any(|o| matches!(o, Output::Will(_))));
+    s.tick(now + Duration::from_secs(5), &mut out);
+    assert!(out.iter().any(|o| matches!(o, Output::Will(_))));
+    assert!(out.iter().any(|o| matches!(o, Output::Ended { .. })));
+    assert!(s.is_ended());
+}
+
+#[test]
+fn reconnect_before_will_delay_cancels_the_will() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let mut c = connect(ProtocolVersion::V5, false);
+    c.properties.session_expiry_interval = Some(100);
+    c.will = Some(thingmq_codec::LastWill {
+        topic: "will".into(),
+        payload: Bytes::new(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: WillProperties {
+            will_delay_interval: Some(10),
+            ..Default::default()
+        },
+    });
+    s.attach(now, &c, false, false, &mut out);
+    s.connection_lost(now, &mut out);
+    c.will = None;
+    s.attach(now + Duration::from_secs(3), &c, false, true, &mut out);
+    s.tick(now + Duration::from_secs(20), &mut out);
+    assert!(!out.iter().any(|o| matches!(o, Output::Will(_))));
+}
+
+#[test]
+fn keep_alive_timeout_after_one_and_a_half_intervals() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(15)));
+    s.tick(now + Duration::from_secs(14), &mut out);
+    assert!(out.is_empty());
+    s.handle_packet(now + Duration::from_secs(14), Packet::PingReq, &mut out)
+        .unwrap();
+    assert_eq!(sent(&out), vec![&Packet::PingResp]);
+    out.clear();
+    s.tick(now + Duration::from_secs(28), &mut out);
+    assert!(out.is_empty());
+    s.tick(now + Duration::from_secs(29), &mut out);
+    assert!(sent(&out)
+        .iter()
+        .any(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::KeepAliveTimeout)));
+    assert!(!s.is_connected());
+}
+
+#[test]
+fn session_expiry_zero_at_connect_cannot_be_raised_at_disconnect() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let d = Disconnect {
+        reason: ReasonCode::Success,
+        properties: DisconnectProperties {
+            session_expiry_interval: Some(30),
+            ..Default::default()
+        },
+    };
+    let err = s.handle_packet(now, Packet::Disconnect(d), &mut out).unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+}
+
+#[test]
+fn session_expiry_changed_at_disconnect_is_used() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let mut c = connect(ProtocolVersion::V5, true);
+    c.properties.session_expiry_interval = Some(10);
+    s.attach(now, &c, false, false, &mut out);
+    let d = Disconnect {
+        reason: ReasonCode::Success,
+        properties: DisconnectProperties {
+            session_expiry_interval: Some(100),
+            ..Default::default()
+        },
+    };
+    s.handle_packet(now, Packet::Disconnect(d), &mut out).unwrap();
+    assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(100)));
+}
+
+#[test]
+fn subscribe_grants_capped_qos_and_refuses_bad_filters() {
+    let settings = BrokerSettings {
+        max_qos: QoS::AtLeastOnce,
+        ..Default::default()
+    };
+    let (mut s, now, mut out) = session_with(ProtocolVersion::V5, settings);
+    let opts = |qos| SubscriptionOptions {
+        qos,
+        ..Default::default()
+    };
+    let sub = Subscribe {
+        packet_id: pid(1),
+        properties: SubscribeProperties {
+            subscription_identifier: NonZeroU32::new(5),
+            ..Default::default()
+        },
+        filters: vec![
+            ("a/+".into(), opts(QoS::ExactlyOnce)),
+            ("a/#/b".into(), opts(QoS::AtMostOnce)),
+            ("$share/g/x".into(), opts(QoS::AtMostOnce)),
+        ],
+    };
+    s.handle_packet(now, Packet::Subscribe(sub), &mut out).unwrap();
+    let Packet::SubAck(ack) = sent(&out)[0] else { panic!() };
+    assert_eq!(
+        ack.reasons,
+        [
+            ReasonCode::GrantedQoS1,
+            ReasonCode::TopicFilterInvalid,
+            ReasonCode::Success
+        ]
+    );
+    let records: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Subscribe(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].entry.identifier, NonZeroU32::new(5));
+    assert_eq!(records[1].share_group.as_deref(), Some("g"));
+    assert_eq!(&*records[1].filter, "x");
+}
+
+#[test]
+fn no_local_on_a_shared_subscription_is_a_protocol_error() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let sub = Subscribe {
+        packet_id: pid(1),
+        properties: SubscribeProperties::default(),
+        filters: vec![(
+            "$share/g/x".into(),
+            SubscriptionOptions {
+                no_local: true,
+                ..Default::default()
+            },
+        )],
+    };
+    let err = s.handle_packet(now, Packet::Subscribe(sub), &mut out).unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+}
+
+#[test]
+fn unsubscribe_reports_missing_subscriptions_on_v5_only() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let u = Unsubscribe {
+        packet_id: pid(2),
+        properties: UnsubscribeProperties::default(),
+        filters: vec!["nope".into()],
+    };
+    s.handle_packet(now, Packet::Unsubscribe(u.clone()), &mut out)
+        .unwrap();
+    let Packet::UnsubAck(a) = sent(&out)[0] else { panic!() };
+    assert_eq!(a.reasons, [ReasonCode::NoSubscriptionExisted]);
+    let (mut s, now, mut out) = session(ProtocolVersion::V3_1_1);
+    s.handle_packet(now, Packet::Unsubscribe(u), &mut out).unwrap();
+    let Packet::UnsubAck(a) = sent(&out)[0] else { panic!() };
+    assert!(a.reasons.is_empty());
+}
+
+#[test]
+fn expired_messages_are_not_delivered_and_remaining_expiry_is_forwarded() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let mut m = Message::clone(&message("e", QoS::AtMostOnce));
+    m.expires_at = Some(now + Duration::from_secs(10));
+    let r = Routed {
+        message: Arc::new(m),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        subscription_ids: vec![NonZeroU32::new(3).unwrap()],
+        share: None,
+    };
+    s.deliver(now + Duration::from_secs(4), r.clone(), &mut out);
+    let p = sent_publishes(&out)[0];
+    assert_eq!(p.properties.message_expiry_interval, Some(6));
+    assert_eq!(p.properties.subscription_identifiers, [NonZeroU32::new(3).unwrap()]);
+    out.clear();
+    s.deliver(now + Duration::from_secs(10), r, &mut out);
+    assert_eq!(out, vec![Output::Dropped(DropReason::Expired)]);
+}
+
+#[test]
+fn messages_over_the_clients_maximum_packet_size_are_dropped() {
+    let mut s = Session::new("c".into(), Arc::new(BrokerSettings::default()));
+    let mut out = vec![];
+    let mut c = connect(ProtocolVersion::V5, true);
+    c.properties.maximum_packet_size = NonZeroU32::new(20);
+    let now = Instant::now();
+    s.attach(now, &c, false, false, &mut out);
+    out.clear();
+    s.deliver(now, routed("a/very/long/topic/name/here", QoS::AtLeastOnce), &mut out);
+    assert_eq!(out, vec![Output::Dropped(DropReason::TooLarge)]);
+    assert_eq!(s.inflight_len(), 0);
+}
+
+#[test]
+fn outgoing_topic_aliases_are_assigned_when_the_client_allows_them() {
+    let mut s = Session::new("c".into(), Arc::new(BrokerSettings::default()));
+    let mut out = vec![];
+    let mut c = connect(ProtocolVersion::V5, true);
+    c.properties.topic_alias_maximum = Some(1);
+    let now = Instant::now();
+    s.attach(now, &c, false, false, &mut out);
+    out.clear();
+    s.deliver(now, routed("a", QoS::AtMostOnce), &mut out);
+    s.deliver(now, routed("a", QoS::AtMostOnce), &mut out);
+    s.deliver(now, routed("b", QoS::AtMostOnce), &mut out);
+    let p = sent_publishes(&out);
+    assert_eq!((&*p[0].topic, p[0].properties.topic_alias), ("a", NonZeroU16::new(1)));
+    assert_eq!((&*p[1].topic, p[1].properties.topic_alias), ("", NonZeroU16::new(1)));
+    assert_eq!((&*p[2].topic, p[2].properties.topic_alias), ("b", None));
+}
+
+#[test]
+fn client_publish_to_sys_is_refused_with_not_authorized() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.handle_packet(now, publish("$SYS/x", QoS::AtLeastOnce, Some(1)), &mut out)
+        .unwrap();
+    assert!(!out.iter().any(|o| matches!(o, Output::Publish { .. })));
+    let Packet::PubAck(a) = sent(&out)[0] else { panic!() };
+    assert_eq!(a.reason, ReasonCode::NotAuthorized);
+}
+
+#[test]
+fn second_connect_is_a_protocol_error() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let err = s
+        .handle_packet(
+            now,
+            Packet::Connect(Box::new(connect(ProtocolVersion::V5, true))),
+            &mut out,
+        )
+        .unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+    assert!(!s.is_connected());
+}
+
+#[test]
+fn takeover_sends_session_taken_over_to_v5_clients() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.takeover(now, &mut out);
+    assert!(sent(&out)
+        .iter()
+        .any(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::SessionTakenOver)));
+    // Clean session (expiry 0): the session ends with the connection.
+    assert!(s.is_ended());
+}
+
+#[test]
+fn ended_session_hands_back_undelivered_shared_messages() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let mut c = connect(ProtocolVersion::V5, false);
+    c.properties.session_expiry_interval = Some(60);
+    s.attach(now, &c, false, false, &mut out);
+    s.connection_lost(now, &mut out);
+    let mut r = routed("s", QoS::AtLeastOnce);
+    r.share = Some("g".into());
+    s.deliver(now, r, &mut out);
+    s.deliver(now, routed("plain", QoS::AtLeastOnce), &mut out);
+    out.clear();
+    s.tick(now + Duration::from_secs(60), &mut out);
+    let Some(Output::Ended { orphans }) = out.last() else { panic!() };
+    assert_eq!(orphans.len(), 1);
+    assert_eq!(&*orphans[0].message.topic, "s");
+}

@@ -1,0 +1,161 @@
+//! State shared by all tasks: the subscription router, retained messages, the session
+//! registry and metrics. The publish path takes only read locks (router) so many publishers
+//! route in parallel on all cores.
+
+use crate::inbox::Inbox;
+use crate::metrics::Metrics;
+use crate::session_task::Control;
+use bytestring::ByteString;
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use thingmq_broker::retain::RetainStore;
+use thingmq_broker::router::{Delivery, Router, Subscriber};
+use thingmq_broker::{BrokerSettings, Message, Routed};
+use tokio::sync::mpsc;
+
+/// What the router holds for a session: its inbox and whether it is connected.
+#[derive(Debug)]
+pub(crate) struct SessionShared {
+    id: u64,
+    pub(crate) client_id: ByteString,
+    pub(crate) inbox: Inbox,
+    pub(crate) online: AtomicBool,
+}
+
+/// A cheap, comparable reference to a session (by identity, not client id: a client id can
+/// belong to a new session after the old one ended).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionRef(pub(crate) Arc<SessionShared>);
+
+impl PartialEq for SessionRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+impl Eq for SessionRef {}
+impl Hash for SessionRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state)
+    }
+}
+impl Subscriber for SessionRef {
+    fn is_available(&self) -> bool {
+        self.0.online.load(Ordering::Relaxed)
+    }
+}
+
+/// A registry entry: how to reach the task that owns a client id's session.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionHandle {
+    pub(crate) session: SessionRef,
+    pub(crate) control: mpsc::Sender<Control>,
+}
+
+/// The broker's shared state.
+#[derive(Debug)]
+pub(crate) struct Broker {
+    pub(crate) settings: Arc<BrokerSettings>,
+    pub(crate) outbound_queue: usize,
+    pub(crate) router: RwLock<Router<SessionRef>>,
+    pub(crate) retained: RwLock<RetainStore<Arc<Message>>>,
+    pub(crate) registry: Mutex<HashMap<ByteString, SessionHandle>>,
+    pub(crate) metrics: Metrics,
+    pub(crate) started: Instant,
+    next_session_id: AtomicU64,
+}
+
+impl Broker {
+    pub(crate) fn new(settings: BrokerSettings, outbound_queue: usize) -> Broker {
+        Broker {
+            settings: Arc::new(settings),
+            outbound_queue,
+            router: RwLock::new(Router::new()),
+            retained: RwLock::new(RetainStore::new()),
+            registry: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            next_session_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A new session identity with its inbox.
+    pub(crate) fn new_session_ref(&self, client_id: ByteString) -> SessionRef {
+        let limit = self.settings.max_queued_messages.max(1);
+        SessionRef(Arc::new(SessionShared {
+            id: self.next_session_id.fetch_add(1, Ordering::Relaxed),
+            client_id,
+            inbox: Inbox::new(self.outbound_queue.min(limit.max(self.outbound_queue)), limit),
+            online: AtomicBool::new(false),
+        }))
+    }
+
+    /// Publishes a message: updates the retained store when RETAIN is set, then hands a copy
+    /// to every matching subscriber. Returns how many subscribers it was routed to.
+    pub(crate) fn publish(&self, message: &Arc<Message>, publisher: Option<&SessionRef>) -> usize {
+        if message.retain {
+            self.retain(message);
+        }
+        let mut deliveries: Vec<Delivery<SessionRef>> = Vec::new();
+        self.router
+            .read()
+            .route(&message.topic, publisher, &mut deliveries);
+        let n = deliveries.len();
+        for d in deliveries {
+            let routed = Routed {
+                message: message.clone(),
+                qos: message.qos.min(d.qos),
+                // Live forwarding clears RETAIN unless Retain As Published [MQTT-3.3.1-9/-12].
+                retain: message.retain && d.retain_as_published,
+                subscription_ids: d.identifiers,
+                share: d.share_group,
+            };
+            self.push(&d.subscriber, routed);
+        }
+        n
+    }
+
+    /// Hands messages of an ended session's shared subscriptions to other members of the
+    /// same group. The ended session has already left the router, so it is not picked.
+    pub(crate) fn redistribute(&self, orphans: Vec<Routed>) {
+        let mut deliveries = Vec::new();
+        for orphan in orphans {
+            let Some(group) = &orphan.share else { continue };
+            deliveries.clear();
+            self.router
+                .read()
+                .route(&orphan.message.topic, None, &mut deliveries);
+            if let Some(d) = deliveries
+                .drain(..)
+                .find(|d| d.share_group.as_deref() == Some(&**group))
+            {
+                self.push(&d.subscriber, Routed { qos: orphan.message.qos.min(d.qos), ..orphan });
+            }
+        }
+    }
+
+    /// Puts a routed message into a session's inbox, counting a drop.
+    pub(crate) fn push(&self, to: &SessionRef, routed: Routed) {
+        if !to.0.inbox.push(routed) {
+            Metrics::add(&self.metrics.dropped_queue_full, 1);
+            tracing::debug!(client_id = %to.0.client_id, "inbox full: message dropped");
+        }
+    }
+
+    fn retain(&self, message: &Arc<Message>) {
+        let mut store = self.retained.write();
+        if message.payload.is_empty() {
+            // An empty retained payload deletes [MQTT-3.3.1-10].
+            store.remove(&message.topic);
+        } else {
+            // Copy the payload so the stored message does not pin the publisher's whole read
+            // buffer for as long as it is retained.
+            let mut owned = Message::clone(message);
+            owned.payload = bytes::Bytes::copy_from_slice(&message.payload);
+            store.insert(&message.topic, Arc::new(owned));
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Configuration: a raw serde mirror of the TOML file (unknown keys are errors), then
+//! validated, typed [`Config`]. Every key is documented in `docs/config.md`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use thingmq_broker::BrokerSettings;
+use thingmq_codec::QoS;
+
+/// A configuration error, naming the file, the key and (when known) the line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key or wrong type (the message has line and column).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, naming the key and position.
+        message: String,
+    },
+    /// A key has a value out of its allowed range.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// Dotted key path, e.g. `mqtt.max_qos`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Validated configuration of a thingmq server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// MQTT listeners.
+    pub listeners: Vec<ListenerConfig>,
+    /// Protocol limits for the broker core.
+    pub broker: BrokerSettings,
+    /// Connection-level limits.
+    pub limits: Limits,
+    /// `$SYS` publication interval; `None` disables it.
+    pub sys_interval: Option<Duration>,
+    /// Log filter (tracing `EnvFilter` syntax), overridden by `RUST_LOG`.
+    pub log_level: String,
+}
+
+/// One listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Address to bind; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Connections this listener accepts at once (0 = no limit besides the global one).
+    pub max_connections: usize,
+}
+
+/// Limits enforced by connection tasks.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A connection that has not sent CONNECT within this time is closed.
+    pub connect_timeout: Duration,
+    /// Connections accepted at once over all listeners (0 = no limit).
+    pub max_connections: usize,
+    /// Messages that may wait for a busy connection before QoS 0 ones are dropped.
+    pub outbound_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listeners: vec![ListenerConfig {
+                bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+                max_connections: 0,
+            }],
+            broker: BrokerSettings::default(),
+            limits: Limits {
+                connect_timeout: Duration::from_secs(10),
+                max_connections: 0,
+                outbound_queue: 1000,
+            },
+            sys_interval: Some(Duration::from_secs(10)),
+            log_level: "info".into(),
+        }
+    }
+}
+
+mod raw {
+    //! The file as written. Every field optional; defaults come from `Config::default()`.
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct File {
+        pub(super) log: Option<Log>,
+        pub(super) listeners: Option<Vec<Listener>>,
+        pub(super) mqtt: Option<Mqtt>,
+        pub(super) limits: Option<Limits>,
+        pub(super) sys: Option<Sys>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Log {
+        pub(super) level: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Listener {
+        pub(super) bind: String,
+        pub(super) protocol: Option<String>,
+        pub(super) max_connections: Option<usize>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Mqtt {
+        pub(super) max_keep_alive: Option<u16>,
+        pub(super) receive_maximum: Option<u16>,
+        pub(super) max_inflight: Option<u16>,
+        pub(super) max_packet_size: Option<u32>,
+        pub(super) max_queued_messages: Option<usize>,
+        pub(super) max_queued_bytes: Option<usize>,
+        pub(super) queue_qos0: Option<bool>,
+        pub(super) max_qos: Option<u8>,
+        pub(super) retain_available: Option<bool>,
+        pub(super) wildcard_subscriptions: Option<bool>,
+        pub(super) shared_subscriptions: Option<bool>,
+        pub(super) subscription_identifiers: Option<bool>,
+        pub(super) topic_alias_maximum: Option<u16>,
+        pub(super) max_session_expiry: Option<u32>,
+        pub(super) max_client_id_len: Option<usize>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Limits {
+        pub(super) connect_timeout_ms: Option<u64>,
+        pub(super) max_connections: Option<usize>,
+        pub(super) outbound_queue: Option<usize>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Sys {
+        pub(super) interval_secs: Option<u64>,
+    }
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let file: raw::File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<inline>".into(),
+            message: e.to_string(),
+        })?;
+        Config::validate(file)
+    }
+
+    fn validate(file: raw::File) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        if let Some(level) = file.log.and_then(|l| l.level) {
+            tracing_level_ok(&level).map_err(|m| invalid("log.level", m))?;
+            c.log_level = level;
+        }
+        if let Some(listeners) = file.listeners {
+            if listeners.is_empty() {
+                return Err(invalid("listeners", "at least one listener is needed"));
+            }
+            c.listeners = listeners
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let key = format!("listeners[{i}]");
+                    match l.protocol.as_deref().unwrap_or("tcp") {
+                        "tcp" => {}
+                        other => {
+                            return Err(invalid(
+                                &format!("{key}.protocol"),
+                                format!("`{other}` is not supported (supported: tcp)"),
+                            ))
+                        }
+                    }
+                    let bind = l.bind.parse().map_err(|_| {
+                        invalid(
+                            &format!("{key}.bind"),
+                            format!("`{}` is not an address like 127.0.0.1:1883", l.bind),
+                        )
+                    })?;
+                    Ok(ListenerConfig {
+                        bind,
+                        max_connections: l.max_connections.unwrap_or(0),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        let m = file.mqtt.unwrap_or_default();
+        let b = &mut c.broker;
+        set(&mut b.max_keep_alive, m.max_keep_alive);
+        if let Some(r) = m.receive_maximum {
+            if r == 0 {
+                return Err(invalid("mqtt.receive_maximum", "must be 1..=65535"));
+            }
+            b.receive_maximum = r;
+        }
+        if let Some(r) = m.max_inflight {
+            if r == 0 {
+                return Err(invalid("mqtt.max_inflight", "must be 1..=65535"));
+            }
+            b.max_inflight = r;
+        }
+        if let Some(size) = m.max_packet_size {
+            if !(16..=268_435_460).contains(&size) {
+                return Err(invalid(
+                    "mqtt.max_packet_size",
+                    "must be between 16 and 268435460 bytes",
+                ));
+            }
+            b.max_packet_size = size;
+        }
+        set(&mut b.max_queued_messages, m.max_queued_messages);
+        set(&mut b.max_queued_bytes, m.max_queued_bytes);
+        set(&mut b.queue_qos0, m.queue_qos0);
+        if let Some(q) = m.max_qos {
+            b.max_qos = QoS::from_u8(q).ok_or_else(|| invalid("mqtt.max_qos", "must be 0, 1 or 2"))?;
+        }
+        set(&mut b.retain_available, m.retain_available);
+        set(&mut b.wildcard_subscriptions, m.wildcard_subscriptions);
+        set(&mut b.shared_subscriptions, m.shared_subscriptions);
+        set(&mut b.subscription_identifiers, m.subscription_identifiers);
+        set(&mut b.topic_alias_maximum, m.topic_alias_maximum);
+        set(&mut b.max_session_expiry, m.max_session_expiry);
+        if let Some(len) = m.max_client_id_len {
+            if !(23..=65535).contains(&len) {
+                return Err(invalid("mqtt.max_client_id_len", "must be 23..=65535"));
+            }
+            b.max_client_id_len = len;
+        }
+        let l = file.limits.unwrap_or_default();
+        if let Some(ms) = l.connect_timeout_ms {
+            if ms == 0 {
+                return Err(invalid("limits.connect_timeout_ms", "must be above 0"));
+            }
+            c.limits.connect_timeout = Duration::from_millis(ms);
+        }
+        set(&mut c.limits.max_connections, l.max_connections);
+        if let Some(q) = l.outbound_queue {
+            if q == 0 {
+                return Err(invalid("limits.outbound_queue", "must be above 0"));
+            }
+            c.limits.outbound_queue = q;
+        }
+        if let Some(secs) = file.sys.and_then(|s| s.interval_secs) {
+            c.sys_interval = (secs > 0).then(|| Duration::from_secs(secs));
+        }
+        Ok(c)
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
+    }
+}
+
+fn tracing_level_ok(level: &str) -> Result<(), String> {
+    let known = ["trace", "debug", "info", "warn", "error", "off"];
+    if known.contains(&level.to_ascii_lowercase().as_str()) {
+        Ok(())
+    } else {
+        Err(format!("`{level}` is not one of {}", known.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.listeners[0].bind.to_string(), "127.0.0.1:1883");
+        assert_eq!(c.broker, BrokerSettings::default());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_key_and_line() {
+        let err = Config::from_toml("[mqtt]\nmax_qos = 1\nmax_qoss = 2\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("max_qoss"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_key() {
+        let err = Config::from_toml("[mqtt]\nmax_qos = 3\n").unwrap_err();
+        assert_eq!(err.to_string(), "config key `mqtt.max_qos`: must be 0, 1 or 2");
+        let err = Config::from_toml("[[listeners]]\nbind = \"nowhere\"\n").unwrap_err();
+        assert!(err.to_string().contains("listeners[0].bind"));
+    }
+
+    #[test]
+    fn settings_are_applied() {
+        let c = Config::from_toml(
+            "[mqtt]\nmax_qos = 1\nmax_keep_alive = 60\n[limits]\nconnect_timeout_ms = 500\n[sys]\ninterval_secs = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.broker.max_qos, QoS::AtLeastOnce);
+        assert_eq!(c.broker.max_keep_alive, 60);
+        assert_eq!(c.limits.connect_timeout, Duration::from_millis(500));
+        assert!(c.sys_interval.is_none());
+    }
+}

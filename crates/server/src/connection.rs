@@ -1,0 +1,207 @@
+//! A new network connection: wait (bounded) for CONNECT, check it, answer refusals, then
+//! hand the connection to the task owning the client id's session ([`admit`]).
+
+use crate::broker::{Broker, SessionHandle};
+use crate::metrics::Metrics;
+use crate::session_task::{Control, SessionTask};
+use bytes::BytesMut;
+use bytestring::ByteString;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use thingmq_broker::session::validate_connect;
+use thingmq_codec::{
+    decode, encode, ConnAck, ConnAckProperties, Connect, DecodeError, Packet, ProtocolVersion,
+    ReasonCode,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+
+/// Any byte stream a listener produces (TCP now; TLS and WebSocket plug in here).
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
+
+/// The read side of a connection with its buffer.
+pub(crate) struct ReadPart {
+    pub(crate) io: ReadHalf<Box<dyn Transport>>,
+    pub(crate) buf: BytesMut,
+}
+
+/// The write side of a connection with the bytes not yet written. It also holds the
+/// connection-limit permits, released when the connection is gone.
+pub(crate) struct WritePart {
+    pub(crate) io: WriteHalf<Box<dyn Transport>>,
+    pub(crate) buf: BytesMut,
+    pub(crate) _permits: Vec<OwnedSemaphorePermit>,
+}
+
+/// A connection whose CONNECT was accepted, on its way to its session task.
+pub(crate) struct Accepted {
+    pub(crate) connect: Connect,
+    pub(crate) reader: ReadPart,
+    pub(crate) writer: WritePart,
+    /// The client id was empty and the server assigned one.
+    pub(crate) assigned_id: bool,
+    pub(crate) peer: SocketAddr,
+}
+
+impl std::fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepted")
+            .field("client_id", &self.connect.client_id)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs the CONNECT phase of a new connection.
+pub(crate) async fn handshake(
+    broker: Arc<Broker>,
+    stream: Box<dyn Transport>,
+    peer: SocketAddr,
+    permits: Vec<OwnedSemaphorePermit>,
+    connect_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    let (io, write_io) = tokio::io::split(stream);
+    let mut reader = ReadPart {
+        io,
+        buf: BytesMut::with_capacity(1024),
+    };
+    let mut writer = WritePart {
+        io: write_io,
+        buf: BytesMut::new(),
+        _permits: permits,
+    };
+    let max = broker.settings.max_packet_size;
+    let first = match tokio::time::timeout(connect_timeout, read_packet(&mut reader, max)).await {
+        Err(_) => {
+            tracing::debug!(%peer, "no CONNECT within the connect timeout; closing");
+            return;
+        }
+        Ok(r) => r,
+    };
+    let mut connect = match first {
+        Ok(Some(Packet::Connect(c))) => *c,
+        Ok(Some(p)) => {
+            tracing::info!(%peer, kind = p.kind(), "first packet is not CONNECT [MQTT-3.1.0-1]; closing");
+            return;
+        }
+        Ok(None) => return,
+        Err(DecodeError::Mqtt_3_1_2_2(level)) => {
+            // [MQTT-3.1.2-2]: answer with return code 1 (v3 format: the client's level is
+            // unknown to us) and close.
+            tracing::info!(%peer, level, "unsupported protocol level; refusing");
+            refuse(&mut writer, ProtocolVersion::V3_1_1, ReasonCode::UnsupportedProtocolVersion).await;
+            return;
+        }
+        Err(e) => {
+            tracing::info!(%peer, "malformed CONNECT: {e}; closing");
+            return;
+        }
+    };
+    if let Err(code) = validate_connect(&connect, &broker.settings) {
+        tracing::info!(%peer, client_id = %connect.client_id, reason = %code, "connection refused");
+        refuse(&mut writer, connect.protocol, code).await;
+        return;
+    }
+    let assigned_id = connect.client_id.is_empty();
+    if assigned_id {
+        connect.client_id = ByteString::from(format!("thingmq-{:016x}", rand::random::<u64>()));
+    }
+    let accepted = Accepted {
+        connect,
+        reader,
+        writer,
+        assigned_id,
+        peer,
+    };
+    admit(broker, accepted, shutdown, alive).await;
+}
+
+/// Hands an accepted connection to the task owning its client id's session, starting one
+/// when there is none.
+pub(crate) async fn admit(
+    broker: Arc<Broker>,
+    mut accepted: Accepted,
+    shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    let client_id = accepted.connect.client_id.clone();
+    loop {
+        let handle = {
+            let mut registry = broker.registry.lock();
+            match registry.get(&client_id) {
+                Some(h) => h.clone(),
+                None => {
+                    let (control, inbox) = mpsc::channel(8);
+                    let me = broker.new_session_ref(client_id.clone());
+                    registry.insert(
+                        client_id.clone(),
+                        SessionHandle {
+                            session: me.clone(),
+                            control,
+                        },
+                    );
+                    drop(registry);
+                    let task = SessionTask::new(broker.clone(), me, inbox, shutdown, alive);
+                    tokio::spawn(task.run(accepted));
+                    return;
+                }
+            }
+        };
+        match handle
+            .control
+            .send(Control::Attach(Box::new(accepted)))
+            .await
+        {
+            Ok(()) => return,
+            Err(mpsc::error::SendError(Control::Attach(a))) => {
+                // The owner is gone; forget it and start over.
+                accepted = *a;
+                let mut registry = broker.registry.lock();
+                if registry
+                    .get(&client_id)
+                    .is_some_and(|h| h.session == handle.session)
+                {
+                    registry.remove(&client_id);
+                }
+            }
+        }
+    }
+}
+
+async fn read_packet(reader: &mut ReadPart, max: u32) -> Result<Option<Packet>, DecodeError> {
+    loop {
+        // CONNECT carries its own protocol level; the version passed here is not used for it.
+        if let Some(p) = decode(&mut reader.buf, ProtocolVersion::V5, max)? {
+            return Ok(Some(p));
+        }
+        match reader.io.read_buf(&mut reader.buf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn refuse(writer: &mut WritePart, version: ProtocolVersion, code: ReasonCode) {
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties: ConnAckProperties::default(),
+    });
+    if encode(&connack, version, &mut writer.buf).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = writer.io.write_all_buf(&mut writer.buf).await;
+            let _ = writer.io.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// Counts a refused connection (limit reached).
+pub(crate) fn refused(broker: &Broker, peer: SocketAddr) {
+    Metrics::add(&broker.metrics.refused_connections, 1);
+    tracing::warn!(%peer, "connection limit reached; connection refused");
+}

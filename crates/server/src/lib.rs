@@ -1,0 +1,128 @@
+//! The thingmq server: where the pure broker core meets I/O.
+//!
+//! [`Server::start`] binds every listener of a [`Config`] and returns a [`ServerHandle`] with
+//! the bound addresses (port 0 picks a free port, which tests use). Inside: one accept loop
+//! per listener (`listener`), a CONNECT phase per connection (`connection`), and one task per
+//! session (`session_task`) that owns a `thingmq_broker::session::Session`. Shared state —
+//! router, retained messages, session registry, metrics — is in `broker`.
+
+mod broker;
+pub mod config;
+mod connection;
+mod inbox;
+mod listener;
+pub mod metrics;
+mod session_task;
+mod sys;
+
+pub use config::{Config, ConfigError};
+pub use sys::VERSION;
+
+use broker::Broker;
+use listener::ListenerTask;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+/// How long shutdown waits for sessions to send their last packets.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Errors starting a server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A thingmq server.
+#[derive(Debug)]
+pub struct Server;
+
+/// A running server: its bound addresses, and the way to stop it.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    alive: Option<mpsc::Sender<()>>,
+    done: mpsc::Receiver<()>,
+    broker: Arc<Broker>,
+}
+
+impl Server {
+    /// Binds every listener and starts serving. Must be called inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
+        let broker = Arc::new(Broker::new(config.broker.clone(), config.limits.outbound_queue));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (alive, done) = mpsc::channel(1);
+        let global = (config.limits.max_connections > 0)
+            .then(|| Arc::new(Semaphore::new(config.limits.max_connections)));
+        let mut addrs = Vec::new();
+        let mut tasks = Vec::new();
+        for l in &config.listeners {
+            let listener = TcpListener::bind(l.bind).await.map_err(|source| ServerError::Bind {
+                addr: l.bind,
+                source,
+            })?;
+            let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+                addr: l.bind,
+                source,
+            })?;
+            tracing::info!(%addr, "MQTT listener (tcp) ready");
+            addrs.push(addr);
+            tasks.push(ListenerTask {
+                listener,
+                config: l.clone(),
+                broker: broker.clone(),
+                global: global.clone(),
+                connect_timeout: config.limits.connect_timeout,
+                shutdown: shutdown_rx.clone(),
+                alive: alive.clone(),
+            });
+        }
+        for t in tasks {
+            tokio::spawn(t.run());
+        }
+        if let Some(every) = config.sys_interval {
+            tokio::spawn(sys::run(broker.clone(), every, shutdown_rx.clone()));
+        }
+        Ok(ServerHandle {
+            addrs,
+            shutdown: shutdown_tx,
+            alive: Some(alive),
+            done,
+            broker,
+        })
+    }
+}
+
+impl ServerHandle {
+    /// The bound address of each listener, in config order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Number of client connections right now.
+    pub fn connections(&self) -> u64 {
+        metrics::Metrics::get(&self.broker.metrics.connections)
+    }
+
+    /// Stops accepting, sends v5 clients DISCONNECT 0x8B (server shutting down), publishes
+    /// wills as for any connection the client did not close, and waits (bounded) for every
+    /// session task to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        self.alive = None;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.done.recv()).await;
+        // Give the closing writers a moment to flush their last packets.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

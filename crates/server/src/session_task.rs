@@ -1,0 +1,434 @@
+//! The task that owns one session: the only place a [`Session`] state machine meets I/O.
+//!
+//! It lives as long as the MQTT session, connected or not. While a connection is attached it
+//! `select!`s over socket reads, socket writes, its inbox, its deadline timer, control
+//! messages (a new connection for the same client id) and server shutdown. Side effects the
+//! session asks for ([`Output`]) are performed in order by [`SessionTask::perform`].
+
+use crate::broker::{Broker, SessionHandle, SessionRef};
+use crate::connection::{admit, Accepted, ReadPart, WritePart};
+use crate::metrics::Metrics;
+use bytes::BytesMut;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thingmq_broker::session::{DropReason, Output, Session, SubscriptionRecord};
+use thingmq_broker::{Routed, Violation};
+use thingmq_codec::{decode, encode, Packet, ReasonCode, RetainHandling};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+/// Above this many unwritten bytes the task stops taking messages from its inbox, so a
+/// client that reads slowly makes its inbox (bounded) fill instead of our memory.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// How long a closing connection may take to receive its last packets.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Messages to a session task.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// A new connection for this client id (reconnect or takeover).
+    Attach(Box<Accepted>),
+}
+
+pub(crate) struct SessionTask {
+    broker: Arc<Broker>,
+    me: SessionRef,
+    session: Session,
+    control: mpsc::Receiver<Control>,
+    shutdown: watch::Receiver<bool>,
+    reader: Option<ReadPart>,
+    writer: Option<WritePart>,
+    out: Vec<Output>,
+    batch: Vec<Output>,
+    routed: Vec<Routed>,
+    /// Set while a new connection replaces the old one, so an ended session is replaced by a
+    /// fresh one instead of stopping the task.
+    reattaching: bool,
+    /// Keeps the server's shutdown waiting until this task is gone.
+    _alive: mpsc::Sender<()>,
+}
+
+impl std::fmt::Debug for SessionTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionTask")
+            .field("client_id", self.session.client_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionTask {
+    pub(crate) fn new(
+        broker: Arc<Broker>,
+        me: SessionRef,
+        control: mpsc::Receiver<Control>,
+        shutdown: watch::Receiver<bool>,
+        alive: mpsc::Sender<()>,
+    ) -> SessionTask {
+        Metrics::add(&broker.metrics.sessions, 1);
+        let session = Session::new(me.0.client_id.clone(), broker.settings.clone());
+        SessionTask {
+            broker,
+            me,
+            session,
+            control,
+            shutdown,
+            reader: None,
+            writer: None,
+            out: Vec::new(),
+            batch: Vec::new(),
+            routed: Vec::new(),
+            reattaching: false,
+            _alive: alive,
+        }
+    }
+
+    pub(crate) async fn run(mut self, first: Accepted) {
+        self.attach(first, false);
+        loop {
+            if self.session.is_ended() {
+                break;
+            }
+            let deadline = self.session.next_deadline();
+            let can_take = self
+                .writer
+                .as_ref()
+                .is_none_or(|w| w.buf.len() < WRITE_HIGH_WATER);
+            tokio::select! {
+                ctl = self.control.recv() => match ctl {
+                    Some(Control::Attach(a)) => self.attach(*a, true),
+                    None => break,
+                },
+                _ = self.shutdown.changed() => {
+                    self.session.shutdown(Instant::now(), &mut self.out);
+                    self.perform();
+                    break;
+                }
+                n = read_some(&mut self.reader) => self.on_read(n),
+                r = write_some(&mut self.writer) => {
+                    if let Ok(n) = r {
+                        Metrics::add(&self.broker.metrics.bytes_sent, n as u64);
+                    } else {
+                        self.lost();
+                    }
+                }
+                _ = self.me.0.inbox.wait(), if can_take => self.on_inbox(),
+                _ = sleep_until(deadline) => {
+                    self.session.tick(Instant::now(), &mut self.out);
+                    self.perform();
+                }
+            }
+        }
+        self.close_connection();
+        self.leave_registry();
+    }
+
+    /// Attaches a connection: the first one, a reconnect to an offline session, or a takeover
+    /// of a connected one.
+    fn attach(&mut self, a: Accepted, existing: bool) {
+        let now = Instant::now();
+        let client_id = a.connect.client_id.clone();
+        self.reattaching = true;
+        if existing {
+            if self.session.is_connected() {
+                tracing::info!(%client_id, "session taken over by a new connection");
+            }
+            self.session.takeover(now, &mut self.out);
+            self.perform();
+            if a.connect.clean_start {
+                self.session.end(now, &mut self.out);
+                self.perform();
+            }
+        }
+        let session_present = existing && !self.session.is_ended();
+        if self.session.is_ended() {
+            self.fresh_session();
+        }
+        self.reattaching = false;
+        let Accepted {
+            connect,
+            reader,
+            writer,
+            assigned_id,
+            peer,
+        } = a;
+        tracing::debug!(%client_id, %peer, protocol = ?connect.protocol, session_present, "client connected");
+        self.reader = Some(reader);
+        self.writer = Some(writer);
+        self.me.0.online.store(true, Ordering::Relaxed);
+        Metrics::add(&self.broker.metrics.connections, 1);
+        Metrics::add(&self.broker.metrics.connections_total, 1);
+        self.session
+            .attach(now, &connect, assigned_id, session_present, &mut self.out);
+        self.perform();
+        // Bytes that arrived right behind CONNECT are already buffered.
+        self.decode_all();
+    }
+
+    /// Replaces an ended session with a new one under a new identity in the registry.
+    fn fresh_session(&mut self) {
+        let client_id = self.me.0.client_id.clone();
+        let me = self.broker.new_session_ref(client_id.clone());
+        let mut registry = self.broker.registry.lock();
+        if let Some(h) = registry.get_mut(&client_id) {
+            if h.session == self.me {
+                *h = SessionHandle {
+                    session: me.clone(),
+                    control: h.control.clone(),
+                };
+            }
+        }
+        drop(registry);
+        self.me = me;
+        self.session = Session::new(client_id, self.broker.settings.clone());
+    }
+
+    fn on_read(&mut self, n: io::Result<usize>) {
+        match n {
+            Ok(0) | Err(_) => self.lost(),
+            Ok(n) => {
+                Metrics::add(&self.broker.metrics.bytes_received, n as u64);
+                self.decode_all();
+            }
+        }
+    }
+
+    fn decode_all(&mut self) {
+        let max = self.broker.settings.max_packet_size;
+        while let Some(reader) = self.reader.as_mut() {
+            let now = Instant::now();
+            match decode(&mut reader.buf, self.session.protocol(), max) {
+                Ok(Some(packet)) => {
+                    if matches!(packet, Packet::Publish(_)) {
+                        Metrics::add(&self.broker.metrics.messages_received, 1);
+                    }
+                    if let Err(v) = self.session.handle_packet(now, packet, &mut self.out) {
+                        self.log_violation(&v);
+                    }
+                    self.perform();
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let v = Violation::Decode(e);
+                    self.log_violation(&v);
+                    self.session.reject(now, &v, &mut self.out);
+                    self.perform();
+                }
+            }
+        }
+    }
+
+    fn log_violation(&self, v: &Violation) {
+        Metrics::add(&self.broker.metrics.protocol_errors, 1);
+        tracing::info!(
+            client_id = %self.session.client_id(),
+            reason = %v.reason_code(),
+            "closing connection: {v}"
+        );
+    }
+
+    fn on_inbox(&mut self) {
+        let now = Instant::now();
+        let mut routed = std::mem::take(&mut self.routed);
+        self.me.0.inbox.drain_into(&mut routed);
+        for r in routed.drain(..) {
+            self.session.deliver(now, r, &mut self.out);
+        }
+        self.routed = routed;
+        self.perform();
+    }
+
+    fn lost(&mut self) {
+        tracing::debug!(client_id = %self.session.client_id(), "connection lost");
+        self.session.connection_lost(Instant::now(), &mut self.out);
+        self.perform();
+        self.close_connection();
+    }
+
+    /// Performs the session's outputs in order; outputs caused by performing them (e.g. the
+    /// PUBACK after routing) are performed after.
+    fn perform(&mut self) {
+        while !self.out.is_empty() {
+            let mut batch = std::mem::replace(&mut self.out, std::mem::take(&mut self.batch));
+            for output in batch.drain(..) {
+                self.apply(output);
+            }
+            self.batch = batch;
+        }
+    }
+
+    fn apply(&mut self, output: Output) {
+        let now = Instant::now();
+        match output {
+            Output::Send(packet) => self.send(&packet),
+            Output::Publish { message, ack } => {
+                let n = self.broker.publish(&message, Some(&self.me));
+                if let Some(ack) = ack {
+                    let reason = if n == 0 {
+                        ReasonCode::NoMatchingSubscribers
+                    } else {
+                        ReasonCode::Success
+                    };
+                    self.session.publish_done(ack, reason, &mut self.out);
+                }
+            }
+            Output::Will(message) => {
+                tracing::debug!(client_id = %self.session.client_id(), topic = %message.topic, "publishing will");
+                self.broker.publish(&message, None);
+            }
+            Output::Subscribe(record) => self.subscribe(now, record),
+            Output::Unsubscribe(record) => {
+                self.broker.router.write().unsubscribe(
+                    &record.filter,
+                    record.share_group.as_deref(),
+                    &self.me,
+                );
+            }
+            Output::Close => self.close_connection(),
+            Output::Dropped(reason) => {
+                let m = &self.broker.metrics;
+                let counter = match reason {
+                    DropReason::QueueFull => &m.dropped_queue_full,
+                    DropReason::Expired => &m.dropped_expired,
+                    DropReason::TooLarge => &m.dropped_too_large,
+                    DropReason::Offline => &m.dropped_offline,
+                };
+                Metrics::add(counter, 1);
+            }
+            Output::Ended { orphans } => {
+                tracing::debug!(client_id = %self.session.client_id(), "session ended");
+                self.broker.redistribute(orphans);
+                if !self.reattaching {
+                    self.leave_registry();
+                }
+            }
+        }
+    }
+
+    fn subscribe(&mut self, now: Instant, record: SubscriptionRecord) {
+        let is_new = self.broker.router.write().subscribe(
+            &record.filter,
+            record.share_group.as_deref(),
+            self.me.clone(),
+            record.entry,
+        );
+        let options = record.entry.options;
+        // Retained messages are not sent for shared subscriptions [MQTT-3.8.4-?] / §4.8.2.
+        let send_retained = record.share_group.is_none()
+            && match options.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscribe => is_new,
+                RetainHandling::Never => false,
+            };
+        if !send_retained {
+            return;
+        }
+        let mut messages = Vec::new();
+        self.broker
+            .retained
+            .read()
+            .matching(&record.filter, &mut messages);
+        for message in messages {
+            let routed = Routed {
+                qos: message.qos.min(options.qos),
+                message,
+                // Retained messages sent on subscribe carry RETAIN [MQTT-3.3.1-8].
+                retain: true,
+                subscription_ids: record.entry.identifier.into_iter().collect(),
+                share: None,
+            };
+            self.session.deliver(now, routed, &mut self.out);
+        }
+    }
+
+    fn send(&mut self, packet: &Packet) {
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        if matches!(packet, Packet::Publish(_)) {
+            Metrics::add(&self.broker.metrics.messages_sent, 1);
+        }
+        if let Err(e) = encode(packet, self.session.protocol(), &mut writer.buf) {
+            tracing::warn!(client_id = %self.session.client_id(), "cannot encode packet: {e}");
+        }
+    }
+
+    /// Drops the connection; unwritten bytes (e.g. a DISCONNECT with a reason) are written by
+    /// a short-lived task so this one never blocks on a slow client.
+    fn close_connection(&mut self) {
+        self.reader = None;
+        if let Some(mut writer) = self.writer.take() {
+            self.me.0.online.store(false, Ordering::Relaxed);
+            self.broker.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                    let _ = writer.io.write_all_buf(&mut writer.buf).await;
+                    let _ = writer.io.shutdown().await;
+                })
+                .await;
+            });
+        }
+    }
+
+    /// Removes this task from the registry (unless a newer session owns the id) and passes
+    /// on connections that were sent to it meanwhile.
+    fn leave_registry(&mut self) {
+        let client_id = self.me.0.client_id.clone();
+        {
+            let mut registry = self.broker.registry.lock();
+            if registry
+                .get(&client_id)
+                .is_some_and(|h| h.session == self.me)
+            {
+                registry.remove(&client_id);
+            }
+        }
+        self.control.close();
+        while let Ok(Control::Attach(a)) = self.control.try_recv() {
+            let broker = self.broker.clone();
+            let shutdown = self.shutdown.clone();
+            let alive = self._alive.clone();
+            tokio::spawn(admit(broker, *a, shutdown, alive));
+        }
+    }
+}
+
+impl Drop for SessionTask {
+    fn drop(&mut self) {
+        self.broker.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn read_some(reader: &mut Option<ReadPart>) -> io::Result<usize> {
+    match reader {
+        Some(r) => {
+            if r.buf.capacity() - r.buf.len() < 1024 {
+                r.buf.reserve(8 * 1024);
+            }
+            r.io.read_buf(&mut r.buf).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_some(writer: &mut Option<WritePart>) -> io::Result<usize> {
+    match writer {
+        Some(w) if !w.buf.is_empty() => {
+            let n = w.io.write_buf(&mut w.buf).await?;
+            if w.buf.is_empty() && w.buf.capacity() > 64 * 1024 {
+                // Give back memory after a burst.
+                w.buf = BytesMut::new();
+            }
+            Ok(n)
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

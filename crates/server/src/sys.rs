@@ -1,0 +1,63 @@
+//! `$SYS/broker/...` topics, published (retained) every configured interval.
+
+use crate::broker::Broker;
+use crate::metrics::Metrics;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use thingmq_broker::Message;
+use thingmq_codec::QoS;
+use tokio::sync::watch;
+
+/// The broker version announced in `$SYS/broker/version`.
+pub const VERSION: &str = concat!("thingmq ", env!("CARGO_PKG_VERSION"));
+
+pub(crate) async fn run(broker: Arc<Broker>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = ticker.tick() => publish_all(&broker),
+        }
+    }
+}
+
+/// Publishes every `$SYS` topic once.
+pub(crate) fn publish_all(broker: &Broker) {
+    let m = &broker.metrics;
+    let counter = |c: &AtomicU64| Metrics::get(c).to_string();
+    let subscriptions = broker.router.read().len().to_string();
+    let retained = broker.retained.read().len().to_string();
+    let topics: [(&str, String); 13] = [
+        ("version", VERSION.to_string()),
+        ("uptime", format!("{} seconds", broker.started.elapsed().as_secs())),
+        ("clients/connected", counter(&m.connections)),
+        ("clients/total", counter(&m.sessions)),
+        ("clients/connections_total", counter(&m.connections_total)),
+        ("messages/received", counter(&m.messages_received)),
+        ("messages/sent", counter(&m.messages_sent)),
+        ("messages/dropped", {
+            let d = Metrics::get(&m.dropped_queue_full)
+                + Metrics::get(&m.dropped_expired)
+                + Metrics::get(&m.dropped_too_large);
+            d.to_string()
+        }),
+        ("bytes/received", counter(&m.bytes_received)),
+        ("bytes/sent", counter(&m.bytes_sent)),
+        ("subscriptions/count", subscriptions),
+        ("retained messages/count", retained),
+        ("connections/refused", counter(&m.refused_connections)),
+    ];
+    for (topic, value) in topics {
+        let message = Message {
+            topic: format!("$SYS/broker/{topic}").into(),
+            payload: value.into(),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: Default::default(),
+            expires_at: None,
+            publisher: None,
+        };
+        broker.publish(&Arc::new(message), None);
+    }
+}
