@@ -96,9 +96,7 @@ impl DecodeError {
             // The spec calls each of these a Protocol Error (e.g. §3.1.2.11.3 Receive Maximum 0).
             DecodeError::DuplicateProperty(_)
             | DecodeError::InvalidProperty(_)
-            | DecodeError::InvalidPropertyValue(_) => {
-                ReasonCode::ProtocolError
-            }
+            | DecodeError::InvalidPropertyValue(_) => ReasonCode::ProtocolError,
             DecodeError::Mqtt_2_2_1_3 => ReasonCode::ProtocolError,
             _ => ReasonCode::MalformedPacket,
         }

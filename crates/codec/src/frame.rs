@@ -254,7 +254,10 @@ mod tests {
             0x08, // remaining length 8: 10 bytes in all
         ];
         assert_eq!(check(&buf, 10), Ok(None));
-        assert!(matches!(check(&buf, 9), Err(DecodeError::PacketTooLarge { size: 10, max: 9 })));
+        assert!(matches!(
+            check(&buf, 9),
+            Err(DecodeError::PacketTooLarge { size: 10, max: 9 })
+        ));
     }
 
     #[test]
@@ -275,7 +278,10 @@ mod tests {
 
     #[test]
     fn check_rejects_packet_type_zero_and_five_byte_lengths() {
-        assert_eq!(check(&[0x00, 0x00], 100), Err(DecodeError::InvalidPacketType(0)));
+        assert_eq!(
+            check(&[0x00, 0x00], 100),
+            Err(DecodeError::InvalidPacketType(0))
+        );
         assert_eq!(
             check(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], u32::MAX),
             Err(DecodeError::MalformedRemainingLength)
@@ -330,7 +336,10 @@ mod tests {
     #[test]
     fn ping_with_a_body_or_flags_is_rejected() {
         let mut buf = BytesMut::from(&[0xC0, 0x01, 0x00][..]); // PINGREQ with one body byte
-        assert!(matches!(decode(&mut buf, V4, 100), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            decode(&mut buf, V4, 100),
+            Err(DecodeError::Malformed(_))
+        ));
         let mut buf = BytesMut::from(&[0xC1, 0x00][..]); // PINGREQ with flag bit 0 set
         assert_eq!(
             decode(&mut buf, V4, 100),
@@ -341,7 +350,10 @@ mod tests {
     #[test]
     fn auth_packet_type_is_invalid_before_v5() {
         let mut buf = BytesMut::from(&[0xF0, 0x00][..]); // AUTH, remaining length 0
-        assert_eq!(decode(&mut buf, V4, 100), Err(DecodeError::InvalidPacketType(15)));
+        assert_eq!(
+            decode(&mut buf, V4, 100),
+            Err(DecodeError::InvalidPacketType(15))
+        );
     }
 
     #[test]

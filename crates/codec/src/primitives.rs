@@ -61,7 +61,9 @@ pub(crate) fn varint_len(v: usize) -> usize {
 /// Writes a Variable Byte Integer; values above [`MAX_VARINT`] cannot be represented.
 pub(crate) fn put_varint(buf: &mut BytesMut, v: usize) -> Result<(), EncodeError> {
     if v > MAX_VARINT as usize {
-        return Err(EncodeError::InvalidField("variable byte integer above 268,435,455"));
+        return Err(EncodeError::InvalidField(
+            "variable byte integer above 268,435,455",
+        ));
     }
     let mut v = v;
     loop {
@@ -135,7 +137,9 @@ impl Reader {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(DecodeError::Malformed("bytes left over after the last field"))
+            Err(DecodeError::Malformed(
+                "bytes left over after the last field",
+            ))
         }
     }
 
@@ -231,7 +235,10 @@ mod tests {
 
     #[test]
     fn varint_longer_than_four_bytes_is_malformed() {
-        assert_eq!(read_varint(&[0xFF, 0xFF, 0xFF, 0xFF, 0x7F]), Varint::Malformed);
+        assert_eq!(
+            read_varint(&[0xFF, 0xFF, 0xFF, 0xFF, 0x7F]),
+            Varint::Malformed
+        );
         assert_eq!(read_varint(&[0xFF, 0xFF, 0xFF]), Varint::Incomplete);
         assert_eq!(read_varint(&[]), Varint::Incomplete);
     }
@@ -271,7 +278,10 @@ mod tests {
     #[test]
     fn fields_longer_than_65535_bytes_cannot_be_written() {
         let mut buf = BytesMut::new();
-        assert_eq!(put_binary(&mut buf, &[0; 65_536]), Err(EncodeError::FieldTooLong));
+        assert_eq!(
+            put_binary(&mut buf, &[0; 65_536]),
+            Err(EncodeError::FieldTooLong)
+        );
         assert!(put_binary(&mut buf, &[0; 65_535]).is_ok());
     }
 }

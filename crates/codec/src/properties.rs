@@ -271,8 +271,13 @@ fn read_value(pid: u8, r: &mut Reader) -> Result<Value, DecodeError> {
         SUBSCRIPTION_IDENTIFIER => Value::NonZeroU32(NonZeroU32::new(r.varint()?).ok_or(bad)?),
         SERVER_KEEP_ALIVE | TOPIC_ALIAS_MAXIMUM => Value::U16(r.u16()?),
         RECEIVE_MAXIMUM | TOPIC_ALIAS => Value::NonZeroU16(NonZeroU16::new(r.u16()?).ok_or(bad)?),
-        CONTENT_TYPE | RESPONSE_TOPIC | ASSIGNED_CLIENT_IDENTIFIER | AUTHENTICATION_METHOD
-        | RESPONSE_INFORMATION | SERVER_REFERENCE | REASON_STRING => Value::Str(r.string()?),
+        CONTENT_TYPE
+        | RESPONSE_TOPIC
+        | ASSIGNED_CLIENT_IDENTIFIER
+        | AUTHENTICATION_METHOD
+        | RESPONSE_INFORMATION
+        | SERVER_REFERENCE
+        | REASON_STRING => Value::Str(r.string()?),
         CORRELATION_DATA | AUTHENTICATION_DATA => Value::Bin(r.binary()?),
         USER_PROPERTY => Value::Pair(r.string()?, r.string()?),
         _ => return Err(DecodeError::InvalidProperty(pid)),
@@ -298,7 +303,10 @@ mod tests {
             // Only unknown identifiers fail with InvalidProperty; known ones read a value or
             // complain about it.
             let mut r = Reader::new(Bytes::from_static(&[0; 8]));
-            let known = !matches!(read_value(pid, &mut r), Err(DecodeError::InvalidProperty(_)));
+            let known = !matches!(
+                read_value(pid, &mut r),
+                Err(DecodeError::InvalidProperty(_))
+            );
             assert_eq!(known, defined.contains(&pid), "0x{pid:02X}");
         }
     }
@@ -311,7 +319,10 @@ mod tests {
             0x26, 0x00, 0x01, b'k', 0x00, 0x01, b'2', // user property k=2
         ])
         .unwrap();
-        assert_eq!(p.user_properties, vec![("k".into(), "1".into()), ("k".into(), "2".into())]);
+        assert_eq!(
+            p.user_properties,
+            vec![("k".into(), "1".into()), ("k".into(), "2".into())]
+        );
     }
 
     #[test]

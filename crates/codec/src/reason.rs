@@ -97,52 +97,132 @@ const TABLE: &[(ReasonCode, u8, &str)] = &[
     (ReasonCode::Success, 0x00, "success"),
     (ReasonCode::GrantedQoS1, 0x01, "granted QoS 1"),
     (ReasonCode::GrantedQoS2, 0x02, "granted QoS 2"),
-    (ReasonCode::DisconnectWithWill, 0x04, "disconnect with will message"),
-    (ReasonCode::NoMatchingSubscribers, 0x10, "no matching subscribers"),
-    (ReasonCode::NoSubscriptionExisted, 0x11, "no subscription existed"),
-    (ReasonCode::ContinueAuthentication, 0x18, "continue authentication"),
+    (
+        ReasonCode::DisconnectWithWill,
+        0x04,
+        "disconnect with will message",
+    ),
+    (
+        ReasonCode::NoMatchingSubscribers,
+        0x10,
+        "no matching subscribers",
+    ),
+    (
+        ReasonCode::NoSubscriptionExisted,
+        0x11,
+        "no subscription existed",
+    ),
+    (
+        ReasonCode::ContinueAuthentication,
+        0x18,
+        "continue authentication",
+    ),
     (ReasonCode::ReAuthenticate, 0x19, "re-authenticate"),
     (ReasonCode::UnspecifiedError, 0x80, "unspecified error"),
     (ReasonCode::MalformedPacket, 0x81, "malformed packet"),
     (ReasonCode::ProtocolError, 0x82, "protocol error"),
-    (ReasonCode::ImplementationSpecificError, 0x83, "implementation specific error"),
-    (ReasonCode::UnsupportedProtocolVersion, 0x84, "unsupported protocol version"),
-    (ReasonCode::ClientIdentifierNotValid, 0x85, "client identifier not valid"),
-    (ReasonCode::BadUserNameOrPassword, 0x86, "bad user name or password"),
+    (
+        ReasonCode::ImplementationSpecificError,
+        0x83,
+        "implementation specific error",
+    ),
+    (
+        ReasonCode::UnsupportedProtocolVersion,
+        0x84,
+        "unsupported protocol version",
+    ),
+    (
+        ReasonCode::ClientIdentifierNotValid,
+        0x85,
+        "client identifier not valid",
+    ),
+    (
+        ReasonCode::BadUserNameOrPassword,
+        0x86,
+        "bad user name or password",
+    ),
     (ReasonCode::NotAuthorized, 0x87, "not authorized"),
     (ReasonCode::ServerUnavailable, 0x88, "server unavailable"),
     (ReasonCode::ServerBusy, 0x89, "server busy"),
     (ReasonCode::Banned, 0x8A, "banned"),
     (ReasonCode::ServerShuttingDown, 0x8B, "server shutting down"),
-    (ReasonCode::BadAuthenticationMethod, 0x8C, "bad authentication method"),
+    (
+        ReasonCode::BadAuthenticationMethod,
+        0x8C,
+        "bad authentication method",
+    ),
     (ReasonCode::KeepAliveTimeout, 0x8D, "keep alive timeout"),
     (ReasonCode::SessionTakenOver, 0x8E, "session taken over"),
     (ReasonCode::TopicFilterInvalid, 0x8F, "topic filter invalid"),
     (ReasonCode::TopicNameInvalid, 0x90, "topic name invalid"),
-    (ReasonCode::PacketIdentifierInUse, 0x91, "packet identifier in use"),
-    (ReasonCode::PacketIdentifierNotFound, 0x92, "packet identifier not found"),
-    (ReasonCode::ReceiveMaximumExceeded, 0x93, "receive maximum exceeded"),
+    (
+        ReasonCode::PacketIdentifierInUse,
+        0x91,
+        "packet identifier in use",
+    ),
+    (
+        ReasonCode::PacketIdentifierNotFound,
+        0x92,
+        "packet identifier not found",
+    ),
+    (
+        ReasonCode::ReceiveMaximumExceeded,
+        0x93,
+        "receive maximum exceeded",
+    ),
     (ReasonCode::TopicAliasInvalid, 0x94, "topic alias invalid"),
     (ReasonCode::PacketTooLarge, 0x95, "packet too large"),
-    (ReasonCode::MessageRateTooHigh, 0x96, "message rate too high"),
+    (
+        ReasonCode::MessageRateTooHigh,
+        0x96,
+        "message rate too high",
+    ),
     (ReasonCode::QuotaExceeded, 0x97, "quota exceeded"),
-    (ReasonCode::AdministrativeAction, 0x98, "administrative action"),
-    (ReasonCode::PayloadFormatInvalid, 0x99, "payload format invalid"),
+    (
+        ReasonCode::AdministrativeAction,
+        0x98,
+        "administrative action",
+    ),
+    (
+        ReasonCode::PayloadFormatInvalid,
+        0x99,
+        "payload format invalid",
+    ),
     (ReasonCode::RetainNotSupported, 0x9A, "retain not supported"),
     (ReasonCode::QoSNotSupported, 0x9B, "QoS not supported"),
     (ReasonCode::UseAnotherServer, 0x9C, "use another server"),
     (ReasonCode::ServerMoved, 0x9D, "server moved"),
-    (ReasonCode::SharedSubscriptionsNotSupported, 0x9E, "shared subscriptions not supported"),
-    (ReasonCode::ConnectionRateExceeded, 0x9F, "connection rate exceeded"),
+    (
+        ReasonCode::SharedSubscriptionsNotSupported,
+        0x9E,
+        "shared subscriptions not supported",
+    ),
+    (
+        ReasonCode::ConnectionRateExceeded,
+        0x9F,
+        "connection rate exceeded",
+    ),
     (ReasonCode::MaximumConnectTime, 0xA0, "maximum connect time"),
-    (ReasonCode::SubscriptionIdentifiersNotSupported, 0xA1, "subscription identifiers not supported"),
-    (ReasonCode::WildcardSubscriptionsNotSupported, 0xA2, "wildcard subscriptions not supported"),
+    (
+        ReasonCode::SubscriptionIdentifiersNotSupported,
+        0xA1,
+        "subscription identifiers not supported",
+    ),
+    (
+        ReasonCode::WildcardSubscriptionsNotSupported,
+        0xA2,
+        "wildcard subscriptions not supported",
+    ),
 ];
 
 impl ReasonCode {
     /// The byte on the wire.
     pub fn as_u8(self) -> u8 {
-        TABLE.iter().find(|(c, _, _)| *c == self).map(|(_, b, _)| *b).unwrap_or(0x80)
+        TABLE
+            .iter()
+            .find(|(c, _, _)| *c == self)
+            .map(|(_, b, _)| *b)
+            .unwrap_or(0x80)
     }
 
     /// Parses a reason code byte; unknown values are `None`.
@@ -152,7 +232,11 @@ impl ReasonCode {
 
     /// A short description in words, for logs and CLI messages.
     pub fn description(self) -> &'static str {
-        TABLE.iter().find(|(c, _, _)| *c == self).map(|(_, _, d)| *d).unwrap_or("unknown")
+        TABLE
+            .iter()
+            .find(|(c, _, _)| *c == self)
+            .map(|(_, _, d)| *d)
+            .unwrap_or("unknown")
     }
 
     /// True for codes below 0x80.
@@ -178,7 +262,9 @@ impl ReasonCode {
             ReasonCode::UnsupportedProtocolVersion => 1,
             ReasonCode::ClientIdentifierNotValid => 2,
             ReasonCode::BadUserNameOrPassword => 4,
-            ReasonCode::NotAuthorized | ReasonCode::Banned | ReasonCode::BadAuthenticationMethod => 5,
+            ReasonCode::NotAuthorized
+            | ReasonCode::Banned
+            | ReasonCode::BadAuthenticationMethod => 5,
             _ => 3,
         }
     }

@@ -122,10 +122,26 @@ mod tests {
 
     #[test]
     fn filters_follow_the_wildcard_placement_rules() {
-        for ok in ["#", "+", "+/+", "sport/#", "sport/+/player1", "/+", "+/tennis/#", "a//b"] {
+        for ok in [
+            "#",
+            "+",
+            "+/+",
+            "sport/#",
+            "sport/+/player1",
+            "/+",
+            "+/tennis/#",
+            "a//b",
+        ] {
             assert!(validate_filter(ok).is_ok(), "{ok}");
         }
-        for bad in ["sport/tennis#", "sport/#/ranking", "sport+", "a/b+/c", "##", ""] {
+        for bad in [
+            "sport/tennis#",
+            "sport/#/ranking",
+            "sport+",
+            "a/b+/c",
+            "##",
+            "",
+        ] {
             assert!(validate_filter(bad).is_err(), "{bad}");
         }
     }
@@ -133,7 +149,10 @@ mod tests {
     #[test]
     fn multi_level_wildcard_matches_parent_and_children() {
         assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
-        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1/ranking"));
+        assert!(matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking"
+        ));
         assert!(matches("sport/#", "sport"));
         assert!(matches("#", "a/b/c"));
         assert!(!matches("sport/tennis/#", "sport/football"));
@@ -165,6 +184,9 @@ mod tests {
         assert_eq!(parse_shared("$share/g1"), Err(TopicError::InvalidShare));
         assert_eq!(parse_shared("$share//a"), Err(TopicError::InvalidShare));
         assert_eq!(parse_shared("$share/g+/a"), Err(TopicError::InvalidShare));
-        assert_eq!(parse_shared("$share/g/a#"), Err(TopicError::MisplacedWildcard));
+        assert_eq!(
+            parse_shared("$share/g/a#"),
+            Err(TopicError::MisplacedWildcard)
+        );
     }
 }

@@ -44,7 +44,11 @@ fn sub_id() -> impl Strategy<Value = NonZeroU32> {
 }
 
 fn qos() -> impl Strategy<Value = QoS> {
-    prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
+    prop_oneof![
+        Just(QoS::AtMostOnce),
+        Just(QoS::AtLeastOnce),
+        Just(QoS::ExactlyOnce)
+    ]
 }
 
 /// A reason code from a list of wire bytes.
@@ -58,7 +62,9 @@ const CONNACK_REASONS: &[u8] = &[
 ];
 const PUBACK_REASONS: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
 const PUBREL_REASONS: &[u8] = &[0x00, 0x92];
-const SUBACK_REASONS: &[u8] = &[0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2];
+const SUBACK_REASONS: &[u8] = &[
+    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
+];
 const V3_SUBACK_REASONS: &[u8] = &[0x00, 0x01, 0x02, 0x80];
 const UNSUBACK_REASONS: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
 const DISCONNECT_REASONS: &[u8] = &[
@@ -72,19 +78,27 @@ const AUTH_REASONS: &[u8] = &[0x00, 0x18, 0x19];
 fn connect_props() -> impl Strategy<Value = ConnectProperties> {
     (
         (of(any::<u32>()), of(nz16()), of(nz32()), of(any::<u16>())),
-        (of(any::<bool>()), of(any::<bool>()), users(), of(string()), of(binary())),
+        (
+            of(any::<bool>()),
+            of(any::<bool>()),
+            users(),
+            of(string()),
+            of(binary()),
+        ),
     )
-        .prop_map(|((sei, rm, mps, tam), (rri, rpi, up, am, ad))| ConnectProperties {
-            session_expiry_interval: sei,
-            receive_maximum: rm,
-            maximum_packet_size: mps,
-            topic_alias_maximum: tam,
-            request_response_information: rri,
-            request_problem_information: rpi,
-            user_properties: up,
-            authentication_method: am,
-            authentication_data: ad,
-        })
+        .prop_map(
+            |((sei, rm, mps, tam), (rri, rpi, up, am, ad))| ConnectProperties {
+                session_expiry_interval: sei,
+                receive_maximum: rm,
+                maximum_packet_size: mps,
+                topic_alias_maximum: tam,
+                request_response_information: rri,
+                request_problem_information: rpi,
+                user_properties: up,
+                authentication_method: am,
+                authentication_data: ad,
+            },
+        )
 }
 
 fn will_props() -> impl Strategy<Value = WillProperties> {
@@ -111,36 +125,63 @@ fn will_props() -> impl Strategy<Value = WillProperties> {
 fn connack_props() -> impl Strategy<Value = ConnAckProperties> {
     let max_qos = prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce)];
     (
-        (of(any::<u32>()), of(nz16()), of(max_qos), of(any::<bool>()), of(nz32()), of(string())),
-        (of(any::<u16>()), of(string()), users(), of(any::<bool>()), of(any::<bool>())),
-        (of(any::<bool>()), of(any::<u16>()), of(string()), of(string()), of(string()), of(binary())),
+        (
+            of(any::<u32>()),
+            of(nz16()),
+            of(max_qos),
+            of(any::<bool>()),
+            of(nz32()),
+            of(string()),
+        ),
+        (
+            of(any::<u16>()),
+            of(string()),
+            users(),
+            of(any::<bool>()),
+            of(any::<bool>()),
+        ),
+        (
+            of(any::<bool>()),
+            of(any::<u16>()),
+            of(string()),
+            of(string()),
+            of(string()),
+            of(binary()),
+        ),
     )
-        .prop_map(|((sei, rm, mq, ra, mps, aci), (tam, rs, up, wsa, sia), (ssa, ska, ri, sr, am, ad))| {
-            ConnAckProperties {
-                session_expiry_interval: sei,
-                receive_maximum: rm,
-                maximum_qos: mq,
-                retain_available: ra,
-                maximum_packet_size: mps,
-                assigned_client_identifier: aci,
-                topic_alias_maximum: tam,
-                reason_string: rs,
-                user_properties: up,
-                wildcard_subscription_available: wsa,
-                subscription_identifiers_available: sia,
-                shared_subscription_available: ssa,
-                server_keep_alive: ska,
-                response_information: ri,
-                server_reference: sr,
-                authentication_method: am,
-                authentication_data: ad,
-            }
-        })
+        .prop_map(
+            |((sei, rm, mq, ra, mps, aci), (tam, rs, up, wsa, sia), (ssa, ska, ri, sr, am, ad))| {
+                ConnAckProperties {
+                    session_expiry_interval: sei,
+                    receive_maximum: rm,
+                    maximum_qos: mq,
+                    retain_available: ra,
+                    maximum_packet_size: mps,
+                    assigned_client_identifier: aci,
+                    topic_alias_maximum: tam,
+                    reason_string: rs,
+                    user_properties: up,
+                    wildcard_subscription_available: wsa,
+                    subscription_identifiers_available: sia,
+                    shared_subscription_available: ssa,
+                    server_keep_alive: ska,
+                    response_information: ri,
+                    server_reference: sr,
+                    authentication_method: am,
+                    authentication_data: ad,
+                }
+            },
+        )
 }
 
 fn publish_props() -> impl Strategy<Value = PublishProperties> {
     (
-        (of(any::<bool>()), of(any::<u32>()), of(nz16()), of(string())),
+        (
+            of(any::<bool>()),
+            of(any::<u32>()),
+            of(nz16()),
+            of(string()),
+        ),
         (of(binary()), users(), vec(sub_id(), 0..3), of(string())),
     )
         .prop_map(|((pfi, mei, ta, rt), (cd, up, si, ct))| PublishProperties {
@@ -179,24 +220,26 @@ fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
         (any::<bool>(), any::<u16>(), string(), of(will)),
         (of(string()), of(binary()), connect_props()),
     )
-        .prop_map(move |((clean_start, keep_alive, client_id, will), (username, password, props))| {
-            // v3.1.1 forbids a password without a user name [MQTT-3.1.2-22].
-            let password = if v == ProtocolVersion::V3_1_1 && username.is_none() {
-                None
-            } else {
-                password
-            };
-            Packet::Connect(Box::new(Connect {
-                protocol: v,
-                clean_start,
-                keep_alive,
-                client_id,
-                will,
-                username,
-                password,
-                properties: if v5 { props } else { Default::default() },
-            }))
-        })
+        .prop_map(
+            move |((clean_start, keep_alive, client_id, will), (username, password, props))| {
+                // v3.1.1 forbids a password without a user name [MQTT-3.1.2-22].
+                let password = if v == ProtocolVersion::V3_1_1 && username.is_none() {
+                    None
+                } else {
+                    password
+                };
+                Packet::Connect(Box::new(Connect {
+                    protocol: v,
+                    clean_start,
+                    keep_alive,
+                    client_id,
+                    will,
+                    username,
+                    password,
+                    properties: if v5 { props } else { Default::default() },
+                }))
+            },
+        )
 }
 
 fn connack(v: ProtocolVersion) -> BoxedStrategy<Packet> {
@@ -224,8 +267,16 @@ fn connack(v: ProtocolVersion) -> BoxedStrategy<Packet> {
 }
 
 fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    (qos(), any::<bool>(), any::<bool>(), string(), packet_id(), publish_props(), binary()).prop_map(
-        move |(qos, dup, retain, topic, id, props, payload)| {
+    (
+        qos(),
+        any::<bool>(),
+        any::<bool>(),
+        string(),
+        packet_id(),
+        publish_props(),
+        binary(),
+    )
+        .prop_map(move |(qos, dup, retain, topic, id, props, payload)| {
             let qos0 = qos == QoS::AtMostOnce;
             Packet::Publish(Publish {
                 dup: dup && !qos0,
@@ -236,8 +287,7 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                 properties: if v.is_v5() { props } else { Default::default() },
                 payload,
             })
-        },
-    )
+        })
 }
 
 /// PUBACK/PUBREC/PUBREL/PUBCOMP: reason and properties only on v5.
@@ -275,8 +325,13 @@ fn subscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             }
         }
     });
-    (packet_id(), of(sub_id()), users(), vec((string(), options), 1..4)).prop_map(
-        move |(packet_id, si, up, filters)| {
+    (
+        packet_id(),
+        of(sub_id()),
+        users(),
+        vec((string(), options), 1..4),
+    )
+        .prop_map(move |(packet_id, si, up, filters)| {
             let properties = if v.is_v5() {
                 SubscribeProperties {
                     subscription_identifier: si,
@@ -290,12 +345,15 @@ fn subscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                 properties,
                 filters,
             })
-        },
-    )
+        })
 }
 
 fn suback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    let codes = if v.is_v5() { SUBACK_REASONS } else { V3_SUBACK_REASONS };
+    let codes = if v.is_v5() {
+        SUBACK_REASONS
+    } else {
+        V3_SUBACK_REASONS
+    };
     (packet_id(), of(string()), users(), vec(reason(codes), 0..4)).prop_map(
         move |(packet_id, rs, up, reasons)| {
             let properties = if v.is_v5() {
@@ -328,8 +386,13 @@ fn unsubscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
 }
 
 fn unsuback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    (packet_id(), of(string()), users(), vec(reason(UNSUBACK_REASONS), 0..4)).prop_map(
-        move |(packet_id, rs, up, reasons)| {
+    (
+        packet_id(),
+        of(string()),
+        users(),
+        vec(reason(UNSUBACK_REASONS), 0..4),
+    )
+        .prop_map(move |(packet_id, rs, up, reasons)| {
             let (properties, reasons) = if v.is_v5() {
                 let p = UnsubAckProperties {
                     reason_string: rs,
@@ -344,13 +407,18 @@ fn unsuback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                 properties,
                 reasons,
             })
-        },
-    )
+        })
 }
 
 fn disconnect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    (reason(DISCONNECT_REASONS), of(any::<u32>()), of(string()), users(), of(string())).prop_map(
-        move |(reason, sei, rs, up, sr)| {
+    (
+        reason(DISCONNECT_REASONS),
+        of(any::<u32>()),
+        of(string()),
+        users(),
+        of(string()),
+    )
+        .prop_map(move |(reason, sei, rs, up, sr)| {
             if !v.is_v5() {
                 return Packet::Disconnect(Disconnect::new(ReasonCode::Success));
             }
@@ -363,13 +431,18 @@ fn disconnect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     server_reference: sr,
                 },
             })
-        },
-    )
+        })
 }
 
 fn auth() -> impl Strategy<Value = Packet> {
-    (reason(AUTH_REASONS), of(string()), of(binary()), of(string()), users()).prop_map(
-        |(reason, am, ad, rs, up)| {
+    (
+        reason(AUTH_REASONS),
+        of(string()),
+        of(binary()),
+        of(string()),
+        users(),
+    )
+        .prop_map(|(reason, am, ad, rs, up)| {
             Packet::Auth(Auth {
                 reason,
                 properties: AuthProperties {
@@ -379,8 +452,7 @@ fn auth() -> impl Strategy<Value = Packet> {
                     user_properties: up,
                 },
             })
-        },
-    )
+        })
 }
 
 /// Any valid packet for `v`.

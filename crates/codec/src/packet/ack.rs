@@ -67,7 +67,11 @@ fn form(reason: ReasonCode, props: &AckProperties, version: ProtocolVersion) -> 
     }
 }
 
-pub(crate) fn body_len(reason: ReasonCode, props: &AckProperties, version: ProtocolVersion) -> usize {
+pub(crate) fn body_len(
+    reason: ReasonCode,
+    props: &AckProperties,
+    version: ProtocolVersion,
+) -> usize {
     match form(reason, props, version) {
         Form::IdOnly => 2,
         Form::WithReason => 3,

@@ -92,7 +92,10 @@ impl PropertySet for AuthProperties {
     }
 
     fn visit<S: Sink>(&self, s: &mut S) {
-        s.opt_str(id::AUTHENTICATION_METHOD, self.authentication_method.as_ref());
+        s.opt_str(
+            id::AUTHENTICATION_METHOD,
+            self.authentication_method.as_ref(),
+        );
         s.opt_bin(id::AUTHENTICATION_DATA, self.authentication_data.as_ref());
         s.opt_str(id::REASON_STRING, self.reason_string.as_ref());
         s.users(&self.user_properties);
@@ -167,7 +170,10 @@ mod tests {
             properties: AuthProperties::default(),
         });
         let mut buf = BytesMut::new();
-        assert_eq!(crate::encode(&p, V4, &mut buf), Err(EncodeError::WrongVersion));
+        assert_eq!(
+            crate::encode(&p, V4, &mut buf),
+            Err(EncodeError::WrongVersion)
+        );
         assert!(buf.is_empty());
     }
 

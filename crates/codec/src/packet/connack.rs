@@ -165,9 +165,15 @@ impl PropertySet for ConnAckProperties {
 
     fn visit<S: Sink>(&self, s: &mut S) {
         s.opt_u32(id::SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        s.opt_str(id::ASSIGNED_CLIENT_IDENTIFIER, self.assigned_client_identifier.as_ref());
+        s.opt_str(
+            id::ASSIGNED_CLIENT_IDENTIFIER,
+            self.assigned_client_identifier.as_ref(),
+        );
         s.opt_u16(id::SERVER_KEEP_ALIVE, self.server_keep_alive);
-        s.opt_str(id::AUTHENTICATION_METHOD, self.authentication_method.as_ref());
+        s.opt_str(
+            id::AUTHENTICATION_METHOD,
+            self.authentication_method.as_ref(),
+        );
         s.opt_bin(id::AUTHENTICATION_DATA, self.authentication_data.as_ref());
         s.opt_str(id::RESPONSE_INFORMATION, self.response_information.as_ref());
         s.opt_str(id::SERVER_REFERENCE, self.server_reference.as_ref());
@@ -181,10 +187,22 @@ impl PropertySet for ConnAckProperties {
             Some(q) => s.byte(id::MAXIMUM_QOS, q as u8),
         }
         s.opt_bool(id::RETAIN_AVAILABLE, self.retain_available);
-        s.opt_u32(id::MAXIMUM_PACKET_SIZE, self.maximum_packet_size.map(|v| v.get()));
-        s.opt_bool(id::WILDCARD_SUBSCRIPTION_AVAILABLE, self.wildcard_subscription_available);
-        s.opt_bool(id::SUBSCRIPTION_IDENTIFIER_AVAILABLE, self.subscription_identifiers_available);
-        s.opt_bool(id::SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available);
+        s.opt_u32(
+            id::MAXIMUM_PACKET_SIZE,
+            self.maximum_packet_size.map(|v| v.get()),
+        );
+        s.opt_bool(
+            id::WILDCARD_SUBSCRIPTION_AVAILABLE,
+            self.wildcard_subscription_available,
+        );
+        s.opt_bool(
+            id::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+            self.subscription_identifiers_available,
+        );
+        s.opt_bool(
+            id::SHARED_SUBSCRIPTION_AVAILABLE,
+            self.shared_subscription_available,
+        );
         s.users(&self.user_properties);
     }
 }
@@ -357,7 +375,10 @@ mod tests {
             0x02, // property length 2
             0x24, 0x02, // maximum QoS 2: not allowed
         ];
-        assert_eq!(dec(&max_qos_2, V5), Err(DecodeError::InvalidPropertyValue(0x24)));
+        assert_eq!(
+            dec(&max_qos_2, V5),
+            Err(DecodeError::InvalidPropertyValue(0x24))
+        );
         let receive_max_0 = [
             0x20, // CONNACK
             0x06, // remaining length 6
@@ -366,7 +387,10 @@ mod tests {
             0x03, // property length 3
             0x21, 0x00, 0x00, // receive maximum 0
         ];
-        assert_eq!(dec(&receive_max_0, V5), Err(DecodeError::InvalidPropertyValue(0x21)));
+        assert_eq!(
+            dec(&receive_max_0, V5),
+            Err(DecodeError::InvalidPropertyValue(0x21))
+        );
         let retain_available_2 = [
             0x20, // CONNACK
             0x05, // remaining length 5
@@ -375,7 +399,10 @@ mod tests {
             0x02, // property length 2
             0x25, 0x02, // retain available 2: booleans are 0 or 1
         ];
-        assert_eq!(dec(&retain_available_2, V5), Err(DecodeError::InvalidPropertyValue(0x25)));
+        assert_eq!(
+            dec(&retain_available_2, V5),
+            Err(DecodeError::InvalidPropertyValue(0x25))
+        );
     }
 
     #[test]

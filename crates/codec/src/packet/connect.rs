@@ -135,10 +135,18 @@ impl Connect {
         }
         let keep_alive = r.u16()?;
         let v5 = protocol.is_v5();
-        let properties = if v5 { properties::read(&mut r)? } else { Default::default() };
+        let properties = if v5 {
+            properties::read(&mut r)?
+        } else {
+            Default::default()
+        };
         let client_id = r.string()?;
         let will = if has_will {
-            let properties = if v5 { properties::read(&mut r)? } else { Default::default() };
+            let properties = if v5 {
+                properties::read(&mut r)?
+            } else {
+                Default::default()
+            };
             Some(LastWill {
                 properties,
                 topic: r.string()?,
@@ -149,8 +157,16 @@ impl Connect {
         } else {
             None
         };
-        let username = if has_username { Some(r.string()?) } else { None };
-        let password = if has_password { Some(r.binary()?) } else { None };
+        let username = if has_username {
+            Some(r.string()?)
+        } else {
+            None
+        };
+        let password = if has_password {
+            Some(r.binary()?)
+        } else {
+            None
+        };
         r.finish()?;
         Ok(Connect {
             protocol,
@@ -198,7 +214,10 @@ impl Connect {
             }
             n += field_len(will.topic.as_bytes()) + field_len(&will.payload);
         }
-        n += self.username.as_ref().map_or(0, |u| field_len(u.as_bytes()));
+        n += self
+            .username
+            .as_ref()
+            .map_or(0, |u| field_len(u.as_bytes()));
         n += self.password.as_ref().map_or(0, |p| field_len(p));
         n
     }
@@ -265,13 +284,25 @@ impl PropertySet for ConnectProperties {
 
     fn visit<S: Sink>(&self, s: &mut S) {
         s.opt_u32(id::SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        s.opt_str(id::AUTHENTICATION_METHOD, self.authentication_method.as_ref());
+        s.opt_str(
+            id::AUTHENTICATION_METHOD,
+            self.authentication_method.as_ref(),
+        );
         s.opt_bin(id::AUTHENTICATION_DATA, self.authentication_data.as_ref());
-        s.opt_bool(id::REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
-        s.opt_bool(id::REQUEST_RESPONSE_INFORMATION, self.request_response_information);
+        s.opt_bool(
+            id::REQUEST_PROBLEM_INFORMATION,
+            self.request_problem_information,
+        );
+        s.opt_bool(
+            id::REQUEST_RESPONSE_INFORMATION,
+            self.request_response_information,
+        );
         s.opt_u16(id::RECEIVE_MAXIMUM, self.receive_maximum.map(|v| v.get()));
         s.opt_u16(id::TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        s.opt_u32(id::MAXIMUM_PACKET_SIZE, self.maximum_packet_size.map(|v| v.get()));
+        s.opt_u32(
+            id::MAXIMUM_PACKET_SIZE,
+            self.maximum_packet_size.map(|v| v.get()),
+        );
         s.users(&self.user_properties);
     }
 }
@@ -289,7 +320,9 @@ impl PropertySet for WillProperties {
 
     fn set(&mut self, pid: u8, v: Value) -> Result<(), DecodeError> {
         match (pid, v) {
-            (id::PAYLOAD_FORMAT_INDICATOR, Value::Bool(v)) => self.payload_format_indicator = Some(v),
+            (id::PAYLOAD_FORMAT_INDICATOR, Value::Bool(v)) => {
+                self.payload_format_indicator = Some(v)
+            }
             (id::MESSAGE_EXPIRY_INTERVAL, Value::U32(v)) => self.message_expiry_interval = Some(v),
             (id::CONTENT_TYPE, Value::Str(v)) => self.content_type = Some(v),
             (id::RESPONSE_TOPIC, Value::Str(v)) => self.response_topic = Some(v),
@@ -458,8 +491,8 @@ mod tests {
         [
             0x10, // CONNECT
             0x0D, // remaining length 13
-            0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name "MQTT"
-            0x04, // protocol level 4
+            0x00, 0x04, b'M', b'Q', b'T', b'T',  // protocol name "MQTT"
+            0x04,  // protocol level 4
             flags, // connect flags under test
             0x00, 0x3C, // keep alive 60
             0x00, 0x01, b'c', // client id "c"
@@ -533,7 +566,10 @@ mod tests {
     fn connect_with_reserved_fixed_header_flags_is_rejected() {
         let mut wire = with_flags(0x02);
         wire[0] = 0x11; // CONNECT with flag bit 0 set
-        assert_eq!(dec(&wire, V4), Err(DecodeError::Mqtt_2_1_3_1 { kind: 1, flags: 1 }));
+        assert_eq!(
+            dec(&wire, V4),
+            Err(DecodeError::Mqtt_2_1_3_1 { kind: 1, flags: 1 })
+        );
     }
 
     #[test]
@@ -596,7 +632,8 @@ mod tests {
             0x00, // property length 0
             0x00, 0x00, // client id ""
             0x05, // will property length 5
-            0x11, 0x00, 0x00, 0x00, 0x01, // session expiry: a CONNECT property, not a will one
+            0x11, 0x00, 0x00, 0x00,
+            0x01, // session expiry: a CONNECT property, not a will one
             0x00, 0x01, b't', // will topic "t"
             0x00, 0x00, // will payload ""
         ];

@@ -231,6 +231,9 @@ mod tests {
             0xE8, // DISCONNECT with flag bit 3 set
             0x00, // remaining length 0
         ];
-        assert_eq!(dec(&wire, V5), Err(DecodeError::Mqtt_2_1_3_1 { kind: 14, flags: 8 }));
+        assert_eq!(
+            dec(&wire, V5),
+            Err(DecodeError::Mqtt_2_1_3_1 { kind: 14, flags: 8 })
+        );
     }
 }

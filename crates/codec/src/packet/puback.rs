@@ -121,7 +121,9 @@ mod tests {
         let mut ack = PubAck::new(pid(1));
         ack.reason = ReasonCode::QuotaExceeded;
         ack.properties.reason_string = Some("q".into());
-        ack.properties.user_properties.push(("a".into(), "b".into()));
+        ack.properties
+            .user_properties
+            .push(("a".into(), "b".into()));
         both_ways(
             Packet::PubAck(ack),
             V5,
@@ -146,7 +148,10 @@ mod tests {
             0x00, // reason: success
             0x00, // property length 0
         ];
-        assert_eq!(dec(&wire, V5), Ok(Some(Packet::PubAck(PubAck::new(pid(1))))));
+        assert_eq!(
+            dec(&wire, V5),
+            Ok(Some(Packet::PubAck(PubAck::new(pid(1)))))
+        );
     }
 
     #[test]
@@ -177,7 +182,10 @@ mod tests {
             0x02, // remaining length 2
             0x00, 0x01, // packet id 1
         ];
-        assert_eq!(dec(&wire, V4), Err(DecodeError::Mqtt_2_1_3_1 { kind: 4, flags: 2 }));
+        assert_eq!(
+            dec(&wire, V4),
+            Err(DecodeError::Mqtt_2_1_3_1 { kind: 4, flags: 2 })
+        );
     }
 
     #[test]

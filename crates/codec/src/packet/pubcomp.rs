@@ -75,7 +75,9 @@ mod tests {
     #[test]
     fn v5_pubcomp_with_user_property() {
         let mut comp = PubComp::new(pid(3));
-        comp.properties.user_properties.push(("k".into(), "".into()));
+        comp.properties
+            .user_properties
+            .push(("k".into(), "".into()));
         both_ways(
             Packet::PubComp(comp),
             V5,

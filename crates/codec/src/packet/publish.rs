@@ -113,9 +113,9 @@ impl Publish {
     ) -> Result<(), EncodeError> {
         put_str(buf, &self.topic)?;
         if self.qos != QoS::AtMostOnce {
-            let id = self
-                .packet_id
-                .ok_or(EncodeError::InvalidField("QoS 1/2 PUBLISH without packet identifier"))?;
+            let id = self.packet_id.ok_or(EncodeError::InvalidField(
+                "QoS 1/2 PUBLISH without packet identifier",
+            ))?;
             buf.put_u16(id.get());
         }
         if version.is_v5() {
@@ -141,7 +141,9 @@ impl PropertySet for PublishProperties {
 
     fn set(&mut self, pid: u8, v: Value) -> Result<(), DecodeError> {
         match (pid, v) {
-            (id::PAYLOAD_FORMAT_INDICATOR, Value::Bool(v)) => self.payload_format_indicator = Some(v),
+            (id::PAYLOAD_FORMAT_INDICATOR, Value::Bool(v)) => {
+                self.payload_format_indicator = Some(v)
+            }
             (id::MESSAGE_EXPIRY_INTERVAL, Value::U32(v)) => self.message_expiry_interval = Some(v),
             (id::CONTENT_TYPE, Value::Str(v)) => self.content_type = Some(v),
             (id::RESPONSE_TOPIC, Value::Str(v)) => self.response_topic = Some(v),
@@ -242,7 +244,8 @@ mod tests {
         p.topic = "".into();
         p.payload = Bytes::new();
         p.properties.topic_alias = NonZeroU16::new(5);
-        p.properties.subscription_identifiers = vec![NonZeroU32::new(1).unwrap(), NonZeroU32::new(200).unwrap()];
+        p.properties.subscription_identifiers =
+            vec![NonZeroU32::new(1).unwrap(), NonZeroU32::new(200).unwrap()];
         p.properties.payload_format_indicator = Some(true);
         both_ways(
             Packet::Publish(p),
@@ -303,7 +306,10 @@ mod tests {
     fn qos1_without_packet_id_cannot_be_encoded() {
         let p = Packet::Publish(publish(QoS::AtLeastOnce, None));
         let mut buf = BytesMut::new();
-        assert!(matches!(crate::encode(&p, V4, &mut buf), Err(EncodeError::InvalidField(_))));
+        assert!(matches!(
+            crate::encode(&p, V4, &mut buf),
+            Err(EncodeError::InvalidField(_))
+        ));
         assert!(buf.is_empty());
     }
 
@@ -312,7 +318,8 @@ mod tests {
         let bad_utf8 = [
             0x30, // PUBLISH, QoS 0
             0x04, // remaining length 4
-            0x00, 0x02, 0xC3, 0x28, // topic: C3 starts a two-byte sequence, 28 cannot continue it
+            0x00, 0x02, 0xC3,
+            0x28, // topic: C3 starts a two-byte sequence, 28 cannot continue it
         ];
         assert_eq!(dec(&bad_utf8, V4), Err(DecodeError::Mqtt_1_5_4_1));
         let nul = [
@@ -391,7 +398,9 @@ mod tests {
             0x00, 0x01, b't', // topic "t"
             0x02, 0x01, // payload 02 01
         ];
-        let Ok(Some(Packet::Publish(p))) = dec(&wire, V4) else { panic!() };
+        let Ok(Some(Packet::Publish(p))) = dec(&wire, V4) else {
+            panic!()
+        };
         assert_eq!(&p.payload[..], [0x02, 0x01]);
     }
 
@@ -406,7 +415,9 @@ mod tests {
             ][..],
         );
         let start = buf.as_ptr() as usize;
-        let Ok(Some(Packet::Publish(p))) = crate::decode(&mut buf, V4, 100) else { panic!() };
+        let Ok(Some(Packet::Publish(p))) = crate::decode(&mut buf, V4, 100) else {
+            panic!()
+        };
         // Both point into the original allocation: nothing was copied.
         assert_eq!(p.payload.as_ptr() as usize, start + 7);
         assert_eq!(p.topic.as_bytes().as_ptr() as usize, start + 4);

@@ -114,7 +114,10 @@ mod tests {
     fn pubrec_rejects_reserved_flags_and_unknown_reasons() {
         // PUBREC with the PUBREL flag pattern, packet id 1
         let flags = [0x52, 0x02, 0x00, 0x01];
-        assert_eq!(dec(&flags, V4), Err(DecodeError::Mqtt_2_1_3_1 { kind: 5, flags: 2 }));
+        assert_eq!(
+            dec(&flags, V4),
+            Err(DecodeError::Mqtt_2_1_3_1 { kind: 5, flags: 2 })
+        );
         // PUBREC, remaining length 3, packet id 1, reason 0x03 (not a reason code)
         let reason = [0x50, 0x03, 0x00, 0x01, 0x03];
         assert_eq!(dec(&reason, V5), Err(DecodeError::InvalidReasonCode(0x03)));

@@ -79,7 +79,10 @@ mod tests {
             0x02, // remaining length 2
             0x00, 0x01, // packet id 1
         ];
-        assert_eq!(dec(&wire, V4), Err(DecodeError::Mqtt_2_1_3_1 { kind: 6, flags: 0 }));
+        assert_eq!(
+            dec(&wire, V4),
+            Err(DecodeError::Mqtt_2_1_3_1 { kind: 6, flags: 0 })
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub struct SubAckProperties {
 }
 
 /// Reason codes a v5 SUBACK may carry (5.0 §3.9.3).
-const REASONS: &[u8] = &[0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2];
+const REASONS: &[u8] = &[
+    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
+];
 
 /// Return codes of a v3.1.1 SUBACK (§3.9.3): granted QoS 0, 1, 2 or failure.
 const V3_REASONS: &[u8] = &[0x00, 0x01, 0x02, 0x80];
@@ -74,7 +76,11 @@ impl SubAck {
         for reason in &self.reasons {
             let b = reason.as_u8();
             // v3 has one failure code; every v5 error collapses into it.
-            buf.put_u8(if !version.is_v5() && b >= 0x80 { 0x80 } else { b });
+            buf.put_u8(if !version.is_v5() && b >= 0x80 {
+                0x80
+            } else {
+                b
+            });
         }
         Ok(())
     }
@@ -162,7 +168,10 @@ mod tests {
             0x00, 0x01, // packet id 1
             0x87, // not authorized: v5 only
         ];
-        assert_eq!(dec(&v5_code_on_v3, V4), Err(DecodeError::InvalidReasonCode(0x87)));
+        assert_eq!(
+            dec(&v5_code_on_v3, V4),
+            Err(DecodeError::InvalidReasonCode(0x87))
+        );
     }
 
     #[test]
@@ -173,7 +182,10 @@ mod tests {
                 reason_string: Some("r".into()),
                 user_properties: vec![],
             },
-            reasons: vec![ReasonCode::GrantedQoS1, ReasonCode::WildcardSubscriptionsNotSupported],
+            reasons: vec![
+                ReasonCode::GrantedQoS1,
+                ReasonCode::WildcardSubscriptionsNotSupported,
+            ],
         });
         both_ways(
             p,
@@ -210,6 +222,9 @@ mod tests {
             0x00, 0x01, // packet id 1
             0x00, // granted QoS 0
         ];
-        assert_eq!(dec(&wire, V4), Err(DecodeError::Mqtt_2_1_3_1 { kind: 9, flags: 2 }));
+        assert_eq!(
+            dec(&wire, V4),
+            Err(DecodeError::Mqtt_2_1_3_1 { kind: 9, flags: 2 })
+        );
     }
 }

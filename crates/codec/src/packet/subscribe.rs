@@ -115,7 +115,11 @@ impl Subscribe {
         if version.is_v5() {
             n += properties::encoded_len(&self.properties);
         }
-        n + self.filters.iter().map(|(f, _)| field_len(f.as_bytes()) + 1).sum::<usize>()
+        n + self
+            .filters
+            .iter()
+            .map(|(f, _)| field_len(f.as_bytes()) + 1)
+            .sum::<usize>()
     }
 
     pub(crate) fn encode_body(
@@ -179,7 +183,10 @@ mod tests {
             Packet::Subscribe(Subscribe {
                 packet_id: pid(1),
                 properties: SubscribeProperties::default(),
-                filters: vec![("a/+".into(), qos(QoS::AtLeastOnce)), ("#".into(), qos(QoS::ExactlyOnce))],
+                filters: vec![
+                    ("a/+".into(), qos(QoS::AtLeastOnce)),
+                    ("#".into(), qos(QoS::ExactlyOnce)),
+                ],
             }),
             V4,
             &[
@@ -253,7 +260,10 @@ mod tests {
             0x00, 0x01, b't', // filter "t"
             0x00, // options: QoS 0
         ];
-        assert_eq!(dec(&wire[..], V4), Err(DecodeError::Mqtt_2_1_3_1 { kind: 8, flags: 0 }));
+        assert_eq!(
+            dec(&wire[..], V4),
+            Err(DecodeError::Mqtt_2_1_3_1 { kind: 8, flags: 0 })
+        );
     }
 
     #[test]
@@ -300,7 +310,10 @@ mod tests {
             0x00, 0x01, b't', // filter "t"
             0x30, // options: retain handling 3
         ];
-        assert_eq!(dec(&v5_retain_handling_3, V5), Err(DecodeError::Mqtt_3_8_3_5));
+        assert_eq!(
+            dec(&v5_retain_handling_3, V5),
+            Err(DecodeError::Mqtt_3_8_3_5)
+        );
         let qos_3 = [
             0x82, // SUBSCRIBE
             0x06, // remaining length 6
@@ -357,6 +370,9 @@ mod tests {
             filters: vec![],
         });
         let mut buf = BytesMut::new();
-        assert!(matches!(crate::encode(&p, V4, &mut buf), Err(EncodeError::InvalidField(_))));
+        assert!(matches!(
+            crate::encode(&p, V4, &mut buf),
+            Err(EncodeError::InvalidField(_))
+        ));
     }
 }

@@ -53,7 +53,11 @@ impl Unsubscribe {
         if version.is_v5() {
             n += properties::encoded_len(&self.properties);
         }
-        n + self.filters.iter().map(|f| field_len(f.as_bytes())).sum::<usize>()
+        n + self
+            .filters
+            .iter()
+            .map(|f| field_len(f.as_bytes()))
+            .sum::<usize>()
     }
 
     pub(crate) fn encode_body(
@@ -62,7 +66,9 @@ impl Unsubscribe {
         buf: &mut BytesMut,
     ) -> Result<(), EncodeError> {
         if self.filters.is_empty() {
-            return Err(EncodeError::InvalidField("UNSUBSCRIBE without topic filters"));
+            return Err(EncodeError::InvalidField(
+                "UNSUBSCRIBE without topic filters",
+            ));
         }
         buf.put_u16(self.packet_id.get());
         if version.is_v5() {
@@ -161,7 +167,10 @@ mod tests {
             0x00, 0x07, // packet id 7
             0x00, 0x01, b'a', // filter "a"
         ];
-        assert_eq!(dec(&wire, V4), Err(DecodeError::Mqtt_2_1_3_1 { kind: 10, flags: 0 }));
+        assert_eq!(
+            dec(&wire, V4),
+            Err(DecodeError::Mqtt_2_1_3_1 { kind: 10, flags: 0 })
+        );
     }
 
     #[test]
