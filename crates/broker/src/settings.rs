@@ -39,6 +39,9 @@ pub struct BrokerSettings {
     pub max_session_expiry: u32,
     /// Longest client id accepted.
     pub max_client_id_len: usize,
+    /// Most levels a topic name or filter may have. Bounds the router's and retained
+    /// store's walk depth; deeper topics are refused as invalid.
+    pub max_topic_levels: usize,
 }
 
 impl Default for BrokerSettings {
@@ -59,6 +62,7 @@ impl Default for BrokerSettings {
             topic_alias_maximum: 64,
             max_session_expiry: u32::MAX,
             max_client_id_len: 256,
+            max_topic_levels: 128,
         }
     }
 }

@@ -88,7 +88,10 @@ impl Broker {
         SessionRef(Arc::new(SessionShared {
             id: self.next_session_id.fetch_add(1, Ordering::Relaxed),
             client_id,
-            inbox: Inbox::new(self.outbound_queue.min(limit.max(self.outbound_queue)), limit),
+            inbox: Inbox::new(
+                self.outbound_queue.min(limit.max(self.outbound_queue)),
+                limit,
+            ),
             online: AtomicBool::new(false),
         }))
     }
@@ -132,7 +135,13 @@ impl Broker {
                 .drain(..)
                 .find(|d| d.share_group.as_deref() == Some(&**group))
             {
-                self.push(&d.subscriber, Routed { qos: orphan.message.qos.min(d.qos), ..orphan });
+                self.push(
+                    &d.subscriber,
+                    Routed {
+                        qos: orphan.message.qos.min(d.qos),
+                        ..orphan
+                    },
+                );
             }
         }
     }

@@ -137,6 +137,7 @@ mod raw {
         pub(super) topic_alias_maximum: Option<u16>,
         pub(super) max_session_expiry: Option<u32>,
         pub(super) max_client_id_len: Option<usize>,
+        pub(super) max_topic_levels: Option<usize>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -251,7 +252,8 @@ impl Config {
         set(&mut b.max_queued_bytes, m.max_queued_bytes);
         set(&mut b.queue_qos0, m.queue_qos0);
         if let Some(q) = m.max_qos {
-            b.max_qos = QoS::from_u8(q).ok_or_else(|| invalid("mqtt.max_qos", "must be 0, 1 or 2"))?;
+            b.max_qos =
+                QoS::from_u8(q).ok_or_else(|| invalid("mqtt.max_qos", "must be 0, 1 or 2"))?;
         }
         set(&mut b.retain_available, m.retain_available);
         set(&mut b.wildcard_subscriptions, m.wildcard_subscriptions);
@@ -264,6 +266,12 @@ impl Config {
                 return Err(invalid("mqtt.max_client_id_len", "must be 23..=65535"));
             }
             b.max_client_id_len = len;
+        }
+        if let Some(levels) = m.max_topic_levels {
+            if !(1..=1024).contains(&levels) {
+                return Err(invalid("mqtt.max_topic_levels", "must be 1..=1024"));
+            }
+            b.max_topic_levels = levels;
         }
         let l = file.limits.unwrap_or_default();
         if let Some(ms) = l.connect_timeout_ms {
@@ -323,7 +331,10 @@ mod tests {
     #[test]
     fn out_of_range_value_names_the_key() {
         let err = Config::from_toml("[mqtt]\nmax_qos = 3\n").unwrap_err();
-        assert_eq!(err.to_string(), "config key `mqtt.max_qos`: must be 0, 1 or 2");
+        assert_eq!(
+            err.to_string(),
+            "config key `mqtt.max_qos`: must be 0, 1 or 2"
+        );
         let err = Config::from_toml("[[listeners]]\nbind = \"nowhere\"\n").unwrap_err();
         assert!(err.to_string().contains("listeners[0].bind"));
     }

@@ -93,7 +93,12 @@ pub(crate) async fn handshake(
             // [MQTT-3.1.2-2]: answer with return code 1 (v3 format: the client's level is
             // unknown to us) and close.
             tracing::info!(%peer, level, "unsupported protocol level; refusing");
-            refuse(&mut writer, ProtocolVersion::V3_1_1, ReasonCode::UnsupportedProtocolVersion).await;
+            refuse(
+                &mut writer,
+                ProtocolVersion::V3_1_1,
+                ReasonCode::UnsupportedProtocolVersion,
+            )
+            .await;
             return;
         }
         Err(e) => {

@@ -60,7 +60,10 @@ pub struct ServerHandle {
 impl Server {
     /// Binds every listener and starts serving. Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
-        let broker = Arc::new(Broker::new(config.broker.clone(), config.limits.outbound_queue));
+        let broker = Arc::new(Broker::new(
+            config.broker.clone(),
+            config.limits.outbound_queue,
+        ));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (alive, done) = mpsc::channel(1);
         let global = (config.limits.max_connections > 0)
@@ -68,10 +71,12 @@ impl Server {
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
         for l in &config.listeners {
-            let listener = TcpListener::bind(l.bind).await.map_err(|source| ServerError::Bind {
-                addr: l.bind,
-                source,
-            })?;
+            let listener = TcpListener::bind(l.bind)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: l.bind,
+                    source,
+                })?;
             let addr = listener.local_addr().map_err(|source| ServerError::Bind {
                 addr: l.bind,
                 source,

@@ -360,7 +360,10 @@ impl SessionTask {
         self.reader = None;
         if let Some(mut writer) = self.writer.take() {
             self.me.0.online.store(false, Ordering::Relaxed);
-            self.broker.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            self.broker
+                .metrics
+                .connections
+                .fetch_sub(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(CLOSE_LINGER, async {
                     let _ = writer.io.write_all_buf(&mut writer.buf).await;

@@ -30,7 +30,10 @@ pub(crate) fn publish_all(broker: &Broker) {
     let retained = broker.retained.read().len().to_string();
     let topics: [(&str, String); 13] = [
         ("version", VERSION.to_string()),
-        ("uptime", format!("{} seconds", broker.started.elapsed().as_secs())),
+        (
+            "uptime",
+            format!("{} seconds", broker.started.elapsed().as_secs()),
+        ),
         ("clients/connected", counter(&m.connections)),
         ("clients/total", counter(&m.sessions)),
         ("clients/connections_total", counter(&m.connections_total)),

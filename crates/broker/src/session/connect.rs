@@ -36,6 +36,9 @@ pub fn validate_connect(c: &Connect, s: &BrokerSettings) -> Result<(), ReasonCod
     }
     if let Some(w) = &c.will {
         validate_name(&w.topic).map_err(|_| ReasonCode::TopicNameInvalid)?;
+        if super::inbound::too_deep(&w.topic, s.max_topic_levels) {
+            return Err(ReasonCode::TopicNameInvalid);
+        }
         if w.qos > s.max_qos {
             return Err(ReasonCode::QoSNotSupported);
         }

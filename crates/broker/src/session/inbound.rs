@@ -30,6 +30,9 @@ impl Session {
         }
         self.resolve_topic_alias(&mut p)?;
         validate_name(&p.topic).map_err(|_| Violation::Mqtt_3_3_2_2)?;
+        if too_deep(&p.topic, s.max_topic_levels) {
+            return Err(Violation::Mqtt_3_3_2_2);
+        }
 
         if let (QoS::ExactlyOnce, Some(id)) = (p.qos, p.packet_id) {
             if let Some(&routed) = self.qos2_received.get(&id) {
@@ -164,6 +167,11 @@ impl Session {
             None => Ok(()),
         }
     }
+}
+
+/// True when a topic has more than `max` levels.
+pub(super) fn too_deep(topic: &str, max: usize) -> bool {
+    topic.bytes().filter(|&b| b == b'/').count() >= max
 }
 
 /// Builds the PUBREL for a PUBREC we accepted.

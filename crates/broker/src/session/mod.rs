@@ -98,11 +98,11 @@ pub struct SubscriptionRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Awaiting {
     /// QoS 1 PUBLISH sent, waiting for PUBACK.
-    PubAck,
+    Ack,
     /// QoS 2 PUBLISH sent, waiting for PUBREC.
-    PubRec,
+    Rec,
     /// PUBREL sent, waiting for PUBCOMP.
-    PubComp,
+    Comp,
 }
 
 #[derive(Debug, Clone)]
@@ -249,7 +249,7 @@ impl Session {
         let result = match packet {
             Packet::Publish(p) => self.on_publish(now, p, out),
             Packet::PubAck(a) => {
-                self.on_ack(now, a.packet_id, Awaiting::PubAck, a.reason, out);
+                self.on_ack(now, a.packet_id, Awaiting::Ack, a.reason, out);
                 Ok(())
             }
             Packet::PubRec(r) => {
@@ -261,7 +261,7 @@ impl Session {
                 Ok(())
             }
             Packet::PubComp(c) => {
-                self.on_ack(now, c.packet_id, Awaiting::PubComp, c.reason, out);
+                self.on_ack(now, c.packet_id, Awaiting::Comp, c.reason, out);
                 Ok(())
             }
             Packet::Subscribe(s) => self.on_subscribe(s, out),
@@ -277,9 +277,10 @@ impl Session {
             Packet::Connect(_) => Err(Violation::Mqtt_3_1_0_2),
             // No enhanced authentication method is offered, so an AUTH can't be valid.
             Packet::Auth(_) => Err(Violation::Mqtt_4_12_0_1),
-            p @ (Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp) => {
-                Err(Violation::ServerOnlyPacket(p.kind()))
-            }
+            p @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => Err(Violation::ServerOnlyPacket(p.kind())),
         };
         if let Err(v) = &result {
             self.violation(now, v, out);
@@ -323,7 +324,7 @@ impl Session {
         let orphans = self
             .inflight
             .drain(..)
-            .filter(|f| f.awaiting != Awaiting::PubComp)
+            .filter(|f| f.awaiting != Awaiting::Comp)
             .map(|f| f.routed)
             .chain(self.queue.drain(..))
             .filter(|r| r.share.is_some())

@@ -71,9 +71,9 @@ impl Session {
         let packet_id = self.allocate_packet_id();
         if self.transmit(now, routed.clone(), Some(packet_id), out) {
             let awaiting = if routed.qos == QoS::AtLeastOnce {
-                Awaiting::PubAck
+                Awaiting::Ack
             } else {
-                Awaiting::PubRec
+                Awaiting::Rec
             };
             self.inflight.push_back(InFlight {
                 packet_id,
@@ -135,7 +135,8 @@ impl Session {
         let properties = if self.protocol.is_v5() {
             let mut p = m.properties.clone();
             p.message_expiry_interval = m.remaining_expiry(now);
-            p.subscription_identifiers.clone_from(&routed.subscription_ids);
+            p.subscription_identifiers
+                .clone_from(&routed.subscription_ids);
             p
         } else {
             Default::default()
@@ -182,7 +183,11 @@ impl Session {
     }
 
     pub(super) fn on_pubrec(&mut self, now: Instant, r: PubRec, out: &mut Vec<Output>) {
-        let Some(i) = self.inflight.iter().position(|f| f.packet_id == r.packet_id) else {
+        let Some(i) = self
+            .inflight
+            .iter()
+            .position(|f| f.packet_id == r.packet_id)
+        else {
             if self.protocol.is_v5() {
                 let mut rel = thingmq_codec::PubRel::new(r.packet_id);
                 rel.reason = ReasonCode::PacketIdentifierNotFound;
@@ -196,7 +201,7 @@ impl Session {
             self.drain_queue(now, out);
             return;
         }
-        self.inflight[i].awaiting = Awaiting::PubComp;
+        self.inflight[i].awaiting = Awaiting::Comp;
         out.push(Output::Send(pubrel(r.packet_id)));
     }
 
@@ -209,7 +214,7 @@ impl Session {
             .map(|f| (f.packet_id, f.awaiting, f.routed.clone()))
             .collect();
         for (id, awaiting, routed) in pending {
-            if awaiting == Awaiting::PubComp {
+            if awaiting == Awaiting::Comp {
                 out.push(Output::Send(pubrel(id)));
             } else {
                 let p = self.build_publish(now, &routed, Some(id), true);

@@ -60,7 +60,8 @@ impl Session {
         options: SubscriptionOptions,
     ) -> Result<(ByteString, Option<ByteString>), FilterError> {
         let settings = &self.settings;
-        let shared = parse_shared(filter).map_err(|_| FilterError::Refused(ReasonCode::TopicFilterInvalid))?;
+        let shared = parse_shared(filter)
+            .map_err(|_| FilterError::Refused(ReasonCode::TopicFilterInvalid))?;
         let (inner, group) = match shared {
             Some((group, inner)) => {
                 if !settings.shared_subscriptions {
@@ -79,6 +80,9 @@ impl Session {
                 (filter.clone(), None)
             }
         };
+        if super::inbound::too_deep(&inner, settings.max_topic_levels) {
+            return Err(FilterError::Refused(ReasonCode::TopicFilterInvalid));
+        }
         if !settings.wildcard_subscriptions && has_wildcards(&inner) {
             return Err(FilterError::Refused(
                 ReasonCode::WildcardSubscriptionsNotSupported,

@@ -125,7 +125,9 @@ fn keep_alive_above_the_maximum_is_replaced_and_announced() {
     let mut c = connect(ProtocolVersion::V5, true);
     c.keep_alive = 0;
     s.attach(Instant::now(), &c, false, false, &mut out);
-    let Packet::ConnAck(ack) = sent(&out)[0] else { panic!() };
+    let Packet::ConnAck(ack) = sent(&out)[0] else {
+        panic!()
+    };
     assert_eq!(ack.properties.server_keep_alive, Some(30));
     // A v3 client can't be told, so it is refused.
     let mut c3 = connect(ProtocolVersion::V3_1_1, true);
@@ -141,11 +143,17 @@ fn empty_client_id_needs_clean_session_on_v311_and_is_refused_on_v31() {
     let s = BrokerSettings::default();
     let mut c = connect(ProtocolVersion::V3_1_1, false);
     c.client_id = "".into();
-    assert_eq!(validate_connect(&c, &s), Err(ReasonCode::ClientIdentifierNotValid));
+    assert_eq!(
+        validate_connect(&c, &s),
+        Err(ReasonCode::ClientIdentifierNotValid)
+    );
     c.clean_start = true;
     assert_eq!(validate_connect(&c, &s), Ok(()));
     c.protocol = ProtocolVersion::V3_1;
-    assert_eq!(validate_connect(&c, &s), Err(ReasonCode::ClientIdentifierNotValid));
+    assert_eq!(
+        validate_connect(&c, &s),
+        Err(ReasonCode::ClientIdentifierNotValid)
+    );
 }
 
 #[test]
@@ -169,7 +177,9 @@ fn qos2_resend_before_pubrel_is_not_routed_twice() {
     let (mut s, now, mut out) = session(ProtocolVersion::V5);
     s.handle_packet(now, publish("a", QoS::ExactlyOnce, Some(3)), &mut out)
         .unwrap();
-    let Output::Publish { ack, .. } = out[0].clone() else { panic!() };
+    let Output::Publish { ack, .. } = out[0].clone() else {
+        panic!()
+    };
     out.clear();
     s.publish_done(ack.unwrap(), ReasonCode::Success, &mut out);
     assert_eq!(sent(&out), vec![&Packet::PubRec(PubRec::new(pid(3)))]);
@@ -195,7 +205,9 @@ fn pubrel_for_unknown_id_answers_packet_identifier_not_found_on_v5() {
     let (mut s, now, mut out) = session(ProtocolVersion::V5);
     s.handle_packet(now, Packet::PubRel(PubRel::new(pid(9))), &mut out)
         .unwrap();
-    let Packet::PubComp(c) = sent(&out)[0] else { panic!() };
+    let Packet::PubComp(c) = sent(&out)[0] else {
+        panic!()
+    };
     assert_eq!(c.reason, ReasonCode::PacketIdentifierNotFound);
 }
 
@@ -214,9 +226,9 @@ fn exceeding_receive_maximum_disconnects_with_0x93() {
         .handle_packet(now, publish("a", QoS::ExactlyOnce, Some(3)), &mut out)
         .unwrap_err();
     assert_eq!(err.reason_code(), ReasonCode::ReceiveMaximumExceeded);
-    assert!(sent(&out)
-        .iter()
-        .any(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::ReceiveMaximumExceeded)));
+    assert!(sent(&out).iter().any(
+        |p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::ReceiveMaximumExceeded)
+    ));
     assert!(out.contains(&Output::Close));
 }
 
@@ -235,9 +247,11 @@ fn topic_alias_set_then_used_resolves_to_the_topic() {
         },
         payload: Bytes::new(),
     };
-    s.handle_packet(now, Packet::Publish(p.clone()), &mut out).unwrap();
+    s.handle_packet(now, Packet::Publish(p.clone()), &mut out)
+        .unwrap();
     p.topic = "".into();
-    s.handle_packet(now, Packet::Publish(p.clone()), &mut out).unwrap();
+    s.handle_packet(now, Packet::Publish(p.clone()), &mut out)
+        .unwrap();
     let topics: Vec<_> = out
         .iter()
         .filter_map(|o| match o {
@@ -248,7 +262,9 @@ fn topic_alias_set_then_used_resolves_to_the_topic() {
     assert_eq!(topics, ["long/topic", "long/topic"]);
     // An alias above our maximum is a protocol error 0x94.
     p.properties.topic_alias = NonZeroU16::new(65);
-    let err = s.handle_packet(now, Packet::Publish(p), &mut out).unwrap_err();
+    let err = s
+        .handle_packet(now, Packet::Publish(p), &mut out)
+        .unwrap_err();
     assert_eq!(err.reason_code(), ReasonCode::TopicAliasInvalid);
 }
 
@@ -267,7 +283,9 @@ fn unknown_topic_alias_is_a_protocol_error() {
         },
         payload: Bytes::new(),
     };
-    let err = s.handle_packet(now, Packet::Publish(p), &mut out).unwrap_err();
+    let err = s
+        .handle_packet(now, Packet::Publish(p), &mut out)
+        .unwrap_err();
     assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
 }
 
@@ -281,14 +299,20 @@ fn outbound_window_queues_and_drains_in_order() {
     for i in 0..4 {
         s.deliver(now, routed(&format!("t/{i}"), QoS::AtLeastOnce), &mut out);
     }
-    let first: Vec<_> = sent_publishes(&out).iter().map(|p| p.topic.to_string()).collect();
+    let first: Vec<_> = sent_publishes(&out)
+        .iter()
+        .map(|p| p.topic.to_string())
+        .collect();
     assert_eq!(first, ["t/0", "t/1"]);
     assert_eq!(s.queued_len(), 2);
     let id0 = sent_publishes(&out)[0].packet_id.unwrap();
     out.clear();
     s.handle_packet(now, Packet::PubAck(PubAck::new(id0)), &mut out)
         .unwrap();
-    let next: Vec<_> = sent_publishes(&out).iter().map(|p| p.topic.to_string()).collect();
+    let next: Vec<_> = sent_publishes(&out)
+        .iter()
+        .map(|p| p.topic.to_string())
+        .collect();
     assert_eq!(next, ["t/2"]);
 }
 
@@ -329,12 +353,18 @@ fn unacknowledged_deliveries_are_resent_with_dup_after_reconnect() {
     c.clean_start = false;
     s.attach(now, &c, false, true, &mut out);
     let packets = sent(&out);
-    let Packet::ConnAck(ack) = packets[0] else { panic!() };
+    let Packet::ConnAck(ack) = packets[0] else {
+        panic!()
+    };
     assert!(ack.session_present);
-    let Packet::Publish(a) = packets[1] else { panic!() };
+    let Packet::Publish(a) = packets[1] else {
+        panic!()
+    };
     assert!(a.dup && &*a.topic == "a");
     assert_eq!(packets[2], &Packet::PubRel(PubRel::new(b_id)));
-    let Packet::Publish(c2) = packets[3] else { panic!() };
+    let Packet::Publish(c2) = packets[3] else {
+        panic!()
+    };
     assert!(!c2.dup && &*c2.topic == "c");
 }
 
@@ -371,13 +401,19 @@ fn will_is_published_on_abnormal_close_but_not_after_disconnect() {
     s.attach(now, &c, false, false, &mut out);
     out.clear();
     s.connection_lost(now, &mut out);
-    assert!(out.iter().any(|o| matches!(o, Output::Will(m) if &*m.topic == "will")));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Will(m) if &*m.topic == "will")));
 
     let (mut s, now, mut out) = session(ProtocolVersion::V5);
     s.attach(now, &c, false, false, &mut out);
     out.clear();
-    s.handle_packet(now, Packet::Disconnect(Disconnect::new(ReasonCode::Success)), &mut out)
-        .unwrap();
+    s.handle_packet(
+        now,
+        Packet::Disconnect(Disconnect::new(ReasonCode::Success)),
+        &mut out,
+    )
+    .unwrap();
     assert!(!out.iter().any(|o| matches!(o, Output::Will(_))));
 
     // DISCONNECT 0x04 asks for the will.
@@ -473,7 +509,9 @@ fn session_expiry_zero_at_connect_cannot_be_raised_at_disconnect() {
             ..Default::default()
         },
     };
-    let err = s.handle_packet(now, Packet::Disconnect(d), &mut out).unwrap_err();
+    let err = s
+        .handle_packet(now, Packet::Disconnect(d), &mut out)
+        .unwrap_err();
     assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
 }
 
@@ -490,7 +528,8 @@ fn session_expiry_changed_at_disconnect_is_used() {
             ..Default::default()
         },
     };
-    s.handle_packet(now, Packet::Disconnect(d), &mut out).unwrap();
+    s.handle_packet(now, Packet::Disconnect(d), &mut out)
+        .unwrap();
     assert_eq!(s.next_deadline(), Some(now + Duration::from_secs(100)));
 }
 
@@ -517,8 +556,11 @@ fn subscribe_grants_capped_qos_and_refuses_bad_filters() {
             ("$share/g/x".into(), opts(QoS::AtMostOnce)),
         ],
     };
-    s.handle_packet(now, Packet::Subscribe(sub), &mut out).unwrap();
-    let Packet::SubAck(ack) = sent(&out)[0] else { panic!() };
+    s.handle_packet(now, Packet::Subscribe(sub), &mut out)
+        .unwrap();
+    let Packet::SubAck(ack) = sent(&out)[0] else {
+        panic!()
+    };
     assert_eq!(
         ack.reasons,
         [
@@ -554,7 +596,9 @@ fn no_local_on_a_shared_subscription_is_a_protocol_error() {
             },
         )],
     };
-    let err = s.handle_packet(now, Packet::Subscribe(sub), &mut out).unwrap_err();
+    let err = s
+        .handle_packet(now, Packet::Subscribe(sub), &mut out)
+        .unwrap_err();
     assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
 }
 
@@ -568,11 +612,16 @@ fn unsubscribe_reports_missing_subscriptions_on_v5_only() {
     };
     s.handle_packet(now, Packet::Unsubscribe(u.clone()), &mut out)
         .unwrap();
-    let Packet::UnsubAck(a) = sent(&out)[0] else { panic!() };
+    let Packet::UnsubAck(a) = sent(&out)[0] else {
+        panic!()
+    };
     assert_eq!(a.reasons, [ReasonCode::NoSubscriptionExisted]);
     let (mut s, now, mut out) = session(ProtocolVersion::V3_1_1);
-    s.handle_packet(now, Packet::Unsubscribe(u), &mut out).unwrap();
-    let Packet::UnsubAck(a) = sent(&out)[0] else { panic!() };
+    s.handle_packet(now, Packet::Unsubscribe(u), &mut out)
+        .unwrap();
+    let Packet::UnsubAck(a) = sent(&out)[0] else {
+        panic!()
+    };
     assert!(a.reasons.is_empty());
 }
 
@@ -591,7 +640,10 @@ fn expired_messages_are_not_delivered_and_remaining_expiry_is_forwarded() {
     s.deliver(now + Duration::from_secs(4), r.clone(), &mut out);
     let p = sent_publishes(&out)[0];
     assert_eq!(p.properties.message_expiry_interval, Some(6));
-    assert_eq!(p.properties.subscription_identifiers, [NonZeroU32::new(3).unwrap()]);
+    assert_eq!(
+        p.properties.subscription_identifiers,
+        [NonZeroU32::new(3).unwrap()]
+    );
     out.clear();
     s.deliver(now + Duration::from_secs(10), r, &mut out);
     assert_eq!(out, vec![Output::Dropped(DropReason::Expired)]);
@@ -606,7 +658,11 @@ fn messages_over_the_clients_maximum_packet_size_are_dropped() {
     let now = Instant::now();
     s.attach(now, &c, false, false, &mut out);
     out.clear();
-    s.deliver(now, routed("a/very/long/topic/name/here", QoS::AtLeastOnce), &mut out);
+    s.deliver(
+        now,
+        routed("a/very/long/topic/name/here", QoS::AtLeastOnce),
+        &mut out,
+    );
     assert_eq!(out, vec![Output::Dropped(DropReason::TooLarge)]);
     assert_eq!(s.inflight_len(), 0);
 }
@@ -624,8 +680,14 @@ fn outgoing_topic_aliases_are_assigned_when_the_client_allows_them() {
     s.deliver(now, routed("a", QoS::AtMostOnce), &mut out);
     s.deliver(now, routed("b", QoS::AtMostOnce), &mut out);
     let p = sent_publishes(&out);
-    assert_eq!((&*p[0].topic, p[0].properties.topic_alias), ("a", NonZeroU16::new(1)));
-    assert_eq!((&*p[1].topic, p[1].properties.topic_alias), ("", NonZeroU16::new(1)));
+    assert_eq!(
+        (&*p[0].topic, p[0].properties.topic_alias),
+        ("a", NonZeroU16::new(1))
+    );
+    assert_eq!(
+        (&*p[1].topic, p[1].properties.topic_alias),
+        ("", NonZeroU16::new(1))
+    );
     assert_eq!((&*p[2].topic, p[2].properties.topic_alias), ("b", None));
 }
 
@@ -635,7 +697,9 @@ fn client_publish_to_sys_is_refused_with_not_authorized() {
     s.handle_packet(now, publish("$SYS/x", QoS::AtLeastOnce, Some(1)), &mut out)
         .unwrap();
     assert!(!out.iter().any(|o| matches!(o, Output::Publish { .. })));
-    let Packet::PubAck(a) = sent(&out)[0] else { panic!() };
+    let Packet::PubAck(a) = sent(&out)[0] else {
+        panic!()
+    };
     assert_eq!(a.reason, ReasonCode::NotAuthorized);
 }
 
@@ -677,7 +741,24 @@ fn ended_session_hands_back_undelivered_shared_messages() {
     s.deliver(now, routed("plain", QoS::AtLeastOnce), &mut out);
     out.clear();
     s.tick(now + Duration::from_secs(60), &mut out);
-    let Some(Output::Ended { orphans }) = out.last() else { panic!() };
+    let Some(Output::Ended { orphans }) = out.last() else {
+        panic!()
+    };
     assert_eq!(orphans.len(), 1);
     assert_eq!(&*orphans[0].message.topic, "s");
+}
+
+#[test]
+fn topics_deeper_than_the_level_limit_are_refused() {
+    let settings = BrokerSettings {
+        max_topic_levels: 3,
+        ..Default::default()
+    };
+    let (mut s, now, mut out) = session_with(ProtocolVersion::V5, settings);
+    s.handle_packet(now, publish("a/b/c", QoS::AtMostOnce, None), &mut out)
+        .unwrap();
+    let err = s
+        .handle_packet(now, publish("a/b/c/d", QoS::AtMostOnce, None), &mut out)
+        .unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::TopicNameInvalid);
 }
