@@ -96,6 +96,7 @@ impl Server {
         for t in tasks {
             tokio::spawn(t.run());
         }
+        tokio::spawn(sys::housekeeping(broker.clone(), shutdown_rx.clone()));
         if let Some(every) = config.sys_interval {
             tokio::spawn(sys::run(broker.clone(), every, shutdown_rx.clone()));
         }

@@ -91,6 +91,9 @@ impl SessionTask {
                 break;
             }
             let deadline = self.session.next_deadline();
+            // While our writes to this client are backed up, take nothing more that would add
+            // to them: neither its inbox nor its socket (a flooding publisher that does not
+            // read its acknowledgements is throttled by TCP, not by our memory).
             let can_take = self
                 .writer
                 .as_ref()
@@ -105,7 +108,7 @@ impl SessionTask {
                     self.perform();
                     break;
                 }
-                n = read_some(&mut self.reader) => self.on_read(n),
+                n = read_some(&mut self.reader), if can_take => self.on_read(n),
                 r = write_some(&mut self.writer) => {
                     if let Ok(n) = r {
                         Metrics::add(&self.broker.metrics.bytes_sent, n as u64);
@@ -330,6 +333,9 @@ impl SessionTask {
             .read()
             .matching(&record.filter, &mut messages);
         for message in messages {
+            if message.is_expired(now) {
+                continue;
+            }
             let routed = Routed {
                 qos: message.qos.min(options.qos),
                 message,

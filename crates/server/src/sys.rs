@@ -22,6 +22,24 @@ pub(crate) async fn run(broker: Arc<Broker>, every: Duration, mut shutdown: watc
     }
 }
 
+/// Periodic upkeep: drops retained messages whose Message Expiry Interval has passed
+/// (they are also skipped on subscribe, so this only bounds memory).
+pub(crate) async fn housekeeping(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = ticker.tick() => {
+                let now = std::time::Instant::now();
+                let removed = broker.retained.write().retain_where(|_, m| !m.is_expired(now));
+                if removed > 0 {
+                    tracing::debug!(removed, "expired retained messages removed");
+                }
+            }
+        }
+    }
+}
+
 /// Publishes every `$SYS` topic once.
 pub(crate) fn publish_all(broker: &Broker) {
     let m = &broker.metrics;
