@@ -93,6 +93,10 @@ pub fn decode(
 fn parse(first_byte: u8, body: Bytes, version: ProtocolVersion) -> Result<Packet, DecodeError> {
     let kind = first_byte >> 4;
     let flags = first_byte & 0x0F;
+    // Type 15 does not exist before v5, whatever its flags say.
+    if kind == 15 && !version.is_v5() {
+        return Err(DecodeError::InvalidPacketType(15));
+    }
     if kind != 3 && flags != required_flags(kind) {
         return Err(DecodeError::Mqtt_2_1_3_1 { kind, flags });
     }
@@ -112,7 +116,7 @@ fn parse(first_byte: u8, body: Bytes, version: ProtocolVersion) -> Result<Packet
         12 => ping(r, Packet::PingReq)?,
         13 => ping(r, Packet::PingResp)?,
         14 => Packet::Disconnect(Disconnect::decode(r, version)?),
-        15 if version.is_v5() => Packet::Auth(Auth::decode(r)?),
+        15 => Packet::Auth(Auth::decode(r)?),
         _ => return Err(DecodeError::InvalidPacketType(kind)),
     })
 }
@@ -349,6 +353,12 @@ mod tests {
 
     #[test]
     fn auth_packet_type_is_invalid_before_v5() {
+        let mut buf = BytesMut::from(&[0xF1, 0x00][..]); // AUTH with a flag bit, on v3.1
+        let v3 = ProtocolVersion::V3_1;
+        assert_eq!(
+            decode(&mut buf, v3, 100),
+            Err(DecodeError::InvalidPacketType(15))
+        );
         let mut buf = BytesMut::from(&[0xF0, 0x00][..]); // AUTH, remaining length 0
         assert_eq!(
             decode(&mut buf, V4, 100),
