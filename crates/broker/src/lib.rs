@@ -13,7 +13,7 @@ pub mod session;
 mod settings;
 mod violation;
 
-pub use message::{Message, Routed};
+pub use message::{Message, Routed, TravellingProperties};
 pub use settings::BrokerSettings;
 pub use violation::Violation;
 pub mod retain;

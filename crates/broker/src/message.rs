@@ -26,8 +26,6 @@ pub struct Message {
     /// When the Message Expiry Interval runs out; queued copies are dropped after it, and the
     /// remaining time is what a subscriber is told.
     pub expires_at: Option<Instant>,
-    /// Client id of the publisher (`None` for $SYS and API messages), for No Local.
-    pub publisher: Option<ByteString>,
 }
 
 impl Message {
@@ -45,10 +43,63 @@ impl Message {
         })
     }
 
+    /// Builds a message from what a client sent (a PUBLISH or a will): the properties that
+    /// travel with it are kept, the per-hop ones (alias, expiry, identifiers) are not.
+    pub fn new(
+        now: Instant,
+        topic: ByteString,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        p: TravellingProperties,
+    ) -> Message {
+        Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            expires_at: p
+                .message_expiry_interval
+                .map(|secs| now + std::time::Duration::from_secs(u64::from(secs))),
+            properties: PublishProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                content_type: p.content_type,
+                response_topic: p.response_topic,
+                correlation_data: p.correlation_data,
+                user_properties: p.user_properties,
+                ..PublishProperties::default()
+            },
+        }
+    }
+
+    /// True for topics clients may not publish to: `$SYS` (the broker's own) and anything
+    /// under `$share/` (not a topic name).
+    pub fn is_reserved_topic(topic: &str) -> bool {
+        topic == "$SYS" || topic.starts_with("$SYS/") || topic.starts_with("$share/")
+    }
+
     /// Approximate memory cost, for queue byte limits.
     pub fn cost(&self) -> usize {
         self.topic.len() + self.payload.len() + 64
     }
+}
+
+/// The properties a client gives a message that travel on with it (from a PUBLISH or from
+/// the will properties of CONNECT).
+#[derive(Debug, Clone, Default)]
+pub struct TravellingProperties {
+    /// Payload Format Indicator.
+    pub payload_format_indicator: Option<bool>,
+    /// Message Expiry Interval, seconds.
+    pub message_expiry_interval: Option<u32>,
+    /// Content Type.
+    pub content_type: Option<ByteString>,
+    /// Response Topic.
+    pub response_topic: Option<ByteString>,
+    /// Correlation Data.
+    pub correlation_data: Option<Bytes>,
+    /// User Properties.
+    pub user_properties: Vec<thingmq_codec::UserProperty>,
 }
 
 /// A message routed to one subscriber: the shared message plus what this subscriber's
@@ -63,7 +114,8 @@ pub struct Routed {
     pub retain: bool,
     /// Subscription identifiers of every matching subscription (MQTT 5).
     pub subscription_ids: Vec<NonZeroU32>,
-    /// The `$share` group when delivered through a shared subscription, so an undelivered
-    /// copy can be handed to another member of the group when this session ends.
-    pub share: Option<Arc<str>>,
+    /// The `$share` group and filter when delivered through a shared subscription, so an
+    /// undelivered copy can be handed to another member of that subscription when this
+    /// session ends.
+    pub share: Option<(Arc<str>, Arc<str>)>,
 }

@@ -23,9 +23,9 @@ pub enum Violation {
     /// Topic name with wildcards or otherwise invalid [MQTT-3.3.2-2].
     #[error("invalid topic name [MQTT-3.3.2-2]")]
     Mqtt_3_3_2_2,
-    /// More unacknowledged QoS 1/2 PUBLISHes than our Receive Maximum [MQTT-3.3.4-9].
-    #[error("receive maximum exceeded [MQTT-3.3.4-9]")]
-    Mqtt_3_3_4_9,
+    /// More unacknowledged QoS 1/2 PUBLISHes than our Receive Maximum [MQTT-3.3.4-7].
+    #[error("receive maximum exceeded [MQTT-3.3.4-7]")]
+    Mqtt_3_3_4_7,
     /// PUBLISH with a QoS above Maximum QoS [MQTT-3.2.2-11].
     #[error("QoS not supported [MQTT-3.2.2-11]")]
     Mqtt_3_2_2_11,
@@ -65,7 +65,7 @@ impl Violation {
             Violation::Decode(e) => e.reason_code(),
             Violation::Mqtt_3_3_2_9 => ReasonCode::TopicAliasInvalid,
             Violation::Mqtt_3_3_2_2 => ReasonCode::TopicNameInvalid,
-            Violation::Mqtt_3_3_4_9 => ReasonCode::ReceiveMaximumExceeded,
+            Violation::Mqtt_3_3_4_7 => ReasonCode::ReceiveMaximumExceeded,
             Violation::Mqtt_3_2_2_11 => ReasonCode::QoSNotSupported,
             Violation::Mqtt_3_2_2_14 => ReasonCode::RetainNotSupported,
             Violation::KeepAliveTimeout => ReasonCode::KeepAliveTimeout,

@@ -84,14 +84,10 @@ impl Broker {
 
     /// A new session identity with its inbox.
     pub(crate) fn new_session_ref(&self, client_id: ByteString) -> SessionRef {
-        let limit = self.settings.max_queued_messages.max(1);
         SessionRef(Arc::new(SessionShared {
             id: self.next_session_id.fetch_add(1, Ordering::Relaxed),
             client_id,
-            inbox: Inbox::new(
-                self.outbound_queue.min(limit.max(self.outbound_queue)),
-                limit,
-            ),
+            inbox: Inbox::new(self.outbound_queue, self.settings.max_queued_messages),
             online: AtomicBool::new(false),
         }))
     }
@@ -114,34 +110,32 @@ impl Broker {
                 // Live forwarding clears RETAIN unless Retain As Published [MQTT-3.3.1-9/-12].
                 retain: message.retain && d.retain_as_published,
                 subscription_ids: d.identifiers,
-                share: d.share_group,
+                share: d.share_group.zip(d.share_filter),
             };
             self.push(&d.subscriber, routed);
         }
         n
     }
 
-    /// Hands messages of an ended session's shared subscriptions to other members of the
-    /// same group. The ended session has already left the router, so it is not picked.
-    pub(crate) fn redistribute(&self, orphans: Vec<Routed>) {
-        let mut deliveries = Vec::new();
+    /// Hands messages of an ended session's shared subscriptions to another member of the
+    /// same shared subscription (§4.8.2). The ended session has already left the router, so
+    /// it is not picked.
+    pub(crate) fn redistribute(&self, orphans: Vec<Routed>, ended: &SessionRef) {
         for orphan in orphans {
-            let Some(group) = &orphan.share else { continue };
-            deliveries.clear();
-            self.router
-                .read()
-                .route(&orphan.message.topic, None, &mut deliveries);
-            if let Some(d) = deliveries
-                .drain(..)
-                .find(|d| d.share_group.as_deref() == Some(&**group))
-            {
-                self.push(
-                    &d.subscriber,
-                    Routed {
-                        qos: orphan.message.qos.min(d.qos),
-                        ..orphan
-                    },
-                );
+            let Some((group, filter)) = &orphan.share else {
+                continue;
+            };
+            let picked = self.router.read().pick_shared_entry(filter, group, ended);
+            if let Some((member, entry)) = picked {
+                let message = orphan.message;
+                let routed = Routed {
+                    qos: message.qos.min(entry.options.qos),
+                    retain: message.retain && entry.options.retain_as_published,
+                    subscription_ids: entry.identifier.into_iter().collect(),
+                    share: orphan.share,
+                    message,
+                };
+                self.push(&member, routed);
             }
         }
     }

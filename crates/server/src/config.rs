@@ -248,7 +248,12 @@ impl Config {
             }
             b.max_packet_size = size;
         }
-        set(&mut b.max_queued_messages, m.max_queued_messages);
+        if let Some(n) = m.max_queued_messages {
+            if n == 0 {
+                return Err(invalid("mqtt.max_queued_messages", "must be at least 1"));
+            }
+            b.max_queued_messages = n;
+        }
         set(&mut b.max_queued_bytes, m.max_queued_bytes);
         set(&mut b.queue_qos0, m.queue_qos0);
         if let Some(q) = m.max_qos {

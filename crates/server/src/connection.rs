@@ -75,12 +75,16 @@ pub(crate) async fn handshake(
         _permits: permits,
     };
     let max = broker.settings.max_packet_size;
-    let first = match tokio::time::timeout(connect_timeout, read_packet(&mut reader, max)).await {
-        Err(_) => {
-            tracing::debug!(%peer, "no CONNECT within the connect timeout; closing");
-            return;
-        }
-        Ok(r) => r,
+    let mut stop = shutdown.clone();
+    let first = tokio::select! {
+        r = tokio::time::timeout(connect_timeout, read_packet(&mut reader, max)) => match r {
+            Err(_) => {
+                tracing::debug!(%peer, "no CONNECT within the connect timeout; closing");
+                return;
+            }
+            Ok(r) => r,
+        },
+        _ = stop.changed() => return,
     };
     let mut connect = match first {
         Ok(Some(Packet::Connect(c))) => *c,

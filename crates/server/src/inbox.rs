@@ -51,9 +51,17 @@ impl Inbox {
         true
     }
 
-    /// Moves everything queued into `into`.
-    pub(crate) fn drain_into(&self, into: &mut Vec<Routed>) {
-        into.extend(self.items.lock().drain(..));
+    /// Moves up to `max` queued messages into `into`. When more are left the owner is woken
+    /// again, so it comes back for them once it has written what it took.
+    pub(crate) fn drain_into(&self, into: &mut Vec<Routed>, max: usize) {
+        let mut items = self.items.lock();
+        let n = items.len().min(max);
+        into.extend(items.drain(..n));
+        let more = !items.is_empty();
+        drop(items);
+        if more {
+            self.notify.notify_one();
+        }
     }
 
     /// Resolves when something was pushed since the last drain.
@@ -77,7 +85,6 @@ mod tests {
                 retain: false,
                 properties: Default::default(),
                 expires_at: None,
-                publisher: None,
             }),
             qos,
             retain: false,
@@ -95,8 +102,26 @@ mod tests {
         assert!(inbox.push(routed(QoS::AtLeastOnce)));
         assert!(!inbox.push(routed(QoS::AtLeastOnce)));
         let mut out = vec![];
-        inbox.drain_into(&mut out);
+        inbox.drain_into(&mut out, 10);
         assert_eq!(out.len(), 3);
         assert!(inbox.push(routed(QoS::AtMostOnce)));
+    }
+
+    #[tokio::test]
+    async fn a_partial_drain_wakes_the_owner_again() {
+        let inbox = Inbox::new(10, 10);
+        for _ in 0..3 {
+            inbox.push(routed(QoS::AtMostOnce));
+        }
+        inbox.wait().await;
+        let mut out = vec![];
+        inbox.drain_into(&mut out, 2);
+        assert_eq!(out.len(), 2);
+        // Would hang if the remaining message did not re-arm the wake-up.
+        tokio::time::timeout(std::time::Duration::from_secs(1), inbox.wait())
+            .await
+            .expect("owner is woken for the rest");
+        inbox.drain_into(&mut out, 2);
+        assert_eq!(out.len(), 3);
     }
 }

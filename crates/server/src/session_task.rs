@@ -22,6 +22,9 @@ use tokio::sync::{mpsc, watch};
 /// Above this many unwritten bytes the task stops taking messages from its inbox, so a
 /// client that reads slowly makes its inbox (bounded) fill instead of our memory.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Most messages taken from the inbox (or the retained backlog) per turn, so one turn adds a
+/// bounded amount to the write buffer.
+const DELIVERY_BATCH: usize = 256;
 /// How long a closing connection may take to receive its last packets.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
@@ -43,9 +46,9 @@ pub(crate) struct SessionTask {
     out: Vec<Output>,
     batch: Vec<Output>,
     routed: Vec<Routed>,
-    /// Set while a new connection replaces the old one, so an ended session is replaced by a
-    /// fresh one instead of stopping the task.
-    reattaching: bool,
+    /// Retained messages matched by a SUBSCRIBE, delivered in batches like the inbox so a
+    /// subscription to `#` does not encode every retained message at once.
+    backlog: std::collections::VecDeque<Routed>,
     /// Keeps the server's shutdown waiting until this task is gone.
     _alive: mpsc::Sender<()>,
 }
@@ -79,14 +82,21 @@ impl SessionTask {
             out: Vec::new(),
             batch: Vec::new(),
             routed: Vec::new(),
-            reattaching: false,
+            backlog: std::collections::VecDeque::new(),
             _alive: alive,
         }
     }
 
     pub(crate) async fn run(mut self, first: Accepted) {
         self.attach(first, false);
+        // A connection handed over while the server was already stopping.
+        let mut stopping = *self.shutdown.borrow();
         loop {
+            if stopping {
+                self.session.shutdown(Instant::now(), &mut self.out);
+                self.perform();
+                break;
+            }
             if self.session.is_ended() {
                 break;
             }
@@ -103,20 +113,23 @@ impl SessionTask {
                     Some(Control::Attach(a)) => self.attach(*a, true),
                     None => break,
                 },
-                _ = self.shutdown.changed() => {
-                    self.session.shutdown(Instant::now(), &mut self.out);
-                    self.perform();
-                    break;
-                }
+                _ = self.shutdown.changed() => stopping = true,
                 n = read_some(&mut self.reader), if can_take => self.on_read(n),
-                r = write_some(&mut self.writer) => {
-                    if let Ok(n) = r {
+                r = write_some(&mut self.writer) => match r {
+                    Ok(n) => {
                         Metrics::add(&self.broker.metrics.bytes_sent, n as u64);
-                    } else {
-                        self.lost();
+                        if !can_take {
+                            // We are not reading this client, so its PINGREQs go unseen;
+                            // that it reads what we write shows it is alive.
+                            self.session.touch(Instant::now());
+                        }
                     }
-                }
+                    Err(_) => self.lost(),
+                },
                 _ = self.me.0.inbox.wait(), if can_take => self.on_inbox(),
+                _ = std::future::ready(()), if can_take && !self.backlog.is_empty() => {
+                    self.on_inbox()
+                }
                 _ = sleep_until(deadline) => {
                     self.session.tick(Instant::now(), &mut self.out);
                     self.perform();
@@ -132,7 +145,6 @@ impl SessionTask {
     fn attach(&mut self, a: Accepted, existing: bool) {
         let now = Instant::now();
         let client_id = a.connect.client_id.clone();
-        self.reattaching = true;
         if existing {
             if self.session.is_connected() {
                 tracing::info!(%client_id, "session taken over by a new connection");
@@ -144,11 +156,12 @@ impl SessionTask {
                 self.perform();
             }
         }
+        // With Clean Start, or when the old session ended with its connection, the client
+        // gets a fresh session in this same task.
         let session_present = existing && !self.session.is_ended();
         if self.session.is_ended() {
             self.fresh_session();
         }
-        self.reattaching = false;
         let Accepted {
             connect,
             reader,
@@ -185,6 +198,7 @@ impl SessionTask {
         drop(registry);
         self.me = me;
         self.session = Session::new(client_id, self.broker.settings.clone());
+        self.backlog.clear();
     }
 
     fn on_read(&mut self, n: io::Result<usize>) {
@@ -234,7 +248,12 @@ impl SessionTask {
     fn on_inbox(&mut self) {
         let now = Instant::now();
         let mut routed = std::mem::take(&mut self.routed);
-        self.me.0.inbox.drain_into(&mut routed);
+        let from_backlog = self.backlog.len().min(DELIVERY_BATCH);
+        routed.extend(self.backlog.drain(..from_backlog));
+        self.me
+            .0
+            .inbox
+            .drain_into(&mut routed, DELIVERY_BATCH - from_backlog);
         for r in routed.drain(..) {
             self.session.deliver(now, r, &mut self.out);
         }
@@ -300,11 +319,10 @@ impl SessionTask {
                 Metrics::add(counter, 1);
             }
             Output::Ended { orphans } => {
+                // The task stops (or, on a clean-start reconnect, starts a fresh session)
+                // once the session reports it has ended.
                 tracing::debug!(client_id = %self.session.client_id(), "session ended");
-                self.broker.redistribute(orphans);
-                if !self.reattaching {
-                    self.leave_registry();
-                }
+                self.broker.redistribute(orphans, &self.me);
             }
         }
     }
@@ -317,7 +335,7 @@ impl SessionTask {
             record.entry,
         );
         let options = record.entry.options;
-        // Retained messages are not sent for shared subscriptions [MQTT-3.8.4-?] / §4.8.2.
+        // Retained messages are not sent for shared subscriptions (§4.8.2).
         let send_retained = record.share_group.is_none()
             && match options.retain_handling {
                 RetainHandling::OnSubscribe => true,
@@ -336,15 +354,14 @@ impl SessionTask {
             if message.is_expired(now) {
                 continue;
             }
-            let routed = Routed {
+            self.backlog.push_back(Routed {
                 qos: message.qos.min(options.qos),
                 message,
                 // Retained messages sent on subscribe carry RETAIN [MQTT-3.3.1-8].
                 retain: true,
                 subscription_ids: record.entry.identifier.into_iter().collect(),
                 share: None,
-            };
-            self.session.deliver(now, routed, &mut self.out);
+            });
         }
     }
 

@@ -60,7 +60,8 @@ pub(crate) fn publish_all(broker: &Broker) {
         ("messages/dropped", {
             let d = Metrics::get(&m.dropped_queue_full)
                 + Metrics::get(&m.dropped_expired)
-                + Metrics::get(&m.dropped_too_large);
+                + Metrics::get(&m.dropped_too_large)
+                + Metrics::get(&m.dropped_offline);
             d.to_string()
         }),
         ("bytes/received", counter(&m.bytes_received)),
@@ -77,7 +78,6 @@ pub(crate) fn publish_all(broker: &Broker) {
             retain: true,
             properties: Default::default(),
             expires_at: None,
-            publisher: None,
         };
         broker.publish(&Arc::new(message), None);
     }

@@ -65,10 +65,13 @@ pub struct Delivery<S> {
     pub identifiers: Vec<NonZeroU32>,
     /// Some when delivered via a `$share` group: redistribution on session end needs the group.
     pub share_group: Option<Arc<str>>,
+    /// The filter of that shared subscription (without the `$share/{group}/` prefix).
+    pub share_filter: Option<Arc<str>>,
 }
 
 impl<S> Delivery<S> {
-    fn new(subscriber: S, entry: &SubscriptionEntry, share_group: Option<Arc<str>>) -> Self {
+    fn new(subscriber: S, entry: &SubscriptionEntry, share: Option<(Arc<str>, Arc<str>)>) -> Self {
+        let (share_group, share_filter) = share.unzip();
         Delivery {
             subscriber,
             qos: entry.options.qos,
@@ -76,6 +79,7 @@ impl<S> Delivery<S> {
             // Collecting an Option allocates only when there is an identifier.
             identifiers: entry.identifier.into_iter().collect(),
             share_group,
+            share_filter,
         }
     }
 
@@ -120,10 +124,10 @@ impl<S: Subscriber> Router<S> {
         subscriber: S,
         entry: SubscriptionEntry,
     ) -> bool {
-        let is_new = self
-            .root
-            .subs_or_insert(filter)
-            .insert(share_group, subscriber, entry);
+        let is_new =
+            self.root
+                .subs_or_insert(filter)
+                .insert(filter, share_group, subscriber, entry);
         if is_new {
             self.len += 1;
         }
@@ -156,7 +160,7 @@ impl<S: Subscriber> Router<S> {
                     out.push(Delivery::new(
                         member.clone(),
                         entry,
-                        Some(group.name().clone()),
+                        Some((group.name().clone(), group.filter().clone())),
                     ));
                 }
             }
@@ -171,10 +175,20 @@ impl<S: Subscriber> Router<S> {
     /// previous member's session ended, excluding `exclude`. Prefers available members; None if
     /// there is no other member.
     pub fn pick_shared(&self, filter: &str, group: &str, exclude: &S) -> Option<S> {
+        self.pick_shared_entry(filter, group, exclude)
+            .map(|(member, _)| member)
+    }
+
+    /// Like [`Router::pick_shared`], also returning the member's subscription entry (its
+    /// granted QoS and subscription identifier).
+    pub fn pick_shared_entry(
+        &self,
+        filter: &str,
+        group: &str,
+        exclude: &S,
+    ) -> Option<(S, SubscriptionEntry)> {
         let group = self.root.find(filter)?.group(group)?;
-        group
-            .select(Some(exclude))
-            .map(|(member, _)| member.clone())
+        group.select(Some(exclude)).cloned()
     }
 
     /// Number of subscriptions (each shared-group membership counts one).

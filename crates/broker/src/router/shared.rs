@@ -10,6 +10,9 @@ use super::{Subscriber, SubscriptionEntry};
 pub(super) struct SharedGroup<S> {
     /// Shared so every delivery can name its group without allocating.
     name: Arc<str>,
+    /// The filter (without the `$share/{group}/` prefix), so a delivery can name the exact
+    /// shared subscription it came through.
+    filter: Arc<str>,
     /// A Vec, not a map: groups are small, and selection indexes by position.
     members: Vec<(S, SubscriptionEntry)>,
     /// Round-robin cursor. Atomic because routing runs concurrently under a read lock; races
@@ -18,9 +21,10 @@ pub(super) struct SharedGroup<S> {
 }
 
 impl<S> SharedGroup<S> {
-    pub(super) fn new(name: Arc<str>) -> Self {
+    pub(super) fn new(name: Arc<str>, filter: Arc<str>) -> Self {
         SharedGroup {
             name,
+            filter,
             members: Vec::new(),
             next: AtomicUsize::new(0),
         }
@@ -28,6 +32,10 @@ impl<S> SharedGroup<S> {
 
     pub(super) fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    pub(super) fn filter(&self) -> &Arc<str> {
+        &self.filter
     }
 
     pub(super) fn is_empty(&self) -> bool {

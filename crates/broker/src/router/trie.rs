@@ -208,6 +208,7 @@ impl<S: Subscriber> Subs<S> {
     /// Adds or replaces; true when it is new.
     pub(super) fn insert(
         &mut self,
+        filter: &str,
         group: Option<&str>,
         subscriber: S,
         entry: SubscriptionEntry,
@@ -218,7 +219,7 @@ impl<S: Subscriber> Subs<S> {
         match self.groups.iter_mut().position(|g| &**g.name() == name) {
             Some(i) => self.groups[i].upsert(subscriber, entry),
             None => {
-                let mut g = SharedGroup::new(name.into());
+                let mut g = SharedGroup::new(name.into(), filter.into());
                 g.upsert(subscriber, entry);
                 self.groups.push(g);
                 true

@@ -2,15 +2,14 @@
 //! and abnormal disconnects, takeover, wills and session expiry.
 
 use super::{Connection, Output, Session};
-use crate::{BrokerSettings, Message, Violation};
+use crate::{BrokerSettings, Message, TravellingProperties, Violation};
 use bytestring::ByteString;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thingmq_codec::topic::validate_name;
 use thingmq_codec::{
-    ConnAck, ConnAckProperties, Connect, Disconnect, Packet, ProtocolVersion, PublishProperties,
-    QoS, ReasonCode,
+    ConnAck, ConnAckProperties, Connect, Disconnect, Packet, ProtocolVersion, QoS, ReasonCode,
 };
 
 /// Checks a CONNECT against the spec's client-id rules and the broker's limits. `Err` is the
@@ -36,6 +35,9 @@ pub fn validate_connect(c: &Connect, s: &BrokerSettings) -> Result<(), ReasonCod
     }
     if let Some(w) = &c.will {
         validate_name(&w.topic).map_err(|_| ReasonCode::TopicNameInvalid)?;
+        if Message::is_reserved_topic(&w.topic) {
+            return Err(ReasonCode::NotAuthorized);
+        }
         if super::inbound::too_deep(&w.topic, s.max_topic_levels) {
             return Err(ReasonCode::TopicNameInvalid);
         }
@@ -109,45 +111,60 @@ impl Session {
             expiry_at_connect: self.expiry_interval,
         });
 
-        let mut props = ConnAckProperties::default();
-        if connect.protocol.is_v5() {
-            if self.expiry_interval != requested_expiry {
-                props.session_expiry_interval = Some(self.expiry_interval);
-            }
-            props.receive_maximum = std::num::NonZeroU16::new(s.receive_maximum);
-            if s.max_qos < QoS::ExactlyOnce {
-                props.maximum_qos = Some(s.max_qos);
-            }
-            if !s.retain_available {
-                props.retain_available = Some(false);
-            }
-            props.maximum_packet_size = std::num::NonZeroU32::new(s.max_packet_size);
-            if assigned_id {
-                props.assigned_client_identifier = Some(self.client_id.clone());
-            }
-            props.topic_alias_maximum = Some(s.topic_alias_maximum);
-            if !s.wildcard_subscriptions {
-                props.wildcard_subscription_available = Some(false);
-            }
-            if !s.subscription_identifiers {
-                props.subscription_identifiers_available = Some(false);
-            }
-            if !s.shared_subscriptions {
-                props.shared_subscription_available = Some(false);
-            }
-            if keep_alive != connect.keep_alive {
-                props.server_keep_alive = Some(keep_alive);
-            }
-        }
+        let properties = if connect.protocol.is_v5() {
+            self.connack_properties(connect, requested_expiry, keep_alive, assigned_id)
+        } else {
+            ConnAckProperties::default()
+        };
         out.push(Output::Send(Packet::ConnAck(ConnAck {
             session_present,
             code: ReasonCode::Success,
-            properties: props,
+            properties,
         })));
         self.resend(now, out);
     }
 
-    /// The network connection closed without a DISCONNECT (or after DISCONNECT 0x04): the
+    /// What a v5 client is told in CONNACK: our limits, and where we overrode its requests.
+    fn connack_properties(
+        &self,
+        connect: &Connect,
+        requested_expiry: u32,
+        keep_alive: u16,
+        assigned_id: bool,
+    ) -> ConnAckProperties {
+        let s = &self.settings;
+        let mut props = ConnAckProperties::default();
+        if self.expiry_interval != requested_expiry {
+            props.session_expiry_interval = Some(self.expiry_interval);
+        }
+        props.receive_maximum = std::num::NonZeroU16::new(s.receive_maximum);
+        if s.max_qos < QoS::ExactlyOnce {
+            props.maximum_qos = Some(s.max_qos);
+        }
+        if !s.retain_available {
+            props.retain_available = Some(false);
+        }
+        props.maximum_packet_size = std::num::NonZeroU32::new(s.max_packet_size);
+        if assigned_id {
+            props.assigned_client_identifier = Some(self.client_id.clone());
+        }
+        props.topic_alias_maximum = Some(s.topic_alias_maximum);
+        if !s.wildcard_subscriptions {
+            props.wildcard_subscription_available = Some(false);
+        }
+        if !s.subscription_identifiers {
+            props.subscription_identifiers_available = Some(false);
+        }
+        if !s.shared_subscriptions {
+            props.shared_subscription_available = Some(false);
+        }
+        if keep_alive != connect.keep_alive {
+            props.server_keep_alive = Some(keep_alive);
+        }
+        props
+    }
+
+    /// The network connection closed without a DISCONNECT 0x00: the
     /// will is published now or scheduled, and the session ends or starts its expiry.
     pub fn connection_lost(&mut self, now: Instant, out: &mut Vec<Output>) {
         if self.conn.take().is_none() || self.ended {
@@ -177,12 +194,20 @@ impl Session {
         }
     }
 
-    /// The server is shutting down: v5 clients get DISCONNECT 0x8B, then the connection is
-    /// treated as closed by the server (the will is published, as the client sent no
-    /// DISCONNECT).
+    /// The server is shutting down: v5 clients get DISCONNECT 0x8B. Sessions live in memory
+    /// only, so the session ends here, and with it any will — delayed or not — goes out
+    /// (the will is published at the earlier of its delay and the end of the session).
     pub fn shutdown(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.send_disconnect(ReasonCode::ServerShuttingDown, None, out);
-        self.connection_lost(now, out);
+        self.end(now, out);
+    }
+
+    /// Counts as activity for keep-alive: used while the server itself stops reading from
+    /// the client (back-pressure), when packets the client sent can't be seen.
+    pub fn touch(&mut self, now: Instant) {
+        if let Some(c) = self.conn.as_mut() {
+            c.last_packet = now;
+        }
     }
 
     /// Closes the connection for a violation found outside the session (a decode error).
@@ -209,8 +234,9 @@ impl Session {
             }
             self.expiry_interval = expiry.min(self.settings.max_session_expiry);
         }
-        // A normal DISCONNECT discards the will [MQTT-3.14.4-3]; 0x04 asks for it.
-        if d.reason != ReasonCode::DisconnectWithWill {
+        // Only a DISCONNECT with 0x00 discards the will [MQTT-3.14.4-3]; 0x04 and error
+        // codes keep it (§3.1.2.5).
+        if d.reason == ReasonCode::Success {
             self.will = None;
         }
         self.connection_lost(now, out);
@@ -240,24 +266,15 @@ impl Session {
     pub(super) fn publish_will(&mut self, now: Instant, out: &mut Vec<Output>) {
         let Some(w) = self.will.take() else { return };
         let wp = w.properties;
-        let message = Message {
-            topic: w.topic,
-            payload: w.payload,
-            qos: w.qos,
-            retain: w.retain,
-            expires_at: wp
-                .message_expiry_interval
-                .map(|s| now + Duration::from_secs(u64::from(s))),
-            properties: PublishProperties {
-                payload_format_indicator: wp.payload_format_indicator,
-                content_type: wp.content_type,
-                response_topic: wp.response_topic,
-                correlation_data: wp.correlation_data,
-                user_properties: wp.user_properties,
-                ..PublishProperties::default()
-            },
-            publisher: Some(self.client_id.clone()),
+        let travelling = TravellingProperties {
+            payload_format_indicator: wp.payload_format_indicator,
+            message_expiry_interval: wp.message_expiry_interval,
+            content_type: wp.content_type,
+            response_topic: wp.response_topic,
+            correlation_data: wp.correlation_data,
+            user_properties: wp.user_properties,
         };
+        let message = Message::new(now, w.topic, w.payload, w.qos, w.retain, travelling);
         out.push(Output::Will(Arc::new(message)));
     }
 }

@@ -2,14 +2,11 @@
 //! receive), the acknowledgements we owe, and PUBREL.
 
 use super::{Output, PendingAck, Session};
-use crate::{Message, Violation};
+use crate::{Message, TravellingProperties, Violation};
 use std::sync::Arc;
-use std::time::Duration;
 use std::time::Instant;
 use thingmq_codec::topic::validate_name;
-use thingmq_codec::{
-    Packet, PubAck, PubComp, PubRec, PubRel, Publish, PublishProperties, QoS, ReasonCode,
-};
+use thingmq_codec::{Packet, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode};
 
 impl Session {
     pub(super) fn on_publish(
@@ -47,8 +44,10 @@ impl Session {
             && self.protocol.is_v5()
             && self.qos1_unacked + self.qos2_received.len() >= usize::from(s.receive_maximum)
         {
-            return Err(Violation::Mqtt_3_3_4_9);
+            return Err(Violation::Mqtt_3_3_4_7);
         }
+        // The acknowledgement of a QoS 1 PUBLISH is owed until publish_done: counted so a
+        // future asynchronous persist step keeps Receive Maximum honest.
         let ack = p.packet_id.map(|packet_id| PendingAck {
             packet_id,
             qos: p.qos,
@@ -58,8 +57,7 @@ impl Session {
             && std::str::from_utf8(&p.payload).is_err()
         {
             Some(ReasonCode::PayloadFormatInvalid)
-        } else if p.topic.starts_with("$SYS") || p.topic.starts_with("$share") {
-            // $SYS belongs to the broker; $share/... is not a topic name.
+        } else if Message::is_reserved_topic(&p.topic) {
             Some(ReasonCode::NotAuthorized)
         } else {
             None
@@ -78,24 +76,15 @@ impl Session {
             return Ok(());
         }
         let pp = p.properties;
-        let message = Message {
-            topic: p.topic,
-            payload: p.payload,
-            qos: p.qos,
-            retain: p.retain,
-            expires_at: pp
-                .message_expiry_interval
-                .map(|secs| now + Duration::from_secs(u64::from(secs))),
-            properties: PublishProperties {
-                payload_format_indicator: pp.payload_format_indicator,
-                content_type: pp.content_type,
-                response_topic: pp.response_topic,
-                correlation_data: pp.correlation_data,
-                user_properties: pp.user_properties,
-                ..PublishProperties::default()
-            },
-            publisher: Some(self.client_id.clone()),
+        let travelling = TravellingProperties {
+            payload_format_indicator: pp.payload_format_indicator,
+            message_expiry_interval: pp.message_expiry_interval,
+            content_type: pp.content_type,
+            response_topic: pp.response_topic,
+            correlation_data: pp.correlation_data,
+            user_properties: pp.user_properties,
         };
+        let message = Message::new(now, p.topic, p.payload, p.qos, p.retain, travelling);
         out.push(Output::Publish {
             message: Arc::new(message),
             ack,
@@ -159,7 +148,7 @@ impl Session {
                 Ok(())
             }
             Some(alias) => {
-                validate_name(&p.topic).map_err(|_| Violation::Mqtt_3_3_2_2)?;
+                // Validated by the caller before it is used.
                 conn.aliases_in.insert(alias.get(), p.topic.clone());
                 Ok(())
             }

@@ -186,7 +186,7 @@ impl Session {
         let Some(i) = self
             .inflight
             .iter()
-            .position(|f| f.packet_id == r.packet_id)
+            .position(|f| f.packet_id == r.packet_id && f.awaiting != Awaiting::Ack)
         else {
             if self.protocol.is_v5() {
                 let mut rel = thingmq_codec::PubRel::new(r.packet_id);
@@ -206,20 +206,27 @@ impl Session {
     }
 
     /// After a reconnect with a present session: resend unacknowledged PUBLISHes with DUP
-    /// and PUBRELs in their original order [MQTT-4.4.0-1], then the queue.
+    /// and PUBRELs in their original order [MQTT-4.4.0-1], then the queue. All of them are
+    /// resent even if the client now announces a smaller Receive Maximum: they were already
+    /// in flight.
     pub(super) fn resend(&mut self, now: Instant, out: &mut Vec<Output>) {
-        let pending: Vec<_> = self
-            .inflight
-            .iter()
-            .map(|f| (f.packet_id, f.awaiting, f.routed.clone()))
-            .collect();
-        for (id, awaiting, routed) in pending {
-            if awaiting == Awaiting::Comp {
-                out.push(Output::Send(pubrel(id)));
-            } else {
-                let p = self.build_publish(now, &routed, Some(id), true);
-                out.push(Output::Send(Packet::Publish(p)));
+        let max = self.conn.as_ref().and_then(|c| c.max_packet_size);
+        let pending = std::mem::take(&mut self.inflight);
+        for f in pending {
+            if f.awaiting == Awaiting::Comp {
+                out.push(Output::Send(pubrel(f.packet_id)));
+                self.inflight.push_back(f);
+                continue;
             }
+            let publish = self.build_publish(now, &f.routed, Some(f.packet_id), true);
+            let packet = Packet::Publish(publish);
+            if max.is_some_and(|m| encoded_len(&packet, self.protocol) > m as usize) {
+                // Too large for the new connection: treated as delivered [MQTT-3.1.2-25].
+                out.push(Output::Dropped(DropReason::TooLarge));
+                continue;
+            }
+            out.push(Output::Send(packet));
+            self.inflight.push_back(f);
         }
         self.drain_queue(now, out);
     }

@@ -20,10 +20,23 @@ impl Session {
         if identifier.is_some() && !self.settings.subscription_identifiers {
             return Err(Violation::SubscriptionIdentifiersNotSupported);
         }
-        let mut reasons = Vec::with_capacity(s.filters.len());
-        let mut ops = Vec::with_capacity(s.filters.len());
-        for (filter, options) in s.filters {
-            match self.check_filter(&filter, options) {
+        // Check every filter first: a protocol error in any of them closes the connection
+        // without changing the session.
+        let checked = s
+            .filters
+            .into_iter()
+            .map(
+                |(filter, options)| match self.check_filter(&filter, options) {
+                    Ok(split) => Ok((filter, options, Ok(split))),
+                    Err(FilterError::Refused(code)) => Ok((filter, options, Err(code))),
+                    Err(FilterError::Violation(v)) => Err(v),
+                },
+            )
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut reasons = Vec::with_capacity(checked.len());
+        let mut ops = Vec::with_capacity(checked.len());
+        for (filter, options, result) in checked {
+            match result {
                 Ok((inner, group)) => {
                     let granted = options.qos.min(self.settings.max_qos);
                     let record = SubscriptionRecord {
@@ -41,8 +54,7 @@ impl Session {
                     ops.push(Output::Subscribe(record));
                     reasons.push(ReasonCode::granted(granted));
                 }
-                Err(FilterError::Violation(v)) => return Err(v),
-                Err(FilterError::Refused(code)) => reasons.push(code),
+                Err(code) => reasons.push(code),
             }
         }
         out.push(Output::Send(Packet::SubAck(SubAck {

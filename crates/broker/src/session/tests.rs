@@ -49,7 +49,6 @@ fn message(topic: &str, qos: QoS) -> Arc<Message> {
         retain: false,
         properties: PublishProperties::default(),
         expires_at: None,
-        publisher: None,
     })
 }
 
@@ -736,7 +735,7 @@ fn ended_session_hands_back_undelivered_shared_messages() {
     s.attach(now, &c, false, false, &mut out);
     s.connection_lost(now, &mut out);
     let mut r = routed("s", QoS::AtLeastOnce);
-    r.share = Some("g".into());
+    r.share = Some(("g".into(), "s".into()));
     s.deliver(now, r, &mut out);
     s.deliver(now, routed("plain", QoS::AtLeastOnce), &mut out);
     out.clear();
@@ -761,4 +760,123 @@ fn topics_deeper_than_the_level_limit_are_refused() {
         .handle_packet(now, publish("a/b/c/d", QoS::AtMostOnce, None), &mut out)
         .unwrap_err();
     assert_eq!(err.reason_code(), ReasonCode::TopicNameInvalid);
+}
+
+fn will_connect(delay: Option<u32>) -> thingmq_codec::Connect {
+    let mut c = connect(ProtocolVersion::V5, true);
+    c.will = Some(thingmq_codec::LastWill {
+        topic: "will".into(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: WillProperties {
+            will_delay_interval: delay,
+            ..Default::default()
+        },
+    });
+    c
+}
+
+#[test]
+fn disconnect_with_an_error_code_keeps_the_will() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.attach(now, &will_connect(None), false, false, &mut out);
+    out.clear();
+    let d = Disconnect::new(ReasonCode::UnspecifiedError);
+    s.handle_packet(now, Packet::Disconnect(d), &mut out)
+        .unwrap();
+    assert!(out.iter().any(|o| matches!(o, Output::Will(_))));
+}
+
+#[test]
+fn will_topic_under_sys_is_refused() {
+    let mut c = will_connect(None);
+    c.will.as_mut().unwrap().topic = "$SYS/broker/version".into();
+    assert_eq!(
+        validate_connect(&c, &BrokerSettings::default()),
+        Err(ReasonCode::NotAuthorized)
+    );
+    // Only $SYS itself and what is under it is reserved.
+    c.will.as_mut().unwrap().topic = "$SYSTEM/x".into();
+    assert_eq!(validate_connect(&c, &BrokerSettings::default()), Ok(()));
+}
+
+#[test]
+fn server_shutdown_ends_the_session_and_publishes_even_a_delayed_will() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.attach(now, &will_connect(Some(300)), false, false, &mut out);
+    out.clear();
+    s.shutdown(now, &mut out);
+    assert!(sent(&out)
+        .iter()
+        .any(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::ServerShuttingDown)));
+    assert!(out.iter().any(|o| matches!(o, Output::Will(_))));
+    assert!(s.is_ended());
+}
+
+#[test]
+fn pubrec_for_a_qos1_delivery_does_not_start_a_qos2_exchange() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V3_1_1);
+    s.deliver(now, routed("a", QoS::AtLeastOnce), &mut out);
+    let id = sent_publishes(&out)[0].packet_id.unwrap();
+    out.clear();
+    s.handle_packet(now, Packet::PubRec(PubRec::new(id)), &mut out)
+        .unwrap();
+    assert!(sent(&out).is_empty());
+    assert_eq!(s.inflight_len(), 1);
+    s.handle_packet(now, Packet::PubAck(PubAck::new(id)), &mut out)
+        .unwrap();
+    assert_eq!(s.inflight_len(), 0);
+}
+
+#[test]
+fn subscribe_with_a_protocol_error_changes_no_subscription() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let sub = Subscribe {
+        packet_id: pid(1),
+        properties: SubscribeProperties::default(),
+        filters: vec![
+            ("ok/topic".into(), SubscriptionOptions::default()),
+            (
+                "$share/g/x".into(),
+                SubscriptionOptions {
+                    no_local: true,
+                    ..Default::default()
+                },
+            ),
+        ],
+    };
+    assert!(s
+        .handle_packet(now, Packet::Subscribe(sub), &mut out)
+        .is_err());
+    assert_eq!(s.subscriptions().count(), 0);
+    assert!(!out.iter().any(|o| matches!(o, Output::Subscribe(_))));
+}
+
+#[test]
+fn resend_after_reconnect_drops_what_the_new_connection_cannot_take() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let mut c = connect(ProtocolVersion::V5, false);
+    c.properties.session_expiry_interval = Some(60);
+    s.attach(now, &c, false, false, &mut out);
+    s.deliver(
+        now,
+        routed("a/rather/long/topic/for/a/small/client", QoS::AtLeastOnce),
+        &mut out,
+    );
+    s.connection_lost(now, &mut out);
+    out.clear();
+    c.properties.maximum_packet_size = NonZeroU32::new(16);
+    s.attach(now, &c, false, true, &mut out);
+    assert!(out.contains(&Output::Dropped(DropReason::TooLarge)));
+    assert!(sent_publishes(&out).is_empty());
+    assert_eq!(s.inflight_len(), 0);
+}
+
+#[test]
+fn touch_postpones_the_keep_alive_deadline() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.touch(now + Duration::from_secs(10));
+    s.tick(now + Duration::from_secs(20), &mut out);
+    assert!(s.is_connected());
 }
