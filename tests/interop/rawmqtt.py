@@ -141,6 +141,60 @@ def disconnect(*, version: int = V311, reason: int = 0) -> bytes:
     return packet(DISCONNECT, 0, b"")
 
 
+_BYTE = {0x01, 0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2A}
+_U16 = {0x13, 0x21, 0x22, 0x23}
+_U32 = {0x02, 0x11, 0x18, 0x27}
+_VARINT = {0x0B}
+_STRING = {0x03, 0x08, 0x12, 0x15, 0x1A, 0x1C, 0x1F}
+_BINARY = {0x09, 0x16}
+_PAIR = {0x26}
+
+
+def parse_properties(data: bytes, pos: int) -> tuple[dict[int, list], int]:
+    """Decodes a v5 property block at ``pos``: {property id: [values]} and the end position."""
+    length, pos = read_varint(data, pos)
+    end = pos + length
+    out: dict[int, list] = {}
+    while pos < end:
+        pid = data[pos]
+        pos += 1
+        if pid in _BYTE:
+            value, pos = data[pos], pos + 1
+        elif pid in _U16:
+            value, pos = struct.unpack_from("!H", data, pos)[0], pos + 2
+        elif pid in _U32:
+            value, pos = struct.unpack_from("!I", data, pos)[0], pos + 4
+        elif pid in _VARINT:
+            value, pos = read_varint(data, pos)
+        elif pid in _STRING | _BINARY:
+            n = struct.unpack_from("!H", data, pos)[0]
+            value = data[pos + 2 : pos + 2 + n]
+            value = value.decode() if pid in _STRING else value
+            pos += 2 + n
+        elif pid in _PAIR:
+            k = struct.unpack_from("!H", data, pos)[0]
+            key = data[pos + 2 : pos + 2 + k].decode()
+            pos += 2 + k
+            v = struct.unpack_from("!H", data, pos)[0]
+            value = (key, data[pos + 2 : pos + 2 + v].decode())
+            pos += 2 + v
+        else:
+            raise ValueError(f"unknown property id 0x{pid:02x}")
+        out.setdefault(pid, []).append(value)
+    return out, end
+
+
+@dataclass
+class Publish:
+    topic: str
+    packet_id: int | None
+    properties: dict[int, list]
+    payload: bytes
+    qos: int
+    dup: bool
+    retain: bool
+
+
 @dataclass
 class Packet:
     kind: int
@@ -162,6 +216,26 @@ class Packet:
     def disconnect_reason(self) -> int:
         assert self.kind == DISCONNECT
         return self.body[0] if self.body else 0
+
+    def publish(self, version: int = V311) -> Publish:
+        assert self.kind == PUBLISH
+        qos = (self.flags >> 1) & 3
+        n = struct.unpack_from("!H", self.body, 0)[0]
+        topic = self.body[2 : 2 + n].decode()
+        pos = 2 + n
+        packet_id = None
+        if qos:
+            packet_id = struct.unpack_from("!H", self.body, pos)[0]
+            pos += 2
+        props: dict[int, list] = {}
+        if version == V5:
+            props, pos = parse_properties(self.body, pos)
+        return Publish(topic, packet_id, props, self.body[pos:], qos,
+                       bool(self.flags & 8), bool(self.flags & 1))
+
+    def connack_properties(self) -> dict[int, list]:
+        assert self.kind == CONNACK
+        return parse_properties(self.body, 2)[0]
 
     def suback_codes(self, version: int = V311) -> list[int]:
         assert self.kind == SUBACK

@@ -42,8 +42,17 @@ pub fn check(buf: &[u8], max_packet_size: u32) -> Result<Option<FrameHeader>, De
     let Some(&first_byte) = buf.first() else {
         return Ok(None);
     };
-    if first_byte >> 4 == 0 {
+    // Everything the first byte can tell is checked before waiting for the rest, so garbage
+    // (an HTTP request, say) is refused at once, not after the connect timeout.
+    let (kind, flags) = (first_byte >> 4, first_byte & 0x0F);
+    if kind == 0 {
         return Err(DecodeError::InvalidPacketType(0));
+    }
+    if kind == 3 && flags & 0b0110 == 0b0110 {
+        return Err(DecodeError::Mqtt_3_3_1_4);
+    }
+    if kind != 3 && flags != required_flags(kind) {
+        return Err(DecodeError::Mqtt_2_1_3_1 { kind, flags });
     }
     let (remaining_length, n) = match read_varint(&buf[1..]) {
         Varint::Done(v, n) => (v, n),
@@ -96,9 +105,6 @@ fn parse(first_byte: u8, body: Bytes, version: ProtocolVersion) -> Result<Packet
     // Type 15 does not exist before v5, whatever its flags say.
     if kind == 15 && !version.is_v5() {
         return Err(DecodeError::InvalidPacketType(15));
-    }
-    if kind != 3 && flags != required_flags(kind) {
-        return Err(DecodeError::Mqtt_2_1_3_1 { kind, flags });
     }
     let r = Reader::new(body);
     Ok(match kind {
@@ -231,6 +237,17 @@ pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_refuses_bad_flags_from_the_first_byte_alone() {
+        // 'G' of "GET / HTTP/1.1": PUBACK (4) with flags 0111.
+        assert_eq!(
+            check(b"G", u32::MAX),
+            Err(DecodeError::Mqtt_2_1_3_1 { kind: 4, flags: 7 })
+        );
+        // PUBLISH with QoS 3.
+        assert_eq!(check(&[0x36], u32::MAX), Err(DecodeError::Mqtt_3_3_1_4));
+    }
     use crate::{PubAck, QoS};
     use std::num::NonZeroU16;
 
@@ -355,9 +372,10 @@ mod tests {
     fn auth_packet_type_is_invalid_before_v5() {
         let mut buf = BytesMut::from(&[0xF1, 0x00][..]); // AUTH with a flag bit, on v3.1
         let v3 = ProtocolVersion::V3_1;
+        // The flags are refused first, from the first byte alone.
         assert_eq!(
             decode(&mut buf, v3, 100),
-            Err(DecodeError::InvalidPacketType(15))
+            Err(DecodeError::Mqtt_2_1_3_1 { kind: 15, flags: 1 })
         );
         let mut buf = BytesMut::from(&[0xF0, 0x00][..]); // AUTH, remaining length 0
         assert_eq!(

@@ -106,7 +106,7 @@ pub(crate) async fn handshake(
             return;
         }
         Err(e) => {
-            tracing::info!(%peer, "malformed CONNECT: {e}; closing");
+            tracing::info!(%peer, "bad first packet: {e}; closing [MQTT-3.1.0-1]");
             return;
         }
     };
@@ -183,6 +183,12 @@ pub(crate) async fn admit(
 
 async fn read_packet(reader: &mut ReadPart, max: u32) -> Result<Option<Packet>, DecodeError> {
     loop {
+        // [MQTT-3.1.0-1]: known from the first byte; no need to wait for the rest.
+        if let Some(&first) = reader.buf.first() {
+            if first >> 4 != 1 {
+                return Err(DecodeError::InvalidPacketType(first >> 4));
+            }
+        }
         // CONNECT carries its own protocol level; the version passed here is not used for it.
         if let Some(p) = decode(&mut reader.buf, ProtocolVersion::V5, max)? {
             return Ok(Some(p));

@@ -64,9 +64,11 @@ impl Disconnect {
         if !version.is_v5() {
             return 0;
         }
+        // Only the normal disconnection uses the short form. With a reason code the property
+        // length is always written, although the spec lets it be left out: several client
+        // libraries (rumqttc 0.24, paho-mqtt 2.1) misread a DISCONNECT without it.
         match (self.reason, properties::content_len(&self.properties)) {
             (ReasonCode::Success, 0) => 0,
-            (_, 0) => 1,
             _ => 1 + properties::encoded_len(&self.properties),
         }
     }
@@ -78,10 +80,6 @@ impl Disconnect {
     ) -> Result<(), EncodeError> {
         match self.body_len(version) {
             0 => Ok(()),
-            1 => {
-                buf.put_u8(self.reason.as_u8());
-                Ok(())
-            }
             _ => {
                 buf.put_u8(self.reason.as_u8());
                 properties::write(&self.properties, buf)
@@ -177,10 +175,22 @@ mod tests {
             V5,
             &[
                 0xE0, // DISCONNECT
-                0x01, // remaining length 1
+                0x02, // remaining length 2
                 0x04, // disconnect with will message
+                0x00, // property length 0, written for clients that need it
             ],
         );
+    }
+
+    #[test]
+    fn v5_disconnect_short_form_without_property_length_is_accepted() {
+        let wire = [
+            0xE0, // DISCONNECT
+            0x01, // remaining length 1
+            0x8E, // session taken over, property length omitted (§3.14.2.2.1)
+        ];
+        let expected = Packet::Disconnect(Disconnect::new(ReasonCode::SessionTakenOver));
+        assert_eq!(dec(&wire, V5), Ok(Some(expected)));
     }
 
     #[test]
