@@ -880,3 +880,61 @@ fn touch_postpones_the_keep_alive_deadline() {
     s.tick(now + Duration::from_secs(20), &mut out);
     assert!(s.is_connected());
 }
+
+#[test]
+fn connect_with_an_authentication_method_is_refused_with_bad_authentication_method() {
+    let mut c = connect(ProtocolVersion::V5, true);
+    c.properties.authentication_method = Some("SCRAM-SHA-1".into());
+    assert_eq!(
+        validate_connect(&c, &BrokerSettings::default()),
+        Err(ReasonCode::BadAuthenticationMethod)
+    );
+}
+
+#[test]
+fn auth_packet_without_a_negotiated_method_is_a_protocol_error() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let auth = thingmq_codec::Auth {
+        reason: ReasonCode::ReAuthenticate,
+        properties: Default::default(),
+    };
+    let err = s
+        .handle_packet(now, Packet::Auth(auth), &mut out)
+        .unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+    assert!(!s.is_connected());
+}
+
+#[test]
+fn reason_strings_are_sent_only_when_problem_information_is_requested() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.handle_packet(now, Packet::PingResp, &mut out)
+        .unwrap_err();
+    let Packet::Disconnect(d) = sent(&out)[0] else {
+        panic!()
+    };
+    assert!(d.properties.reason_string.is_some());
+
+    let mut s = Session::new("c".into(), Arc::new(BrokerSettings::default()));
+    let mut c = connect(ProtocolVersion::V5, true);
+    c.properties.request_problem_information = Some(false);
+    let mut out = vec![];
+    s.attach(now, &c, false, false, &mut out);
+    out.clear();
+    s.handle_packet(now, Packet::PingResp, &mut out)
+        .unwrap_err();
+    let Packet::Disconnect(d) = sent(&out)[0] else {
+        panic!()
+    };
+    assert_eq!(d.reason, ReasonCode::ProtocolError);
+    assert!(d.properties.reason_string.is_none());
+}
+
+#[test]
+fn v3_connection_gets_no_disconnect_packet_on_a_violation() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V3_1_1);
+    s.handle_packet(now, Packet::PingResp, &mut out)
+        .unwrap_err();
+    assert!(sent(&out).is_empty());
+    assert!(out.contains(&Output::Close));
+}
