@@ -7,13 +7,16 @@
 //! - [`retain::RetainStore`] holds retained messages by topic.
 //! - [`Message`] is an application message shared by `Arc` between all its receivers.
 //! - [`BrokerSettings`] are the protocol limits the core enforces.
+//! - [`AccessPolicy`] is the authorization hook a session consults (ACLs plug in here).
 
 mod message;
+mod policy;
 pub mod session;
 mod settings;
 mod violation;
 
 pub use message::{Message, Routed, TravellingProperties};
+pub use policy::{AccessPolicy, AllowAll};
 pub use settings::BrokerSettings;
 pub use violation::Violation;
 pub mod retain;

@@ -32,6 +32,10 @@ pub struct Metrics {
     pub refused_connections: AtomicU64,
     /// Connections closed for a protocol violation.
     pub protocol_errors: AtomicU64,
+    /// Publishes, subscriptions, deliveries and wills refused by the access policy.
+    pub denied: AtomicU64,
+    /// Connections refused for bad credentials or as not authorized.
+    pub auth_failures: AtomicU64,
 }
 
 impl Metrics {

@@ -315,8 +315,13 @@ impl SessionTask {
                     DropReason::Expired => &m.dropped_expired,
                     DropReason::TooLarge => &m.dropped_too_large,
                     DropReason::Offline => &m.dropped_offline,
+                    DropReason::NotAuthorized => &m.denied,
                 };
                 Metrics::add(counter, 1);
+            }
+            Output::Denied { action, topic } => {
+                Metrics::add(&self.broker.metrics.denied, 1);
+                tracing::info!(client_id = %self.session.client_id(), action, %topic, "not authorized");
             }
             Output::Ended { orphans } => {
                 // The task stops (or, on a clean-start reconnect, starts a fresh session)

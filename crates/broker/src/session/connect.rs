@@ -265,6 +265,13 @@ impl Session {
 
     pub(super) fn publish_will(&mut self, now: Instant, out: &mut Vec<Output>) {
         let Some(w) = self.will.take() else { return };
+        if !self.policy.can_publish(&w.topic) {
+            out.push(Output::Denied {
+                action: "will",
+                topic: w.topic,
+            });
+            return;
+        }
         let wp = w.properties;
         let travelling = TravellingProperties {
             payload_format_indicator: wp.payload_format_indicator,

@@ -59,6 +59,13 @@ impl Session {
             Some(ReasonCode::PayloadFormatInvalid)
         } else if Message::is_reserved_topic(&p.topic) {
             Some(ReasonCode::NotAuthorized)
+        } else if !self.policy.can_publish(&p.topic) {
+            // v5 says why in the ack; v3 has no way to, and the message is dropped silently.
+            out.push(Output::Denied {
+                action: "publish",
+                topic: p.topic.clone(),
+            });
+            Some(ReasonCode::NotAuthorized)
         } else {
             None
         };

@@ -19,7 +19,7 @@ mod subscribe;
 pub use connect::{effective_keep_alive, validate_connect};
 
 use crate::router::SubscriptionEntry;
-use crate::{BrokerSettings, Message, Routed, Violation};
+use crate::{AccessPolicy, AllowAll, BrokerSettings, Message, Routed, Violation};
 use bytestring::ByteString;
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU16;
@@ -51,6 +51,13 @@ pub enum Output {
     Close,
     /// A message for this client was dropped.
     Dropped(DropReason),
+    /// The policy refused a PUBLISH, SUBSCRIBE or will of this client (for logs and metrics).
+    Denied {
+        /// Publish (write) or subscribe/receive (read).
+        action: &'static str,
+        /// The topic or filter.
+        topic: ByteString,
+    },
     /// The session is over: remove its subscriptions from the router and forget it. Messages
     /// it got through shared subscriptions and never delivered are handed back so another
     /// group member can take them.
@@ -71,6 +78,8 @@ pub enum DropReason {
     TooLarge,
     /// QoS 0 message for a client that is offline.
     Offline,
+    /// The client may not receive messages on this topic.
+    NotAuthorized,
 }
 
 /// An acknowledgement owed for a QoS 1/2 PUBLISH we received.
@@ -158,6 +167,8 @@ pub struct Session {
     /// QoS 1 PUBLISHes routed but not yet acknowledged.
     qos1_unacked: usize,
     ended: bool,
+    /// What this client may publish, subscribe to and receive.
+    policy: Arc<dyn AccessPolicy>,
 }
 
 impl Session {
@@ -180,7 +191,13 @@ impl Session {
             qos2_received: HashMap::new(),
             qos1_unacked: 0,
             ended: false,
+            policy: Arc::new(AllowAll),
         }
+    }
+
+    /// Sets the authorization policy (at connect, and again when rules are reloaded).
+    pub fn set_policy(&mut self, policy: Arc<dyn AccessPolicy>) {
+        self.policy = policy;
     }
 
     /// The client identifier.

@@ -17,6 +17,10 @@ impl Session {
             out.push(Output::Dropped(DropReason::Expired));
             return;
         }
+        if !self.policy.can_receive(&routed.message.topic) {
+            out.push(Output::Dropped(DropReason::NotAuthorized));
+            return;
+        }
         let Some(conn) = &self.conn else {
             if routed.qos == QoS::AtMostOnce && !self.settings.queue_qos0 {
                 out.push(Output::Dropped(DropReason::Offline));

@@ -54,7 +54,15 @@ impl Session {
                     ops.push(Output::Subscribe(record));
                     reasons.push(ReasonCode::granted(granted));
                 }
-                Err(code) => reasons.push(code),
+                Err(code) => {
+                    if code == ReasonCode::NotAuthorized {
+                        out.push(Output::Denied {
+                            action: "subscribe",
+                            topic: filter,
+                        });
+                    }
+                    reasons.push(code);
+                }
             }
         }
         out.push(Output::Send(Packet::SubAck(SubAck {
@@ -92,6 +100,9 @@ impl Session {
                 (filter.clone(), None)
             }
         };
+        if !self.policy.can_subscribe(&inner) {
+            return Err(FilterError::Refused(ReasonCode::NotAuthorized));
+        }
         if super::inbound::too_deep(&inner, settings.max_topic_levels) {
             return Err(FilterError::Refused(ReasonCode::TopicFilterInvalid));
         }

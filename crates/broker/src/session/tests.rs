@@ -938,3 +938,101 @@ fn v3_connection_gets_no_disconnect_packet_on_a_violation() {
     assert!(sent(&out).is_empty());
     assert!(out.contains(&Output::Close));
 }
+
+/// A policy for tests: allows everything under `ok/`.
+#[derive(Debug)]
+struct OnlyOk;
+
+impl crate::AccessPolicy for OnlyOk {
+    fn can_publish(&self, topic: &str) -> bool {
+        topic.starts_with("ok/")
+    }
+    fn can_subscribe(&self, filter: &str) -> bool {
+        filter.starts_with("ok/")
+    }
+    fn can_receive(&self, topic: &str) -> bool {
+        topic.starts_with("ok/")
+    }
+}
+
+#[test]
+fn publish_refused_by_the_policy_is_acknowledged_with_0x87_on_v5_and_not_routed() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.set_policy(Arc::new(OnlyOk));
+    s.handle_packet(now, publish("no/x", QoS::AtLeastOnce, Some(1)), &mut out)
+        .unwrap();
+    assert!(!out.iter().any(|o| matches!(o, Output::Publish { .. })));
+    let Packet::PubAck(a) = sent(&out)[0] else {
+        panic!()
+    };
+    assert_eq!(a.reason, ReasonCode::NotAuthorized);
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Denied {
+            action: "publish",
+            ..
+        }
+    )));
+}
+
+#[test]
+fn publish_refused_by_the_policy_is_dropped_silently_on_v3() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V3_1_1);
+    s.set_policy(Arc::new(OnlyOk));
+    s.handle_packet(now, publish("no/x", QoS::AtLeastOnce, Some(1)), &mut out)
+        .unwrap();
+    assert!(!out.iter().any(|o| matches!(o, Output::Publish { .. })));
+    // The v3 client still gets its PUBACK: it has no way to learn of the refusal.
+    assert_eq!(sent(&out), vec![&Packet::PubAck(PubAck::new(pid(1)))]);
+}
+
+#[test]
+fn subscribe_refused_by_the_policy_gets_0x87_on_v5_and_0x80_on_v3() {
+    for (version, expected) in [
+        (ProtocolVersion::V5, ReasonCode::NotAuthorized),
+        (ProtocolVersion::V3_1_1, ReasonCode::NotAuthorized),
+    ] {
+        let (mut s, now, mut out) = session(version);
+        s.set_policy(Arc::new(OnlyOk));
+        let sub = Subscribe {
+            packet_id: pid(1),
+            properties: SubscribeProperties::default(),
+            filters: vec![
+                ("no/#".into(), SubscriptionOptions::default()),
+                ("ok/#".into(), SubscriptionOptions::default()),
+            ],
+        };
+        s.handle_packet(now, Packet::Subscribe(sub), &mut out)
+            .unwrap();
+        let Packet::SubAck(ack) = sent(&out)[0] else {
+            panic!()
+        };
+        // The codec writes every failure as 0x80 on v3.1.1.
+        assert_eq!(ack.reasons, [expected, ReasonCode::Success]);
+        assert_eq!(s.subscriptions().count(), 1);
+    }
+}
+
+#[test]
+fn messages_the_client_may_not_receive_are_dropped() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.set_policy(Arc::new(OnlyOk));
+    s.deliver(now, routed("no/x", QoS::AtMostOnce), &mut out);
+    assert_eq!(out, vec![Output::Dropped(DropReason::NotAuthorized)]);
+    out.clear();
+    s.deliver(now, routed("ok/x", QoS::AtMostOnce), &mut out);
+    assert_eq!(sent_publishes(&out).len(), 1);
+}
+
+#[test]
+fn will_to_a_topic_the_policy_refuses_is_not_published() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    s.attach(now, &will_connect(None), false, false, &mut out);
+    s.set_policy(Arc::new(OnlyOk));
+    out.clear();
+    s.connection_lost(now, &mut out);
+    assert!(!out.iter().any(|o| matches!(o, Output::Will(_))));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Denied { action: "will", .. })));
+}
