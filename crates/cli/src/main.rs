@@ -1,5 +1,7 @@
 //! The `thingmq` binary.
 
+mod passwd;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -21,6 +23,8 @@ enum Command {
         /// The TOML config file.
         config: PathBuf,
     },
+    /// Add, update (-c: create the file) or delete (-D) a user in a password file.
+    Passwd(passwd::PasswdArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
+        Command::Passwd(args) => passwd::run(args),
     }
 }
 
@@ -58,10 +63,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.listeners = args
             .bind
             .iter()
-            .map(|&bind| thingmq_server::config::ListenerConfig {
-                bind,
-                max_connections: 0,
-            })
+            .map(|&bind| thingmq_server::config::ListenerConfig::tcp(bind))
             .collect();
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -89,19 +91,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot write ready file {}", path.display()))?;
         }
         tracing::info!("{} running", thingmq_server::VERSION);
-        wait_for_signal().await?;
+        run_until_stopped(&server).await?;
         tracing::info!("shutting down");
         server.shutdown().await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGINT or SIGTERM; SIGHUP reloads the password file and ACL meanwhile (a broken
+/// file keeps the old rules; the server logs why).
+async fn run_until_stopped(server: &thingmq_server::ServerHandle) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot handle SIGINT")?,
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => return r.context("cannot handle SIGINT"),
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => {
+                // The error is logged by the server; the old rules stay in force.
+                let _ = server.reload_access();
+            }
+        }
     }
-    Ok(())
 }

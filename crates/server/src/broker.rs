@@ -2,6 +2,7 @@
 //! registry and metrics. The publish path takes only read locks (router) so many publishers
 //! route in parallel on all cores.
 
+use crate::access::AccessControl;
 use crate::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::session_task::Control;
@@ -66,10 +67,21 @@ pub(crate) struct Broker {
     pub(crate) metrics: Metrics,
     pub(crate) started: Instant,
     next_session_id: AtomicU64,
+    /// Password and ACL rules; replaced as a whole on reload.
+    access: RwLock<Arc<AccessControl>>,
+    /// Bumped on every reload, so session tasks know to rebind their policy.
+    access_generation: AtomicU64,
+    /// Password checks running at once. Each argon2id check takes ~19 MiB and tens of
+    /// milliseconds, so a CONNECT flood must queue here rather than exhaust memory.
+    pub(crate) password_checks: tokio::sync::Semaphore,
 }
 
 impl Broker {
-    pub(crate) fn new(settings: BrokerSettings, outbound_queue: usize) -> Broker {
+    pub(crate) fn new(
+        settings: BrokerSettings,
+        outbound_queue: usize,
+        access: AccessControl,
+    ) -> Broker {
         Broker {
             settings: Arc::new(settings),
             outbound_queue,
@@ -79,7 +91,29 @@ impl Broker {
             metrics: Metrics::default(),
             started: Instant::now(),
             next_session_id: AtomicU64::new(1),
+            access: RwLock::new(Arc::new(access)),
+            access_generation: AtomicU64::new(0),
+            password_checks: tokio::sync::Semaphore::new(4),
         }
+    }
+
+    /// The rules in force and their generation.
+    pub(crate) fn access(&self) -> (Arc<AccessControl>, u64) {
+        let access = self.access.read().clone();
+        (access, self.access_generation.load(Ordering::Acquire))
+    }
+
+    /// The current rules' generation (cheap; checked by session tasks).
+    pub(crate) fn access_generation(&self) -> u64 {
+        self.access_generation.load(Ordering::Acquire)
+    }
+
+    /// Reads the password file and ACL again. On error the old rules stay in force.
+    pub(crate) fn reload_access(&self) -> Result<(), thingmq_auth::AuthError> {
+        let fresh = self.access.read().reload()?;
+        *self.access.write() = Arc::new(fresh);
+        self.access_generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     /// A new session identity with its inbox.

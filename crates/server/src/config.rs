@@ -2,7 +2,8 @@
 //! validated, typed [`Config`]. Every key is documented in `docs/config.md`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use thingmq_broker::BrokerSettings;
 use thingmq_codec::QoS;
@@ -50,6 +51,8 @@ pub struct Config {
     pub sys_interval: Option<Duration>,
     /// Log filter (tracing `EnvFilter` syntax), overridden by `RUST_LOG`.
     pub log_level: String,
+    /// Authentication and authorization.
+    pub auth: crate::access::AuthConfig,
 }
 
 /// One listener.
@@ -59,6 +62,113 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     /// Connections this listener accepts at once (0 = no limit besides the global one).
     pub max_connections: usize,
+    /// What carries MQTT on this listener.
+    pub transport: ListenerTransport,
+}
+
+impl ListenerConfig {
+    /// A plain TCP listener with no connection limit of its own (`serve --bind`).
+    pub fn tcp(bind: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            bind,
+            max_connections: 0,
+            transport: ListenerTransport::Tcp,
+        }
+    }
+}
+
+/// What carries MQTT on a listener (`protocol` in the file).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ListenerTransport {
+    /// MQTT directly over TCP.
+    Tcp,
+    /// MQTT over TLS.
+    Tls(TlsSettings),
+    /// MQTT over WebSocket (binary frames).
+    Ws(WsSettings),
+    /// MQTT over WebSocket over TLS.
+    Wss(TlsSettings, WsSettings),
+}
+
+impl ListenerTransport {
+    /// The `protocol` name: `tcp`, `tls`, `ws` or `wss`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ListenerTransport::Tcp => "tcp",
+            ListenerTransport::Tls(_) => "tls",
+            ListenerTransport::Ws(_) => "ws",
+            ListenerTransport::Wss(..) => "wss",
+        }
+    }
+}
+
+/// TLS settings of a `tls` or `wss` listener, with the certificates already loaded (so a
+/// broken file stops the server at start, not at the first client). Built only from a config
+/// file, which is why the fields are read through methods.
+#[derive(Clone)]
+pub struct TlsSettings {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    client_ca_file: Option<PathBuf>,
+    require_client_cert: bool,
+    use_identity_as_username: bool,
+    pub(crate) server_config: Arc<tokio_rustls::rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("client_ca_file", &self.client_ca_file)
+            .field("require_client_cert", &self.require_client_cert)
+            .field("use_identity_as_username", &self.use_identity_as_username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSettings {
+    /// The PEM certificate chain presented to clients.
+    pub fn cert_file(&self) -> &Path {
+        &self.cert_file
+    }
+    /// The PEM private key of the certificate.
+    pub fn key_file(&self) -> &Path {
+        &self.key_file
+    }
+    /// CAs that sign client certificates; set means clients are asked for one (mutual TLS).
+    pub fn client_ca_file(&self) -> Option<&Path> {
+        self.client_ca_file.as_deref()
+    }
+    /// Whether a client without a valid certificate is refused (only with a client CA).
+    pub fn require_client_cert(&self) -> bool {
+        self.require_client_cert
+    }
+    /// Whether the client certificate's subject CN is the client's MQTT username.
+    pub fn use_identity_as_username(&self) -> bool {
+        self.use_identity_as_username
+    }
+}
+
+/// WebSocket settings of a `ws` or `wss` listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsSettings {
+    /// The HTTP path that upgrades to MQTT; other paths get 404.
+    pub path: String,
+    /// Browser origins allowed to connect; `None` allows any. A request without an `Origin`
+    /// header (not from a browser) is always allowed: the check protects browser users from
+    /// other sites, not the broker from clients.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        WsSettings {
+            path: "/mqtt".into(),
+            allowed_origins: None,
+        }
+    }
 }
 
 /// Limits enforced by connection tasks.
@@ -75,10 +185,10 @@ pub struct Limits {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listeners: vec![ListenerConfig {
-                bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
-                max_connections: 0,
-            }],
+            listeners: vec![ListenerConfig::tcp(SocketAddr::from((
+                [127, 0, 0, 1],
+                1883,
+            )))],
             broker: BrokerSettings::default(),
             limits: Limits {
                 connect_timeout: Duration::from_secs(10),
@@ -87,6 +197,7 @@ impl Default for Config {
             },
             sys_interval: Some(Duration::from_secs(10)),
             log_level: "info".into(),
+            auth: Default::default(),
         }
     }
 }
@@ -103,6 +214,15 @@ mod raw {
         pub(super) mqtt: Option<Mqtt>,
         pub(super) limits: Option<Limits>,
         pub(super) sys: Option<Sys>,
+        pub(super) auth: Option<Auth>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Auth {
+        pub(super) allow_anonymous: Option<bool>,
+        pub(super) password_file: Option<std::path::PathBuf>,
+        pub(super) acl_file: Option<std::path::PathBuf>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -117,6 +237,13 @@ mod raw {
         pub(super) bind: String,
         pub(super) protocol: Option<String>,
         pub(super) max_connections: Option<usize>,
+        pub(super) cert_file: Option<std::path::PathBuf>,
+        pub(super) key_file: Option<std::path::PathBuf>,
+        pub(super) client_ca_file: Option<std::path::PathBuf>,
+        pub(super) require_client_cert: Option<bool>,
+        pub(super) use_identity_as_username: Option<bool>,
+        pub(super) path: Option<String>,
+        pub(super) allowed_origins: Option<Vec<String>>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -200,28 +327,7 @@ impl Config {
             c.listeners = listeners
                 .into_iter()
                 .enumerate()
-                .map(|(i, l)| {
-                    let key = format!("listeners[{i}]");
-                    match l.protocol.as_deref().unwrap_or("tcp") {
-                        "tcp" => {}
-                        other => {
-                            return Err(invalid(
-                                &format!("{key}.protocol"),
-                                format!("`{other}` is not supported (supported: tcp)"),
-                            ))
-                        }
-                    }
-                    let bind = l.bind.parse().map_err(|_| {
-                        invalid(
-                            &format!("{key}.bind"),
-                            format!("`{}` is not an address like 127.0.0.1:1883", l.bind),
-                        )
-                    })?;
-                    Ok(ListenerConfig {
-                        bind,
-                        max_connections: l.max_connections.unwrap_or(0),
-                    })
-                })
+                .map(|(i, l)| validate_listener(&format!("listeners[{i}]"), l))
                 .collect::<Result<_, _>>()?;
         }
         let m = file.mqtt.unwrap_or_default();
@@ -292,11 +398,135 @@ impl Config {
             }
             c.limits.outbound_queue = q;
         }
+        if let Some(a) = file.auth {
+            c.auth = crate::access::AuthConfig {
+                allow_anonymous: a.allow_anonymous,
+                password_file: a.password_file,
+                acl_file: a.acl_file,
+            };
+        }
         if let Some(secs) = file.sys.and_then(|s| s.interval_secs) {
             c.sys_interval = (secs > 0).then(|| Duration::from_secs(secs));
         }
         Ok(c)
     }
+}
+
+fn validate_listener(key: &str, l: raw::Listener) -> Result<ListenerConfig, ConfigError> {
+    let bind = l.bind.parse().map_err(|_| {
+        invalid(
+            &format!("{key}.bind"),
+            format!("`{}` is not an address like 127.0.0.1:1883", l.bind),
+        )
+    })?;
+    let protocol = l.protocol.as_deref().unwrap_or("tcp");
+    let (tls, ws) = match protocol {
+        "tcp" => (false, false),
+        "tls" => (true, false),
+        "ws" => (false, true),
+        "wss" => (true, true),
+        other => {
+            return Err(invalid(
+                &format!("{key}.protocol"),
+                format!("`{other}` is not one of tcp, tls, ws, wss"),
+            ))
+        }
+    };
+    // A key that would be ignored is an error: it likely means the wrong protocol.
+    let misplaced = |name: &str, present: bool, wanted: &str| {
+        if present {
+            Err(invalid(
+                &format!("{key}.{name}"),
+                format!("only for {wanted} listeners, not `{protocol}`"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if !tls {
+        misplaced("cert_file", l.cert_file.is_some(), "tls and wss")?;
+        misplaced("key_file", l.key_file.is_some(), "tls and wss")?;
+        misplaced("client_ca_file", l.client_ca_file.is_some(), "tls and wss")?;
+        misplaced(
+            "require_client_cert",
+            l.require_client_cert.is_some(),
+            "tls and wss",
+        )?;
+        misplaced(
+            "use_identity_as_username",
+            l.use_identity_as_username.is_some(),
+            "tls and wss",
+        )?;
+    }
+    if !ws {
+        misplaced("path", l.path.is_some(), "ws and wss")?;
+        misplaced("allowed_origins", l.allowed_origins.is_some(), "ws and wss")?;
+    }
+    let ws_settings = || -> Result<WsSettings, ConfigError> {
+        let mut w = WsSettings::default();
+        if let Some(path) = &l.path {
+            if !path.starts_with('/') {
+                return Err(invalid(&format!("{key}.path"), "must start with `/`"));
+            }
+            w.path = path.clone();
+        }
+        w.allowed_origins = l.allowed_origins.clone();
+        Ok(w)
+    };
+    let transport = match (tls, ws) {
+        (false, false) => ListenerTransport::Tcp,
+        (false, true) => ListenerTransport::Ws(ws_settings()?),
+        (true, false) => ListenerTransport::Tls(tls_settings(key, &l)?),
+        (true, true) => ListenerTransport::Wss(tls_settings(key, &l)?, ws_settings()?),
+    };
+    Ok(ListenerConfig {
+        bind,
+        max_connections: l.max_connections.unwrap_or(0),
+        transport,
+    })
+}
+
+fn tls_settings(key: &str, l: &raw::Listener) -> Result<TlsSettings, ConfigError> {
+    let required = |name: &str, v: &Option<PathBuf>| {
+        v.clone().ok_or_else(|| {
+            invalid(
+                &format!("{key}.{name}"),
+                "required for tls and wss listeners",
+            )
+        })
+    };
+    let cert_file = required("cert_file", &l.cert_file)?;
+    let key_file = required("key_file", &l.key_file)?;
+    let has_ca = l.client_ca_file.is_some();
+    let require_client_cert = l.require_client_cert.unwrap_or(has_ca);
+    if require_client_cert && !has_ca {
+        return Err(invalid(
+            &format!("{key}.require_client_cert"),
+            "needs `client_ca_file` to check client certificates against",
+        ));
+    }
+    let use_identity_as_username = l.use_identity_as_username.unwrap_or(false);
+    if use_identity_as_username && !require_client_cert {
+        return Err(invalid(
+            &format!("{key}.use_identity_as_username"),
+            "needs `client_ca_file` and `require_client_cert = true`",
+        ));
+    }
+    let server_config = crate::transport::server_config(
+        &cert_file,
+        &key_file,
+        l.client_ca_file.as_deref(),
+        require_client_cert,
+    )
+    .map_err(|e| invalid(&format!("{key}.{}", e.key), e.message))?;
+    Ok(TlsSettings {
+        cert_file,
+        key_file,
+        client_ca_file: l.client_ca_file.clone(),
+        require_client_cert,
+        use_identity_as_username,
+        server_config,
+    })
 }
 
 fn set<T>(field: &mut T, value: Option<T>) {
@@ -342,6 +572,38 @@ mod tests {
         );
         let err = Config::from_toml("[[listeners]]\nbind = \"nowhere\"\n").unwrap_err();
         assert!(err.to_string().contains("listeners[0].bind"));
+    }
+
+    #[test]
+    fn listener_protocols_and_their_keys() {
+        let c = Config::from_toml(
+            "[[listeners]]\nbind = \"127.0.0.1:0\"\n[[listeners]]\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\n[[listeners]]\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\npath = \"/x\"\nallowed_origins = [\"https://a.example\"]\n",
+        )
+        .unwrap();
+        assert!(matches!(c.listeners[0].transport, ListenerTransport::Tcp));
+        let ListenerTransport::Ws(w) = &c.listeners[1].transport else {
+            panic!("ws expected");
+        };
+        assert_eq!(w, &WsSettings::default());
+        let ListenerTransport::Ws(w) = &c.listeners[2].transport else {
+            panic!("ws expected");
+        };
+        assert_eq!(w.path, "/x");
+        assert_eq!(
+            w.allowed_origins,
+            Some(vec!["https://a.example".to_string()])
+        );
+
+        let err = |toml: &str| Config::from_toml(toml).unwrap_err().to_string();
+        let msg = err("[[listeners]]\nbind = \"127.0.0.1:0\"\nprotocol = \"quic\"\n");
+        assert!(msg.contains("listeners[0].protocol"), "{msg}");
+        let msg = err("[[listeners]]\nbind = \"127.0.0.1:0\"\nprotocol = \"wss\"\n");
+        assert!(msg.contains("listeners[0].cert_file"), "{msg}");
+        let msg = err("[[listeners]]\nbind = \"127.0.0.1:0\"\npath = \"/mqtt\"\n");
+        assert!(msg.contains("listeners[0].path"), "{msg}");
+        let msg =
+            err("[[listeners]]\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\npath = \"mqtt\"\n");
+        assert!(msg.contains("must start with `/`"), "{msg}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use crate::broker::{Broker, SessionHandle};
 use crate::metrics::Metrics;
 use crate::session_task::{Control, SessionTask};
+use crate::transport::Upgraded;
 use bytes::BytesMut;
 use bytestring::ByteString;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use thingmq_codec::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
-/// Any byte stream a listener produces (TCP now; TLS and WebSocket plug in here).
+/// Any byte stream a listener produces: TCP, TLS, WebSocket or WebSocket over TLS.
 pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 
@@ -32,6 +33,9 @@ pub(crate) struct ReadPart {
 pub(crate) struct WritePart {
     pub(crate) io: WriteHalf<Box<dyn Transport>>,
     pub(crate) buf: BytesMut,
+    /// Bytes were written since the last flush. TLS and WebSocket streams may hold written
+    /// bytes in their own buffers until flushed (TCP never does).
+    pub(crate) unflushed: bool,
     pub(crate) _permits: Vec<OwnedSemaphorePermit>,
 }
 
@@ -54,16 +58,31 @@ impl std::fmt::Debug for Accepted {
     }
 }
 
+/// Where a connection came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin {
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+    /// The listener is bound to a loopback address: anonymous clients are allowed there
+    /// unless `auth.allow_anonymous` says otherwise.
+    pub(crate) loopback_listener: bool,
+}
+
 /// Runs the CONNECT phase of a new connection.
 pub(crate) async fn handshake(
     broker: Arc<Broker>,
-    stream: Box<dyn Transport>,
-    peer: SocketAddr,
+    conn: Upgraded,
+    origin: Origin,
     permits: Vec<OwnedSemaphorePermit>,
     connect_timeout: Duration,
     shutdown: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
+    let Upgraded {
+        stream,
+        peer_identity,
+    } = conn;
+    let peer = origin.peer;
     let (io, write_io) = tokio::io::split(stream);
     let mut reader = ReadPart {
         io,
@@ -72,6 +91,7 @@ pub(crate) async fn handshake(
     let mut writer = WritePart {
         io: write_io,
         buf: BytesMut::new(),
+        unflushed: false,
         _permits: permits,
     };
     let max = broker.settings.max_packet_size;
@@ -115,9 +135,22 @@ pub(crate) async fn handshake(
         refuse(&mut writer, connect.protocol, code).await;
         return;
     }
+    if let Some(identity) = &peer_identity {
+        // The listener takes the username from the verified client certificate.
+        connect.username = Some(ByteString::from(identity.as_str()));
+    }
+    if let Err(code) = authenticate(&broker, &connect, origin, peer_identity.is_some()).await {
+        Metrics::add(&broker.metrics.auth_failures, 1);
+        tracing::info!(%peer, client_id = %connect.client_id, username = ?connect.username, reason = %code, "connection refused");
+        refuse(&mut writer, connect.protocol, code).await;
+        return;
+    }
     let assigned_id = connect.client_id.is_empty();
     if assigned_id {
         connect.client_id = ByteString::from(format!("thingmq-{:016x}", rand::random::<u64>()));
+    }
+    if let Some(identity) = &peer_identity {
+        tracing::debug!(%peer, client_id = %connect.client_id, identity, "client certificate identity");
     }
     let accepted = Accepted {
         connect,
@@ -178,6 +211,40 @@ pub(crate) async fn admit(
                 }
             }
         }
+    }
+}
+
+/// Checks the CONNECT's credentials against the rules in force. Password hashes are slow on
+/// purpose, so the check runs off the async worker threads.
+async fn authenticate(
+    broker: &Broker,
+    connect: &Connect,
+    origin: Origin,
+    certificate_verified: bool,
+) -> Result<(), ReasonCode> {
+    if certificate_verified {
+        // The TLS layer verified the client certificate that named this user.
+        return Ok(());
+    }
+    let (access, _) = broker.access();
+    let client = thingmq_auth::ClientInfo {
+        client_id: connect.client_id.to_string(),
+        username: connect.username.as_deref().map(str::to_owned),
+    };
+    let password = connect.password.clone();
+    let loopback = origin.loopback_listener;
+    let Ok(_slot) = broker.password_checks.acquire().await else {
+        return Err(ReasonCode::ServerUnavailable);
+    };
+    let verdict = tokio::task::spawn_blocking(move || {
+        access.authenticate(loopback, &client, password.as_deref())
+    })
+    .await;
+    match verdict {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(thingmq_auth::Refusal::BadCredentials)) => Err(ReasonCode::BadUserNameOrPassword),
+        Ok(Err(thingmq_auth::Refusal::NotAuthorized)) => Err(ReasonCode::NotAuthorized),
+        Err(_) => Err(ReasonCode::ServerUnavailable),
     }
 }
 

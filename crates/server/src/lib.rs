@@ -2,10 +2,12 @@
 //!
 //! [`Server::start`] binds every listener of a [`Config`] and returns a [`ServerHandle`] with
 //! the bound addresses (port 0 picks a free port, which tests use). Inside: one accept loop
-//! per listener (`listener`), a CONNECT phase per connection (`connection`), and one task per
+//! per listener (`listener`), the TLS and WebSocket handshakes of each connection
+//! (`transport`), a CONNECT phase per connection (`connection`), and one task per
 //! session (`session_task`) that owns a `thingmq_broker::session::Session`. Shared state —
 //! router, retained messages, session registry, metrics — is in `broker`.
 
+pub mod access;
 mod broker;
 pub mod config;
 mod connection;
@@ -14,6 +16,7 @@ mod listener;
 pub mod metrics;
 mod session_task;
 mod sys;
+mod transport;
 
 pub use config::{Config, ConfigError};
 pub use sys::VERSION;
@@ -33,6 +36,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
+    /// The password file or ACL could not be loaded.
+    #[error("{0}")]
+    Auth(#[from] thingmq_auth::AuthError),
     /// A listener address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -60,9 +66,11 @@ pub struct ServerHandle {
 impl Server {
     /// Binds every listener and starts serving. Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
+        let access = access::AccessControl::load(&config.auth)?;
         let broker = Arc::new(Broker::new(
             config.broker.clone(),
             config.limits.outbound_queue,
+            access,
         ));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (alive, done) = mpsc::channel(1);
@@ -81,7 +89,7 @@ impl Server {
                 addr: l.bind,
                 source,
             })?;
-            tracing::info!(%addr, "MQTT listener (tcp) ready");
+            tracing::info!(%addr, protocol = l.transport.name(), "MQTT listener ready");
             addrs.push(addr);
             tasks.push(ListenerTask {
                 listener,
@@ -114,6 +122,21 @@ impl ServerHandle {
     /// The bound address of each listener, in config order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Reloads the password file and ACL (SIGHUP). Connections stay up and get the new rules;
+    /// on error the old rules stay in force and the error is returned (and logged).
+    pub fn reload_access(&self) -> Result<(), thingmq_auth::AuthError> {
+        match self.broker.reload_access() {
+            Ok(()) => {
+                tracing::info!("password file and ACL reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("reload failed, keeping the previous rules: {e}");
+                Err(e)
+            }
+        }
     }
 
     /// Number of client connections right now.

@@ -2,11 +2,13 @@
 
 use crate::broker::Broker;
 use crate::config::ListenerConfig;
-use crate::connection::{handshake, refused};
+use crate::connection::{handshake, refused, Origin};
+use crate::transport::Acceptor;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 pub(crate) struct ListenerTask {
     pub(crate) listener: TcpListener,
@@ -23,6 +25,7 @@ impl ListenerTask {
     pub(crate) async fn run(mut self) {
         let local = (self.config.max_connections > 0)
             .then(|| Arc::new(Semaphore::new(self.config.max_connections)));
+        let acceptor = Acceptor::new(&self.config.transport);
         let mut backoff = Duration::from_millis(5);
         loop {
             let accepted = tokio::select! {
@@ -54,16 +57,53 @@ impl ListenerTask {
                 refused(&self.broker, peer);
                 continue;
             }
-            let _ = socket.set_nodelay(true);
-            tokio::spawn(handshake(
-                self.broker.clone(),
-                Box::new(socket),
-                peer,
+            tokio::spawn(connect(
+                acceptor.clone(),
+                socket,
+                Origin {
+                    peer,
+                    loopback_listener: self.config.bind.ip().is_loopback(),
+                },
                 permits,
                 self.connect_timeout,
+                self.broker.clone(),
                 self.shutdown.clone(),
                 self.alive.clone(),
             ));
         }
     }
+}
+
+/// One connection's start, in its own task: the transport's handshakes (TLS, WebSocket
+/// upgrade), then the MQTT CONNECT, all within one connect timeout.
+#[allow(clippy::too_many_arguments)] // each is a distinct piece of the connection's context
+async fn connect(
+    acceptor: Acceptor,
+    socket: TcpStream,
+    origin: Origin,
+    permits: Vec<OwnedSemaphorePermit>,
+    connect_timeout: Duration,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    let peer = origin.peer;
+    let deadline = Instant::now() + connect_timeout;
+    let upgraded = tokio::select! {
+        r = tokio::time::timeout_at(deadline, acceptor.upgrade(socket)) => r,
+        _ = shutdown.changed() => return,
+    };
+    let conn = match upgraded {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, "transport handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "transport handshake not done within the connect timeout");
+            return;
+        }
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    handshake(broker, conn, origin, permits, remaining, shutdown, alive).await;
 }

@@ -49,6 +49,10 @@ pub(crate) struct SessionTask {
     /// Retained messages matched by a SUBSCRIBE, delivered in batches like the inbox so a
     /// subscription to `#` does not encode every retained message at once.
     backlog: std::collections::VecDeque<Routed>,
+    /// Who the connected client is, for its access policy.
+    client: Option<thingmq_auth::ClientInfo>,
+    /// Generation of the rules the session's policy was built from.
+    access_generation: u64,
     /// Keeps the server's shutdown waiting until this task is gone.
     _alive: mpsc::Sender<()>,
 }
@@ -83,6 +87,8 @@ impl SessionTask {
             batch: Vec::new(),
             routed: Vec::new(),
             backlog: std::collections::VecDeque::new(),
+            client: None,
+            access_generation: 0,
             _alive: alive,
         }
     }
@@ -99,6 +105,9 @@ impl SessionTask {
             }
             if self.session.is_ended() {
                 break;
+            }
+            if self.broker.access_generation() != self.access_generation {
+                self.bind_policy();
             }
             let deadline = self.session.next_deadline();
             // While our writes to this client are backed up, take nothing more that would add
@@ -170,6 +179,11 @@ impl SessionTask {
             peer,
         } = a;
         tracing::debug!(%client_id, %peer, protocol = ?connect.protocol, session_present, "client connected");
+        self.client = Some(thingmq_auth::ClientInfo {
+            client_id: connect.client_id.to_string(),
+            username: connect.username.as_deref().map(str::to_owned),
+        });
+        self.bind_policy();
         self.reader = Some(reader);
         self.writer = Some(writer);
         self.me.0.online.store(true, Ordering::Relaxed);
@@ -180,6 +194,15 @@ impl SessionTask {
         self.perform();
         // Bytes that arrived right behind CONNECT are already buffered.
         self.decode_all();
+    }
+
+    /// Gives the session the policy for its client under the rules in force now.
+    fn bind_policy(&mut self) {
+        let (access, generation) = self.broker.access();
+        self.access_generation = generation;
+        if let Some(client) = &self.client {
+            self.session.set_policy(access.policy_for(client.clone()));
+        }
     }
 
     /// Replaces an ended session with a new one under a new identity in the registry.
@@ -199,6 +222,7 @@ impl SessionTask {
         self.me = me;
         self.session = Session::new(client_id, self.broker.settings.clone());
         self.backlog.clear();
+        self.bind_policy();
     }
 
     fn on_read(&mut self, n: io::Result<usize>) {
@@ -447,11 +471,18 @@ async fn write_some(writer: &mut Option<WritePart>) -> io::Result<usize> {
     match writer {
         Some(w) if !w.buf.is_empty() => {
             let n = w.io.write_buf(&mut w.buf).await?;
+            w.unflushed = true;
             if w.buf.is_empty() && w.buf.capacity() > 64 * 1024 {
                 // Give back memory after a burst.
                 w.buf = BytesMut::new();
             }
             Ok(n)
+        }
+        // Everything is written: make TLS and WebSocket streams send what they buffered.
+        Some(w) if w.unflushed => {
+            w.io.flush().await?;
+            w.unflushed = false;
+            Ok(0)
         }
         _ => std::future::pending().await,
     }

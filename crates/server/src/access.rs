@@ -1,0 +1,101 @@
+//! Authentication and authorization as the server applies them: the password file and ACL
+//! from `[auth]`, loaded at start and reloaded on SIGHUP (a broken file keeps the old rules),
+//! bound to each client as a [`thingmq_broker::AccessPolicy`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use thingmq_auth::{Access, AclFile, Authenticator, Authorizer, ClientInfo, PasswordFile, Refusal};
+use thingmq_broker::{AccessPolicy, AllowAll};
+
+/// The `[auth]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Whether clients without a username may connect. `None`: only on loopback listeners
+    /// (as Mosquitto 2 does).
+    pub allow_anonymous: Option<bool>,
+    /// Password file (`thingmq passwd` manages it).
+    pub password_file: Option<PathBuf>,
+    /// ACL file; when set, everything it does not grant is denied.
+    pub acl_file: Option<PathBuf>,
+}
+
+/// The loaded rules.
+#[derive(Debug)]
+pub(crate) struct AccessControl {
+    config: AuthConfig,
+    passwords: Option<PasswordFile>,
+    acl: Option<Arc<AclFile>>,
+}
+
+impl AccessControl {
+    /// Loads the files named in `config`; an error names the file and line.
+    pub(crate) fn load(config: &AuthConfig) -> Result<AccessControl, thingmq_auth::AuthError> {
+        let passwords = config
+            .password_file
+            .as_deref()
+            .map(PasswordFile::load)
+            .transpose()?;
+        let acl = config
+            .acl_file
+            .as_deref()
+            .map(AclFile::load)
+            .transpose()?
+            .map(Arc::new);
+        Ok(AccessControl {
+            config: config.clone(),
+            passwords,
+            acl,
+        })
+    }
+
+    /// Loads the same files again (SIGHUP).
+    pub(crate) fn reload(&self) -> Result<AccessControl, thingmq_auth::AuthError> {
+        AccessControl::load(&self.config)
+    }
+
+    /// Checks a CONNECT's credentials. `loopback` says whether the listener is bound to a
+    /// loopback address, which decides anonymous access when it is not configured.
+    pub(crate) fn authenticate(
+        &self,
+        loopback: bool,
+        client: &ClientInfo,
+        password: Option<&[u8]>,
+    ) -> Result<(), Refusal> {
+        let allow_anonymous = self.config.allow_anonymous.unwrap_or(loopback);
+        match (&client.username, &self.passwords) {
+            (None, _) | (Some(_), None) if allow_anonymous => Ok(()),
+            (Some(_), Some(passwords)) => passwords.authenticate(client, password),
+            _ => Err(Refusal::NotAuthorized),
+        }
+    }
+
+    /// The policy for one client.
+    pub(crate) fn policy_for(&self, client: ClientInfo) -> Arc<dyn AccessPolicy> {
+        match &self.acl {
+            Some(acl) => Arc::new(AclPolicy {
+                client,
+                acl: acl.clone(),
+            }),
+            None => Arc::new(AllowAll),
+        }
+    }
+}
+
+/// An ACL bound to one client's identity.
+#[derive(Debug)]
+struct AclPolicy {
+    client: ClientInfo,
+    acl: Arc<AclFile>,
+}
+
+impl AccessPolicy for AclPolicy {
+    fn can_publish(&self, topic: &str) -> bool {
+        self.acl.authorize_topic(&self.client, topic, Access::Write)
+    }
+    fn can_subscribe(&self, filter: &str) -> bool {
+        self.acl.authorize_subscribe(&self.client, filter)
+    }
+    fn can_receive(&self, topic: &str) -> bool {
+        self.acl.authorize_topic(&self.client, topic, Access::Read)
+    }
+}

@@ -1,0 +1,91 @@
+//! Transports: what a listener does with an accepted TCP socket before MQTT starts — nothing
+//! (`tcp`), a TLS handshake (`tls`), a WebSocket upgrade (`ws`), or both (`wss`). Each yields
+//! a byte stream ([`Transport`]) and, with client certificates, the peer's identity.
+//!
+//! Dependencies, and why they are worth their weight:
+//! - `tokio-rustls` (rustls, with the `ring` provider: it builds with only a C compiler, where
+//!   `aws-lc-rs` needs cmake): TLS 1.2/1.3 and client-certificate verification
+//!   (`WebPkiClientVerifier`) in memory-safe code, without linking OpenSSL.
+//! - `rustls-pki-types`: reads the PEM certificate and key files (PKCS#8, RSA, SEC1); it is
+//!   already a dependency of rustls.
+//! - `x509-parser`: the subject CN of a client certificate (for `use_identity_as_username`);
+//!   rustls verifies certificates but does not expose their names.
+//! - `tokio-tungstenite` (handshake only, no client or TLS features): the RFC 6455 upgrade
+//!   and framing, including masking, fragmentation and ping/pong.
+//! - `futures-util` (sink feature only): the `Stream`/`Sink` traits `WsStream` drives.
+
+mod tls;
+mod ws;
+
+pub(crate) use tls::server_config;
+
+use crate::config::{ListenerTransport, WsSettings};
+use crate::connection::Transport;
+use std::io;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+/// A connection ready for MQTT: its byte stream and who the peer proved to be.
+pub(crate) struct Upgraded {
+    pub(crate) stream: Box<dyn Transport>,
+    /// The client certificate's subject CN, on TLS listeners with `use_identity_as_username`.
+    pub(crate) peer_identity: Option<String>,
+}
+
+/// Turns accepted sockets into [`Upgraded`] connections the way one listener is configured.
+/// Cheap to clone: every connection task gets one.
+#[derive(Clone)]
+pub(crate) struct Acceptor {
+    tls: Option<(TlsAcceptor, bool)>,
+    ws: Option<Arc<WsSettings>>,
+}
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("tls", &self.tls.is_some())
+            .field("ws", &self.ws)
+            .finish()
+    }
+}
+
+impl Acceptor {
+    pub(crate) fn new(transport: &ListenerTransport) -> Acceptor {
+        let tls = |t: &crate::config::TlsSettings| {
+            (
+                TlsAcceptor::from(t.server_config.clone()),
+                t.use_identity_as_username(),
+            )
+        };
+        let (tls, ws) = match transport {
+            ListenerTransport::Tcp => (None, None),
+            ListenerTransport::Tls(t) => (Some(tls(t)), None),
+            ListenerTransport::Ws(w) => (None, Some(Arc::new(w.clone()))),
+            ListenerTransport::Wss(t, w) => (Some(tls(t)), Some(Arc::new(w.clone()))),
+        };
+        Acceptor { tls, ws }
+    }
+
+    /// Runs the transport's handshakes. The caller bounds it in time; it runs in the
+    /// connection's own task, so a slow or silent peer holds up no one else.
+    pub(crate) async fn upgrade(&self, socket: TcpStream) -> io::Result<Upgraded> {
+        let _ = socket.set_nodelay(true);
+        let (stream, peer_identity): (Box<dyn Transport>, _) = match (&self.tls, &self.ws) {
+            (None, None) => (Box::new(socket), None),
+            (Some((acceptor, identity)), None) => {
+                let (s, id) = tls::accept(acceptor, socket, *identity).await?;
+                (Box::new(s), id)
+            }
+            (None, Some(settings)) => (Box::new(ws::accept(socket, settings).await?), None),
+            (Some((acceptor, identity)), Some(settings)) => {
+                let (s, id) = tls::accept(acceptor, socket, *identity).await?;
+                (Box::new(ws::accept(s, settings).await?), id)
+            }
+        };
+        Ok(Upgraded {
+            stream,
+            peer_identity,
+        })
+    }
+}
