@@ -47,6 +47,9 @@ pub(crate) struct Accepted {
     /// The client id was empty and the server assigned one.
     pub(crate) assigned_id: bool,
     pub(crate) peer: SocketAddr,
+    /// The platform's own in-process link ([`crate::ServerHandle::connect_local`]): no
+    /// credentials are checked and every topic is allowed.
+    pub(crate) internal: bool,
 }
 
 impl std::fmt::Debug for Accepted {
@@ -66,6 +69,8 @@ pub(crate) struct Origin {
     /// The listener is bound to a loopback address: anonymous clients are allowed there
     /// unless `auth.allow_anonymous` says otherwise.
     pub(crate) loopback_listener: bool,
+    /// An in-process link from the platform itself, not a network client.
+    pub(crate) internal: bool,
 }
 
 /// Runs the CONNECT phase of a new connection.
@@ -139,7 +144,8 @@ pub(crate) async fn handshake(
         // The listener takes the username from the verified client certificate.
         connect.username = Some(ByteString::from(identity.as_str()));
     }
-    if let Err(code) = authenticate(&broker, &connect, origin, peer_identity.is_some()).await {
+    let trusted = origin.internal || peer_identity.is_some();
+    if let Err(code) = authenticate(&broker, &connect, origin, trusted).await {
         Metrics::add(&broker.metrics.auth_failures, 1);
         tracing::info!(%peer, client_id = %connect.client_id, username = ?connect.username, reason = %code, "connection refused");
         refuse(&mut writer, connect.protocol, code).await;
@@ -158,6 +164,7 @@ pub(crate) async fn handshake(
         writer,
         assigned_id,
         peer,
+        internal: origin.internal,
     };
     admit(broker, accepted, shutdown, alive).await;
 }
@@ -220,10 +227,11 @@ async fn authenticate(
     broker: &Broker,
     connect: &Connect,
     origin: Origin,
-    certificate_verified: bool,
+    trusted: bool,
 ) -> Result<(), ReasonCode> {
-    if certificate_verified {
-        // The TLS layer verified the client certificate that named this user.
+    if trusted {
+        // The TLS layer verified the client certificate that named this user, or the
+        // connection is the platform's own in-process link.
         return Ok(());
     }
     let (access, _) = broker.access();

@@ -29,6 +29,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
+/// Bytes an in-process link buffers each way before its writer waits for the reader.
+const LOCAL_LINK_BUFFER: usize = 64 * 1024;
+
 /// How long shutdown waits for sessions to send their last packets.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -61,6 +64,7 @@ pub struct ServerHandle {
     alive: Option<mpsc::Sender<()>>,
     done: mpsc::Receiver<()>,
     broker: Arc<Broker>,
+    connect_timeout: Duration,
 }
 
 impl Server {
@@ -114,6 +118,7 @@ impl Server {
             alive: Some(alive),
             done,
             broker,
+            connect_timeout: config.limits.connect_timeout,
         })
     }
 }
@@ -137,6 +142,38 @@ impl ServerHandle {
                 Err(e)
             }
         }
+    }
+
+    /// Opens an in-process MQTT connection to this server: a byte stream with no socket,
+    /// for the platform's own components (the device layer, the web console) to speak
+    /// MQTT to the broker like any client. The caller sends CONNECT first, as on a network
+    /// connection; no credentials are checked and no ACL applies. The connection ends when
+    /// the returned stream is dropped or the server shuts down.
+    pub fn connect_local(&self) -> tokio::io::DuplexStream {
+        let (ours, theirs) = tokio::io::duplex(LOCAL_LINK_BUFFER);
+        let Some(alive) = self.alive.clone() else {
+            // Shutting down: the stream reads EOF at once.
+            return theirs;
+        };
+        let origin = connection::Origin {
+            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            loopback_listener: true,
+            internal: true,
+        };
+        let conn = transport::Upgraded {
+            stream: Box::new(ours),
+            peer_identity: None,
+        };
+        tokio::spawn(connection::handshake(
+            self.broker.clone(),
+            conn,
+            origin,
+            Vec::new(),
+            self.connect_timeout,
+            self.shutdown.subscribe(),
+            alive,
+        ));
+        theirs
     }
 
     /// Number of client connections right now.

@@ -63,6 +63,7 @@ impl ListenerTask {
                 Origin {
                     peer,
                     loopback_listener: self.config.bind.ip().is_loopback(),
+                    internal: false,
                 },
                 permits,
                 self.connect_timeout,

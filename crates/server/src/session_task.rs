@@ -51,6 +51,8 @@ pub(crate) struct SessionTask {
     backlog: std::collections::VecDeque<Routed>,
     /// Who the connected client is, for its access policy.
     client: Option<thingmq_auth::ClientInfo>,
+    /// The connection is the platform's in-process link: every topic is allowed.
+    internal: bool,
     /// Generation of the rules the session's policy was built from.
     access_generation: u64,
     /// Keeps the server's shutdown waiting until this task is gone.
@@ -88,6 +90,7 @@ impl SessionTask {
             routed: Vec::new(),
             backlog: std::collections::VecDeque::new(),
             client: None,
+            internal: false,
             access_generation: 0,
             _alive: alive,
         }
@@ -177,12 +180,14 @@ impl SessionTask {
             writer,
             assigned_id,
             peer,
+            internal,
         } = a;
         tracing::debug!(%client_id, %peer, protocol = ?connect.protocol, session_present, "client connected");
         self.client = Some(thingmq_auth::ClientInfo {
             client_id: connect.client_id.to_string(),
             username: connect.username.as_deref().map(str::to_owned),
         });
+        self.internal = internal;
         self.bind_policy();
         self.reader = Some(reader);
         self.writer = Some(writer);
@@ -200,7 +205,9 @@ impl SessionTask {
     fn bind_policy(&mut self) {
         let (access, generation) = self.broker.access();
         self.access_generation = generation;
-        if let Some(client) = &self.client {
+        if self.internal {
+            self.session.set_policy(Arc::new(thingmq_broker::AllowAll));
+        } else if let Some(client) = &self.client {
             self.session.set_policy(access.policy_for(client.clone()));
         }
     }
