@@ -62,6 +62,7 @@ class Broker:
             try:
                 ready = json.loads(self.ready_file.read_text())
                 addr = ready["mqtt"][0]
+                self.http = ready.get("http")
             except (FileNotFoundError, ValueError, KeyError, IndexError):
                 # Not written yet, or caught half-written.
                 time.sleep(0.05)

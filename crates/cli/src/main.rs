@@ -1,5 +1,6 @@
 //! The `thingmq` binary.
 
+mod api_key;
 mod passwd;
 
 use anyhow::Context;
@@ -25,6 +26,8 @@ enum Command {
     },
     /// Add, update (-c: create the file) or delete (-D) a user in a password file.
     Passwd(passwd::PasswdArgs),
+    /// Create an API key for the REST API: prints the key once and stores its digest.
+    ApiKey(api_key::ApiKeyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -33,8 +36,16 @@ struct ServeArgs {
     #[arg(short, long)]
     config: Option<PathBuf>,
     /// Listen on this address instead of the configured listeners (repeatable).
+    /// The HTTP API then listens on a free port of the first one's address, unless
+    /// `--http-bind` says otherwise.
     #[arg(long = "bind", value_name = "ADDR")]
     bind: Vec<std::net::SocketAddr>,
+    /// Serve the REST API and metrics on this address instead of the configured one.
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_http")]
+    http_bind: Option<std::net::SocketAddr>,
+    /// Do not serve the REST API and metrics.
+    #[arg(long)]
+    no_http: bool,
     /// Once listening, write the bound addresses as JSON to this file (for scripts and tests
     /// that bind port 0).
     #[arg(long, value_name = "PATH")]
@@ -51,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Passwd(args) => passwd::run(args),
+        Command::ApiKey(args) => api_key::run(args),
     }
 }
 
@@ -65,6 +77,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .iter()
             .map(|&bind| thingmq_server::config::ListenerConfig::tcp(bind))
             .collect();
+        // Ad-hoc listeners (tests, scripts) must not collide on the configured HTTP port.
+        if config.http.bind.is_some() {
+            config.http.bind = Some(std::net::SocketAddr::new(args.bind[0].ip(), 0));
+        }
+    }
+    if let Some(addr) = args.http_bind {
+        config.http.bind = Some(addr);
+    }
+    if args.no_http {
+        config.http.bind = None;
+    }
+    let http = config.http.clone();
+    if let Some(bind) = http.bind {
+        anyhow::ensure!(
+            bind.ip().is_loopback() || http.api_keys_file.is_some(),
+            "the HTTP API on {bind} would be open to the network: set http.api_keys_file"
+        );
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
@@ -80,22 +109,63 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let server = Server::start(config).await?;
+        let (stop_http, http_done) = tokio::sync::oneshot::channel::<()>();
+        let http_addr = match http.bind {
+            Some(bind) => Some(start_http(&server, bind, &http, stop_http).await?),
+            None => None,
+        };
         if let Some(path) = &args.ready_file {
             let addrs: Vec<String> = server
                 .local_addrs()
                 .iter()
                 .map(|a| format!("\"{a}\""))
                 .collect();
-            let json = format!("{{\"mqtt\":[{}]}}\n", addrs.join(","));
+            let http = http_addr.map_or("null".to_owned(), |a| format!("\"{a}\""));
+            let json = format!("{{\"mqtt\":[{}],\"http\":{http}}}\n", addrs.join(","));
             std::fs::write(path, json)
                 .with_context(|| format!("cannot write ready file {}", path.display()))?;
         }
         tracing::info!("{} running", thingmq_server::VERSION);
         run_until_stopped(&server).await?;
         tracing::info!("shutting down");
+        drop(http_done);
         server.shutdown().await;
         Ok(())
     })
+}
+
+/// Binds the HTTP listener and serves the REST API and metrics until `stop` is dropped.
+async fn start_http(
+    server: &thingmq_server::ServerHandle,
+    bind: std::net::SocketAddr,
+    http: &thingmq_server::config::HttpConfig,
+    stop: tokio::sync::oneshot::Sender<()>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let access = match &http.api_keys_file {
+        Some(path) => {
+            thingmq_api::Access::Keys(std::sync::Arc::new(thingmq_api::keys::ApiKeys::load(path)?))
+        }
+        None => thingmq_api::Access::Open,
+    };
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind} for HTTP"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "HTTP API ready (/api/v1, /metrics)");
+    let state = thingmq_api::ApiState {
+        admin: server.admin(),
+        access,
+    };
+    tokio::spawn(async move {
+        let mut stop = stop;
+        let stopped = async move {
+            stop.closed().await;
+        };
+        if let Err(e) = thingmq_api::serve(listener, state, stopped).await {
+            tracing::error!("HTTP server failed: {e}");
+        }
+    });
+    Ok(addr)
 }
 
 /// Waits for SIGINT or SIGTERM; SIGHUP reloads the password file and ACL meanwhile (a broken

@@ -25,6 +25,9 @@ pub(crate) struct SessionShared {
     pub(crate) client_id: ByteString,
     pub(crate) inbox: Inbox,
     pub(crate) online: AtomicBool,
+    /// The attached connection, for the admin API; written by the session task on attach
+    /// and close only.
+    pub(crate) connection: Mutex<Option<crate::admin::ConnectionInfo>>,
 }
 
 /// A cheap, comparable reference to a session (by identity, not client id: a client id can
@@ -123,6 +126,7 @@ impl Broker {
             client_id,
             inbox: Inbox::new(self.outbound_queue, self.settings.max_queued_messages),
             online: AtomicBool::new(false),
+            connection: Mutex::new(None),
         }))
     }
 

@@ -53,6 +53,26 @@ pub struct Config {
     pub log_level: String,
     /// Authentication and authorization.
     pub auth: crate::access::AuthConfig,
+    /// The HTTP listener for the REST API and metrics.
+    pub http: HttpConfig,
+}
+
+/// The `[http]` section: where the REST API and `/metrics` listen, and who may use them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Address to bind; `None` turns HTTP off.
+    pub bind: Option<SocketAddr>,
+    /// API keys (`thingmq api-key` adds them); required unless `bind` is a loopback address.
+    pub api_keys_file: Option<std::path::PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            bind: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            api_keys_file: None,
+        }
+    }
 }
 
 /// One listener.
@@ -198,6 +218,7 @@ impl Default for Config {
             sys_interval: Some(Duration::from_secs(10)),
             log_level: "info".into(),
             auth: Default::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -215,6 +236,15 @@ mod raw {
         pub(super) limits: Option<Limits>,
         pub(super) sys: Option<Sys>,
         pub(super) auth: Option<Auth>,
+        pub(super) http: Option<Http>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Http {
+        pub(super) enabled: Option<bool>,
+        pub(super) bind: Option<String>,
+        pub(super) api_keys_file: Option<std::path::PathBuf>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -405,6 +435,28 @@ impl Config {
                 acl_file: a.acl_file,
             };
         }
+        if let Some(h) = file.http {
+            if let Some(bind) = h.bind {
+                c.http.bind = Some(bind.parse().map_err(|_| {
+                    invalid(
+                        "http.bind",
+                        format!("`{bind}` is not an address like 127.0.0.1:8080"),
+                    )
+                })?);
+            }
+            if h.enabled == Some(false) {
+                c.http.bind = None;
+            }
+            c.http.api_keys_file = h.api_keys_file;
+            if let Some(bind) = c.http.bind {
+                if !bind.ip().is_loopback() && c.http.api_keys_file.is_none() {
+                    return Err(invalid(
+                        "http.api_keys_file",
+                        "required when http.bind is not a loopback address (the API would be open to the network)",
+                    ));
+                }
+            }
+        }
         if let Some(secs) = file.sys.and_then(|s| s.interval_secs) {
             c.sys_interval = (secs > 0).then(|| Duration::from_secs(secs));
         }
@@ -553,6 +605,21 @@ mod tests {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.listeners[0].bind.to_string(), "127.0.0.1:1883");
         assert_eq!(c.broker, BrokerSettings::default());
+    }
+
+    #[test]
+    fn http_defaults_to_loopback_and_needs_keys_elsewhere() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.http.bind.unwrap().to_string(), "127.0.0.1:8080");
+        let c = Config::from_toml("[http]\nenabled = false\n").unwrap();
+        assert_eq!(c.http.bind, None);
+        let err = Config::from_toml("[http]\nbind = \"0.0.0.0:8080\"\n").unwrap_err();
+        assert!(err.to_string().contains("http.api_keys_file"), "{err}");
+        let c =
+            Config::from_toml("[http]\nbind = \"0.0.0.0:80\"\napi_keys_file = \"/k\"\n").unwrap();
+        assert_eq!(c.http.bind.unwrap().port(), 80);
+        let err = Config::from_toml("[http]\nbind = \"localhost\"\n").unwrap_err();
+        assert!(err.to_string().contains("http.bind"), "{err}");
     }
 
     #[test]

@@ -206,8 +206,11 @@ pub(crate) async fn admit(
             .await
         {
             Ok(()) => return,
-            Err(mpsc::error::SendError(Control::Attach(a))) => {
+            Err(mpsc::error::SendError(control)) => {
                 // The owner is gone; forget it and start over.
+                let Control::Attach(a) = control else {
+                    return;
+                };
                 accepted = *a;
                 let mut registry = broker.registry.lock();
                 if registry

@@ -8,6 +8,7 @@
 //! router, retained messages, session registry, metrics — is in `broker`.
 
 pub mod access;
+pub mod admin;
 mod broker;
 pub mod config;
 mod connection;
@@ -174,6 +175,11 @@ impl ServerHandle {
             alive,
         ));
         theirs
+    }
+
+    /// The operators' view of the broker (REST API, console).
+    pub fn admin(&self) -> admin::Admin {
+        admin::Admin::new(self.broker.clone())
     }
 
     /// Number of client connections right now.

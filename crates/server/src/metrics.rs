@@ -44,6 +44,106 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Calls `f(name, help, kind, value)` for every counter, named as in Prometheus
+    /// (without the `thingmq_` prefix); `kind` is `counter` or `gauge`.
+    pub fn for_each(&self, mut f: impl FnMut(&'static str, &'static str, &'static str, u64)) {
+        let all: [(&str, &str, &str, &AtomicU64); 15] = [
+            (
+                "connections",
+                "Network connections with an accepted CONNECT",
+                "gauge",
+                &self.connections,
+            ),
+            (
+                "connections_total",
+                "Connections accepted since start",
+                "counter",
+                &self.connections_total,
+            ),
+            (
+                "sessions",
+                "Sessions, connected or not",
+                "gauge",
+                &self.sessions,
+            ),
+            (
+                "messages_received_total",
+                "PUBLISH packets received",
+                "counter",
+                &self.messages_received,
+            ),
+            (
+                "messages_sent_total",
+                "PUBLISH packets sent",
+                "counter",
+                &self.messages_sent,
+            ),
+            (
+                "bytes_received_total",
+                "Bytes read from clients",
+                "counter",
+                &self.bytes_received,
+            ),
+            (
+                "bytes_sent_total",
+                "Bytes written to clients",
+                "counter",
+                &self.bytes_sent,
+            ),
+            (
+                "dropped_queue_full_total",
+                "Messages dropped because a session queue was full",
+                "counter",
+                &self.dropped_queue_full,
+            ),
+            (
+                "dropped_offline_total",
+                "QoS 0 messages not delivered to offline sessions",
+                "counter",
+                &self.dropped_offline,
+            ),
+            (
+                "dropped_expired_total",
+                "Messages expired before delivery",
+                "counter",
+                &self.dropped_expired,
+            ),
+            (
+                "dropped_too_large_total",
+                "Messages over a client's Maximum Packet Size",
+                "counter",
+                &self.dropped_too_large,
+            ),
+            (
+                "refused_connections_total",
+                "Connections refused at a connection limit",
+                "counter",
+                &self.refused_connections,
+            ),
+            (
+                "protocol_errors_total",
+                "Connections closed for a protocol violation",
+                "counter",
+                &self.protocol_errors,
+            ),
+            (
+                "denied_total",
+                "Publishes, subscriptions, deliveries and wills denied by the ACL",
+                "counter",
+                &self.denied,
+            ),
+            (
+                "auth_failures_total",
+                "Connections refused for credentials",
+                "counter",
+                &self.auth_failures,
+            ),
+        ];
+        for (name, help, kind, value) in all {
+            f(name, help, kind, Self::get(value));
+        }
+    }
+
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)

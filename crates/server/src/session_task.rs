@@ -5,6 +5,7 @@
 //! messages (a new connection for the same client id) and server shutdown. Side effects the
 //! session asks for ([`Output`]) are performed in order by [`SessionTask::perform`].
 
+use crate::admin::{ConnectionInfo, Inspected, SubscriptionInfo};
 use crate::broker::{Broker, SessionHandle, SessionRef};
 use crate::connection::{admit, Accepted, ReadPart, WritePart};
 use crate::metrics::Metrics;
@@ -17,7 +18,7 @@ use thingmq_broker::session::{DropReason, Output, Session, SubscriptionRecord};
 use thingmq_broker::{Routed, Violation};
 use thingmq_codec::{decode, encode, Packet, ReasonCode, RetainHandling};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Above this many unwritten bytes the task stops taking messages from its inbox, so a
 /// client that reads slowly makes its inbox (bounded) fill instead of our memory.
@@ -33,6 +34,10 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 pub(crate) enum Control {
     /// A new connection for this client id (reconnect or takeover).
     Attach(Box<Accepted>),
+    /// The admin API asks for the session's subscriptions and queues.
+    Inspect(oneshot::Sender<Inspected>),
+    /// The admin API disconnects the client; answers whether one was connected.
+    Kick(oneshot::Sender<bool>),
 }
 
 pub(crate) struct SessionTask {
@@ -123,6 +128,18 @@ impl SessionTask {
             tokio::select! {
                 ctl = self.control.recv() => match ctl {
                     Some(Control::Attach(a)) => self.attach(*a, true),
+                    Some(Control::Inspect(reply)) => {
+                        let _ = reply.send(self.inspect());
+                    }
+                    Some(Control::Kick(reply)) => {
+                        let connected = self.session.is_connected();
+                        if connected {
+                            tracing::info!(client_id = %self.session.client_id(), "disconnected by an administrator");
+                        }
+                        self.session.kick(Instant::now(), &mut self.out);
+                        self.perform();
+                        let _ = reply.send(connected);
+                    }
                     None => break,
                 },
                 _ = self.shutdown.changed() => stopping = true,
@@ -187,6 +204,21 @@ impl SessionTask {
             client_id: connect.client_id.to_string(),
             username: connect.username.as_deref().map(str::to_owned),
         });
+        *self.me.0.connection.lock() = Some(ConnectionInfo {
+            peer,
+            username: connect.username.as_deref().map(str::to_owned),
+            protocol: match connect.protocol {
+                thingmq_codec::ProtocolVersion::V3_1 => "3.1",
+                thingmq_codec::ProtocolVersion::V3_1_1 => "3.1.1",
+                thingmq_codec::ProtocolVersion::V5 => "5.0",
+            },
+            keep_alive: thingmq_broker::session::effective_keep_alive(
+                connect.keep_alive,
+                &self.broker.settings,
+            ),
+            connected_at_ms: crate::admin::unix_ms(std::time::SystemTime::now()),
+            internal,
+        });
         self.internal = internal;
         self.bind_policy();
         self.reader = Some(reader);
@@ -199,6 +231,26 @@ impl SessionTask {
         self.perform();
         // Bytes that arrived right behind CONNECT are already buffered.
         self.decode_all();
+    }
+
+    /// The session as the admin API shows it.
+    fn inspect(&self) -> Inspected {
+        Inspected {
+            subscriptions: self
+                .session
+                .subscriptions()
+                .map(|s| SubscriptionInfo {
+                    filter: s.filter.to_string(),
+                    share_group: s.share_group.as_ref().map(|g| g.to_string()),
+                    qos: s.entry.options.qos as u8,
+                    no_local: s.entry.options.no_local,
+                    retain_as_published: s.entry.options.retain_as_published,
+                    identifier: s.entry.identifier.map(|i| i.get()),
+                })
+                .collect(),
+            queued: self.session.queued_len(),
+            inflight: self.session.inflight_len(),
+        }
     }
 
     /// Gives the session the policy for its client under the rules in force now.
@@ -419,6 +471,7 @@ impl SessionTask {
         self.reader = None;
         if let Some(mut writer) = self.writer.take() {
             self.me.0.online.store(false, Ordering::Relaxed);
+            *self.me.0.connection.lock() = None;
             self.broker
                 .metrics
                 .connections
@@ -447,11 +500,14 @@ impl SessionTask {
             }
         }
         self.control.close();
-        while let Ok(Control::Attach(a)) = self.control.try_recv() {
-            let broker = self.broker.clone();
-            let shutdown = self.shutdown.clone();
-            let alive = self._alive.clone();
-            tokio::spawn(admit(broker, *a, shutdown, alive));
+        while let Ok(control) = self.control.try_recv() {
+            // Admin requests are dropped unanswered: the session is gone.
+            if let Control::Attach(a) = control {
+                let broker = self.broker.clone();
+                let shutdown = self.shutdown.clone();
+                let alive = self._alive.clone();
+                tokio::spawn(admit(broker, *a, shutdown, alive));
+            }
         }
     }
 }

@@ -194,6 +194,21 @@ impl Session {
         }
     }
 
+    /// An administrator disconnects the client (REST API "kick"): v5 clients get DISCONNECT
+    /// 0x98 (administrative action). The client did not close the connection itself, so it
+    /// counts as an abnormal close: the will goes out and the session lives on per its
+    /// expiry interval, as after any lost connection.
+    pub fn kick(&mut self, now: Instant, out: &mut Vec<Output>) {
+        if self.conn.is_some() {
+            self.send_disconnect(
+                ReasonCode::AdministrativeAction,
+                Some("disconnected by an administrator".to_owned()),
+                out,
+            );
+            self.connection_lost(now, out);
+        }
+    }
+
     /// The server is shutting down: v5 clients get DISCONNECT 0x8B. Sessions live in memory
     /// only, so the session ends here, and with it any will — delayed or not — goes out
     /// (the will is published at the earlier of its delay and the end of the session).

@@ -728,6 +728,37 @@ fn takeover_sends_session_taken_over_to_v5_clients() {
 }
 
 #[test]
+fn kick_sends_administrative_action_publishes_the_will_and_keeps_a_persistent_session() {
+    let (mut s, now, mut out) = session(ProtocolVersion::V5);
+    let mut c = connect(ProtocolVersion::V5, false);
+    c.properties.session_expiry_interval = Some(60);
+    c.will = Some(thingmq_codec::LastWill {
+        topic: "will".into(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: WillProperties::default(),
+    });
+    s.attach(now, &c, false, false, &mut out);
+    out.clear();
+    s.kick(now, &mut out);
+    assert!(sent(&out).iter().any(
+        |p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::AdministrativeAction)
+    ));
+    assert!(out.iter().any(|o| matches!(o, Output::Close)));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Will(m) if &*m.topic == "will")));
+    assert!(!s.is_connected());
+    assert!(!s.is_ended(), "the session outlives the kicked connection");
+
+    // Kicking an offline session does nothing.
+    out.clear();
+    s.kick(now, &mut out);
+    assert!(out.is_empty());
+}
+
+#[test]
 fn ended_session_hands_back_undelivered_shared_messages() {
     let (mut s, now, mut out) = session(ProtocolVersion::V5);
     let mut c = connect(ProtocolVersion::V5, false);

@@ -1,0 +1,259 @@
+//! `/api/v1` routes about the broker itself: overview, clients, retained messages, publish.
+
+use crate::{ApiError, ApiState};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use thingmq_codec::QoS;
+use thingmq_server::admin::{AdminError, ClientSummary, PublishRequest, RetainedInfo};
+
+/// Largest page a client may ask for.
+const MAX_PER_PAGE: usize = 1000;
+
+/// `?page=&per_page=`; pages count from 1. (Repeated in each query struct rather than
+/// `#[serde(flatten)]`ed: flattening makes the query parser see numbers as strings.)
+#[derive(Debug)]
+struct Paging {
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize)]
+pub(crate) struct Page<T> {
+    items: Vec<T>,
+    total: usize,
+    page: usize,
+    per_page: usize,
+}
+
+fn paginate<T>(all: Vec<T>, paging: &Paging) -> Result<Page<T>, ApiError> {
+    let page = paging.page.unwrap_or(1);
+    let per_page = paging.per_page.unwrap_or(50);
+    if page == 0 {
+        return Err(ApiError::invalid("page", "pages count from 1"));
+    }
+    if per_page == 0 || per_page > MAX_PER_PAGE {
+        return Err(ApiError::invalid(
+            "per_page",
+            format!("must be between 1 and {MAX_PER_PAGE}"),
+        ));
+    }
+    let total = all.len();
+    let items = all
+        .into_iter()
+        .skip((page - 1).saturating_mul(per_page))
+        .take(per_page)
+        .collect();
+    Ok(Page {
+        items,
+        total,
+        page,
+        per_page,
+    })
+}
+
+fn busy(e: AdminError) -> ApiError {
+    ApiError::unavailable(e)
+}
+
+pub(crate) async fn overview(State(state): State<ApiState>) -> impl IntoResponse {
+    Json(state.admin.overview())
+}
+
+/// Filters of the client list.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ClientFilter {
+    /// Only connected (`true`) or only offline (`false`) sessions.
+    connected: Option<bool>,
+    /// Client ids containing this text.
+    q: Option<String>,
+    /// Exact username.
+    username: Option<String>,
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+pub(crate) async fn clients(
+    State(state): State<ApiState>,
+    Query(f): Query<ClientFilter>,
+) -> Result<Json<Page<ClientSummary>>, ApiError> {
+    let list: Vec<ClientSummary> = state
+        .admin
+        .clients()
+        .into_iter()
+        .filter(|c| f.connected.is_none_or(|want| c.connected == want))
+        .filter(|c| f.q.as_deref().is_none_or(|q| c.client_id.contains(q)))
+        .filter(|c| {
+            f.username.as_deref().is_none_or(|u| {
+                c.connection
+                    .as_ref()
+                    .and_then(|conn| conn.username.as_deref())
+                    == Some(u)
+            })
+        })
+        .collect();
+    Ok(Json(paginate(
+        list,
+        &Paging {
+            page: f.page,
+            per_page: f.per_page,
+        },
+    )?))
+}
+
+pub(crate) async fn client(
+    State(state): State<ApiState>,
+    Path(client_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    match state.admin.client(&client_id).await.map_err(busy)? {
+        Some(detail) => Ok(Json(detail)),
+        None => Err(ApiError::not_found(format!("client {client_id:?}"))),
+    }
+}
+
+pub(crate) async fn kick(
+    State(state): State<ApiState>,
+    Path(client_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.admin.kick(&client_id).await.map_err(busy)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "connected client {client_id:?}"
+        )))
+    }
+}
+
+/// `?filter=` (a topic filter, wildcards allowed) and paging.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RetainedFilter {
+    filter: Option<String>,
+    page: Option<usize>,
+    per_page: Option<usize>,
+}
+
+pub(crate) async fn retained_list(
+    State(state): State<ApiState>,
+    Query(f): Query<RetainedFilter>,
+) -> Result<Json<Page<RetainedInfo>>, ApiError> {
+    if let Some(filter) = &f.filter {
+        thingmq_codec::topic::validate_filter(filter)
+            .map_err(|e| ApiError::invalid("filter", e))?;
+    }
+    let list = state.admin.retained(f.filter.as_deref());
+    Ok(Json(paginate(
+        list,
+        &Paging {
+            page: f.page,
+            per_page: f.per_page,
+        },
+    )?))
+}
+
+/// A retained message with its payload.
+#[derive(Debug, Serialize)]
+pub(crate) struct RetainedMessage {
+    #[serde(flatten)]
+    info: RetainedInfo,
+    /// The payload as text when it is valid UTF-8.
+    payload: Option<String>,
+    /// The payload, always, in base64.
+    payload_base64: String,
+}
+
+pub(crate) async fn retained_get(
+    State(state): State<ApiState>,
+    Path(topic): Path<String>,
+) -> Result<Json<RetainedMessage>, ApiError> {
+    let info = state
+        .admin
+        .retained_get(&topic)
+        .ok_or_else(|| ApiError::not_found(format!("retained message on {topic:?}")))?;
+    Ok(Json(RetainedMessage {
+        payload: std::str::from_utf8(&info.payload).ok().map(str::to_owned),
+        payload_base64: base64::engine::general_purpose::STANDARD.encode(&info.payload),
+        info,
+    }))
+}
+
+pub(crate) async fn retained_delete(
+    State(state): State<ApiState>,
+    Path(topic): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.admin.retained_delete(&topic) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "retained message on {topic:?}"
+        )))
+    }
+}
+
+/// `POST /api/v1/publish` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishBody {
+    topic: String,
+    #[serde(default)]
+    payload: String,
+    /// `utf8` (default) or `base64`.
+    encoding: Option<String>,
+    #[serde(default)]
+    qos: u8,
+    #[serde(default)]
+    retain: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Published {
+    /// Subscribers the message was routed to.
+    subscribers: usize,
+}
+
+pub(crate) async fn publish(
+    State(state): State<ApiState>,
+    body: Bytes,
+) -> Result<Json<Published>, ApiError> {
+    let body: PublishBody =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", e))?;
+    let payload = match body.encoding.as_deref().unwrap_or("utf8") {
+        "utf8" => Bytes::from(body.payload),
+        "base64" => base64::engine::general_purpose::STANDARD
+            .decode(body.payload.as_bytes())
+            .map(Bytes::from)
+            .map_err(|e| ApiError::invalid("payload", e))?,
+        other => {
+            return Err(ApiError::invalid(
+                "encoding",
+                format!("{other:?} is neither \"utf8\" nor \"base64\""),
+            ))
+        }
+    };
+    let qos = match body.qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        2 => QoS::ExactlyOnce,
+        n => return Err(ApiError::invalid("qos", format!("{n} is not 0, 1 or 2"))),
+    };
+    let subscribers = state
+        .admin
+        .publish(PublishRequest {
+            topic: body.topic,
+            payload,
+            qos,
+            retain: body.retain,
+        })
+        .map_err(|e| match e {
+            AdminError::InvalidTopic(t) => ApiError::invalid(
+                "topic",
+                format!("{t:?} is not a topic name clients may publish to"),
+            ),
+            other => busy(other),
+        })?;
+    Ok(Json(Published { subscribers }))
+}
