@@ -1,6 +1,7 @@
 //! Authentication and authorization as the server applies them: the password file and ACL
 //! from `[auth]`, loaded at start and reloaded on SIGHUP (a broken file keeps the old rules),
-//! bound to each client as a [`thingmq_broker::AccessPolicy`].
+//! bound to each client as a [`thingmq_broker::AccessPolicy`]; and [`AccessHook`]s, through
+//! which other credential sources (the device registry) claim their own clients.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,12 +20,29 @@ pub struct AuthConfig {
     pub acl_file: Option<PathBuf>,
 }
 
+/// Credentials and permissions that live outside the config files, such as the device
+/// registry's. Hooks are asked first, in the order they were added; a hook answers only for
+/// the clients it recognises (e.g. usernames of the form `deviceName&productKey`) and
+/// returns `None` for the rest, which then meet the password file and ACL.
+pub trait AccessHook: Send + Sync + std::fmt::Debug {
+    /// `None`: not this hook's client. `Some(Ok(()))` lets it in; `Some(Err(_))` refuses it.
+    /// Runs on a blocking thread, so it may take a moment (e.g. a hash).
+    fn authenticate(
+        &self,
+        client: &ClientInfo,
+        password: Option<&[u8]>,
+    ) -> Option<Result<(), Refusal>>;
+    /// The policy for a client this hook lets in (`None` for clients it does not know).
+    fn policy(&self, client: &ClientInfo) -> Option<Arc<dyn AccessPolicy>>;
+}
+
 /// The loaded rules.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct AccessControl {
     config: AuthConfig,
-    passwords: Option<PasswordFile>,
+    passwords: Option<Arc<PasswordFile>>,
     acl: Option<Arc<AclFile>>,
+    hooks: Vec<Arc<dyn AccessHook>>,
 }
 
 impl AccessControl {
@@ -34,7 +52,8 @@ impl AccessControl {
             .password_file
             .as_deref()
             .map(PasswordFile::load)
-            .transpose()?;
+            .transpose()?
+            .map(Arc::new);
         let acl = config
             .acl_file
             .as_deref()
@@ -45,12 +64,22 @@ impl AccessControl {
             config: config.clone(),
             passwords,
             acl,
+            hooks: Vec::new(),
         })
     }
 
-    /// Loads the same files again (SIGHUP).
+    /// Loads the same files again (SIGHUP); hooks stay.
     pub(crate) fn reload(&self) -> Result<AccessControl, thingmq_auth::AuthError> {
-        AccessControl::load(&self.config)
+        let mut fresh = AccessControl::load(&self.config)?;
+        fresh.hooks = self.hooks.clone();
+        Ok(fresh)
+    }
+
+    /// These rules with one more hook.
+    pub(crate) fn with_hook(&self, hook: Arc<dyn AccessHook>) -> AccessControl {
+        let mut next = self.clone();
+        next.hooks.push(hook);
+        next
     }
 
     /// Checks a CONNECT's credentials. `loopback` says whether the listener is bound to a
@@ -61,6 +90,11 @@ impl AccessControl {
         client: &ClientInfo,
         password: Option<&[u8]>,
     ) -> Result<(), Refusal> {
+        for hook in &self.hooks {
+            if let Some(verdict) = hook.authenticate(client, password) {
+                return verdict;
+            }
+        }
         let allow_anonymous = self.config.allow_anonymous.unwrap_or(loopback);
         match (&client.username, &self.passwords) {
             (None, _) | (Some(_), None) if allow_anonymous => Ok(()),
@@ -71,6 +105,9 @@ impl AccessControl {
 
     /// The policy for one client.
     pub(crate) fn policy_for(&self, client: ClientInfo) -> Arc<dyn AccessPolicy> {
+        if let Some(policy) = self.hooks.iter().find_map(|h| h.policy(&client)) {
+            return policy;
+        }
         match &self.acl {
             Some(acl) => Arc::new(AclPolicy {
                 client,

@@ -113,10 +113,24 @@ impl Broker {
 
     /// Reads the password file and ACL again. On error the old rules stay in force.
     pub(crate) fn reload_access(&self) -> Result<(), thingmq_auth::AuthError> {
-        let fresh = self.access.read().reload()?;
-        *self.access.write() = Arc::new(fresh);
+        // Held across the reload so a hook added meanwhile is not lost.
+        let mut access = self.access.write();
+        let fresh = access.reload()?;
+        *access = Arc::new(fresh);
         self.access_generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Adds an access hook; sessions rebind their policies.
+    pub(crate) fn add_access_hook(&self, hook: Arc<dyn crate::access::AccessHook>) {
+        let mut access = self.access.write();
+        *access = Arc::new(access.with_hook(hook));
+        self.access_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Makes every session rebind its policy (a hook's answers changed).
+    pub(crate) fn access_changed(&self) {
+        self.access_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// A new session identity with its inbox.

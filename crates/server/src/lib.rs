@@ -182,6 +182,19 @@ impl ServerHandle {
         admin::Admin::new(self.broker.clone())
     }
 
+    /// Lets another credential source (the device registry) authenticate and authorize its
+    /// own clients ahead of the password file and ACL. Connected clients get policies under
+    /// the new rules.
+    pub fn add_access_hook(&self, hook: Arc<dyn access::AccessHook>) {
+        self.broker.add_access_hook(hook);
+    }
+
+    /// Tells connected clients' sessions to ask the hooks for their policy again, e.g. after a
+    /// device was disabled or its permissions changed.
+    pub fn access_changed(&self) {
+        self.broker.access_changed();
+    }
+
     /// Number of client connections right now.
     pub fn connections(&self) -> u64 {
         metrics::Metrics::get(&self.broker.metrics.connections)
