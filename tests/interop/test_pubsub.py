@@ -1,6 +1,7 @@
 """Publish/subscribe: QoS flows, wildcards, `$` topics, overlapping subscriptions, QoS
 downgrade and invalid filters. Each test gets a fresh broker, so topics need no prefixes."""
 
+import json
 import time
 
 import pytest
@@ -119,12 +120,27 @@ def test_dollar_topics_are_not_matched_by_leading_wildcards(broker):
 
 
 def test_clients_cannot_publish_to_sys_topics(start_broker):
-    b = start_broker("[sys]\ninterval_secs = 0\n")
+    b = start_broker("[sys]\ninterval_secs = 0\nclient_events = false\n")
     watcher = Client(b, protocol=MQTTv5)
     watcher.subscribe("$SYS/#", 0)
     pub = Client(b, protocol=MQTTv311)
     pub.publish("$SYS/broker/fake", b"spoof", qos=1)
     assert watcher.messages_before_fence() == []
+
+
+def test_client_events_announce_connections_and_disconnections(start_broker):
+    b = start_broker("[sys]\ninterval_secs = 0\n")
+    watcher = Client(b, protocol=MQTTv5)
+    watcher.subscribe("$SYS/brokers/clients/+", 0)
+    device = Client(b, "lamp-1", protocol=MQTTv5)
+    m = watcher.expect_message()
+    assert m.topic == "$SYS/brokers/clients/connected"
+    event = json.loads(m.payload)
+    assert (event["clientid"], event["protocol"]) == ("lamp-1", "5.0")
+    device.abort()
+    m = watcher.expect_message()
+    assert m.topic == "$SYS/brokers/clients/disconnected"
+    assert json.loads(m.payload)["clientid"] == "lamp-1"
 
 
 def test_sys_topics_are_published_and_only_under_dollar_sys(start_broker):

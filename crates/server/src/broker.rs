@@ -77,6 +77,8 @@ pub(crate) struct Broker {
     /// Password checks running at once. Each argon2id check takes ~19 MiB and tens of
     /// milliseconds, so a CONNECT flood must queue here rather than exhaust memory.
     pub(crate) password_checks: tokio::sync::Semaphore,
+    /// Publish `$SYS/brokers/clients/{connected,disconnected}` events (`sys.client_events`).
+    pub(crate) client_events: bool,
 }
 
 impl Broker {
@@ -97,6 +99,7 @@ impl Broker {
             access: RwLock::new(Arc::new(access)),
             access_generation: AtomicU64::new(0),
             password_checks: tokio::sync::Semaphore::new(4),
+            client_events: true,
         }
     }
 

@@ -49,6 +49,8 @@ pub struct Config {
     pub limits: Limits,
     /// `$SYS` publication interval; `None` disables it.
     pub sys_interval: Option<Duration>,
+    /// Publish client connected/disconnected events under `$SYS/brokers/clients/`.
+    pub sys_client_events: bool,
     /// Log filter (tracing `EnvFilter` syntax), overridden by `RUST_LOG`.
     pub log_level: String,
     /// Authentication and authorization.
@@ -216,6 +218,7 @@ impl Default for Config {
                 outbound_queue: 1000,
             },
             sys_interval: Some(Duration::from_secs(10)),
+            sys_client_events: true,
             log_level: "info".into(),
             auth: Default::default(),
             http: HttpConfig::default(),
@@ -309,6 +312,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub(super) struct Sys {
         pub(super) interval_secs: Option<u64>,
+        pub(super) client_events: Option<bool>,
     }
 }
 
@@ -457,9 +461,11 @@ impl Config {
                 }
             }
         }
-        if let Some(secs) = file.sys.and_then(|s| s.interval_secs) {
+        let sys = file.sys.unwrap_or_default();
+        if let Some(secs) = sys.interval_secs {
             c.sys_interval = (secs > 0).then(|| Duration::from_secs(secs));
         }
+        set(&mut c.sys_client_events, sys.client_events);
         Ok(c)
     }
 }

@@ -20,7 +20,7 @@ mod sys;
 mod transport;
 
 pub use config::{Config, ConfigError};
-pub use sys::VERSION;
+pub use sys::{CLIENT_EVENTS, VERSION};
 
 use broker::Broker;
 use listener::ListenerTask;
@@ -72,11 +72,9 @@ impl Server {
     /// Binds every listener and starts serving. Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
         let access = access::AccessControl::load(&config.auth)?;
-        let broker = Arc::new(Broker::new(
-            config.broker.clone(),
-            config.limits.outbound_queue,
-            access,
-        ));
+        let mut broker = Broker::new(config.broker.clone(), config.limits.outbound_queue, access);
+        broker.client_events = config.sys_client_events;
+        let broker = Arc::new(broker);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (alive, done) = mpsc::channel(1);
         let global = (config.limits.max_connections > 0)

@@ -204,7 +204,7 @@ impl SessionTask {
             client_id: connect.client_id.to_string(),
             username: connect.username.as_deref().map(str::to_owned),
         });
-        *self.me.0.connection.lock() = Some(ConnectionInfo {
+        let info = ConnectionInfo {
             peer,
             username: connect.username.as_deref().map(str::to_owned),
             protocol: match connect.protocol {
@@ -218,7 +218,9 @@ impl SessionTask {
             ),
             connected_at_ms: crate::admin::unix_ms(std::time::SystemTime::now()),
             internal,
-        });
+        };
+        crate::sys::client_event(&self.broker, &client_id, "connected", &info);
+        *self.me.0.connection.lock() = Some(info);
         self.internal = internal;
         self.bind_policy();
         self.reader = Some(reader);
@@ -471,7 +473,9 @@ impl SessionTask {
         self.reader = None;
         if let Some(mut writer) = self.writer.take() {
             self.me.0.online.store(false, Ordering::Relaxed);
-            *self.me.0.connection.lock() = None;
+            if let Some(info) = self.me.0.connection.lock().take() {
+                crate::sys::client_event(&self.broker, &self.me.0.client_id, "disconnected", &info);
+            }
             self.broker
                 .metrics
                 .connections

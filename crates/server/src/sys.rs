@@ -40,6 +40,44 @@ pub(crate) async fn housekeeping(broker: Arc<Broker>, mut shutdown: watch::Recei
     }
 }
 
+/// Topic prefix of client lifecycle events: `…/connected` and `…/disconnected`.
+pub const CLIENT_EVENTS: &str = "$SYS/brokers/clients";
+
+/// Publishes a client lifecycle event (not retained, QoS 0) on
+/// `$SYS/brokers/clients/{connected|disconnected}` with a JSON payload, so the device layer
+/// and monitoring tools learn of connections and disconnections as they happen (EMQX
+/// publishes the same under `$SYS/brokers/{node}/clients/{id}/…`; we keep the client id in
+/// the payload because a client id may hold characters a topic may not). The platform's own
+/// in-process links are not announced.
+pub(crate) fn client_event(
+    broker: &Broker,
+    client_id: &str,
+    kind: &str,
+    info: &crate::admin::ConnectionInfo,
+) {
+    if info.internal || !broker.client_events {
+        return;
+    }
+    let payload = serde_json::json!({
+        "clientid": client_id,
+        "username": info.username,
+        "peer": info.peer.to_string(),
+        "protocol": info.protocol,
+        "keep_alive": info.keep_alive,
+        "connected_at": info.connected_at_ms,
+        "ts": crate::admin::unix_ms(std::time::SystemTime::now()),
+    });
+    let message = Message {
+        topic: format!("{CLIENT_EVENTS}/{kind}").into(),
+        payload: payload.to_string().into(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+        expires_at: None,
+    };
+    broker.publish(&Arc::new(message), None);
+}
+
 /// Publishes every `$SYS` topic once.
 pub(crate) fn publish_all(broker: &Broker) {
     let m = &broker.metrics;

@@ -111,3 +111,75 @@ async fn local_link_reads_end_of_stream_when_the_server_shuts_down() {
     // A 3.1.1 client gets no DISCONNECT from the server; the stream just ends.
     assert!(rest.is_empty(), "unexpected bytes after shutdown: {rest:?}");
 }
+
+/// SUBSCRIBE packet id 2 to "$SYS/brokers/clients/+" at QoS 0.
+const SUBSCRIBE_EVENTS: &[u8] = &[
+    0x82, 0x1b, 0x00, 0x02, 0x00, 0x16, b'$', b'S', b'Y', b'S', b'/', b'b', b'r', b'o', b'k', b'e',
+    b'r', b's', b'/', b'c', b'l', b'i', b'e', b'n', b't', b's', b'/', b'+', 0x00,
+];
+
+/// Reads one QoS 0 PUBLISH and returns (topic, payload).
+async fn read_publish(stream: &mut (impl AsyncRead + Unpin)) -> (String, Vec<u8>) {
+    let mut byte = [0u8; 1];
+    within("PUBLISH header", stream.read_exact(&mut byte))
+        .await
+        .unwrap();
+    assert_eq!(byte[0], 0x30, "a QoS 0 PUBLISH");
+    // Remaining length: a varint of 7-bit groups, least significant first.
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        within("remaining length", stream.read_exact(&mut byte))
+            .await
+            .unwrap();
+        len |= usize::from(byte[0] & 0x7f) << shift;
+        shift += 7;
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    within("PUBLISH body", stream.read_exact(&mut body))
+        .await
+        .unwrap();
+    let topic_len = u16::from_be_bytes([body[0], body[1]]) as usize;
+    let topic = String::from_utf8(body[2..2 + topic_len].to_vec()).unwrap();
+    (topic, body[2 + topic_len..].to_vec())
+}
+
+#[tokio::test]
+async fn client_connections_and_disconnections_are_announced_but_local_links_are_not() {
+    let config =
+        Config::from_toml("[[listeners]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n")
+            .unwrap();
+    let server = within("server start", Server::start(config))
+        .await
+        .expect("server starts");
+    let mut events = server.connect_local();
+    send(&mut events, &connect(b"ev")).await;
+    expect(&mut events, CONNACK_OK, "CONNACK").await;
+    send(&mut events, SUBSCRIBE_EVENTS).await;
+    expect(&mut events, &[0x90, 0x03, 0x00, 0x02, 0x00], "SUBACK").await;
+    // Another local link: not announced.
+    let mut quiet = server.connect_local();
+    send(&mut quiet, &connect(b"q1")).await;
+    expect(&mut quiet, CONNACK_OK, "CONNACK").await;
+
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addrs()[0])
+        .await
+        .unwrap();
+    send(&mut tcp, &connect(b"t1")).await;
+    expect(&mut tcp, CONNACK_OK, "CONNACK of the network client").await;
+    let (topic, payload) = read_publish(&mut events).await;
+    assert_eq!(topic, "$SYS/brokers/clients/connected");
+    let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(event["clientid"], "t1");
+    assert_eq!(event["protocol"], "3.1.1");
+    assert!(event["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+
+    drop(tcp);
+    let (topic, payload) = read_publish(&mut events).await;
+    assert_eq!(topic, "$SYS/brokers/clients/disconnected");
+    let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(event["clientid"], "t1");
+    within("shutdown", server.shutdown()).await;
+}
