@@ -57,6 +57,46 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct Server;
 
+/// Opens in-process links to a server; see [`ServerHandle::local_linker`].
+#[derive(Debug, Clone)]
+pub struct LocalLinker {
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+    alive: Option<mpsc::WeakSender<()>>,
+    connect_timeout: Duration,
+}
+
+impl LocalLinker {
+    /// A new in-process MQTT connection (send CONNECT first).
+    pub fn connect(&self) -> tokio::io::DuplexStream {
+        let (ours, theirs) = tokio::io::duplex(LOCAL_LINK_BUFFER);
+        let alive = self.alive.as_ref().and_then(mpsc::WeakSender::upgrade);
+        let Some(alive) = alive.filter(|_| !*self.shutdown.borrow()) else {
+            // Shut down: the stream reads EOF at once.
+            return theirs;
+        };
+        let origin = connection::Origin {
+            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            loopback_listener: true,
+            internal: true,
+        };
+        let conn = transport::Upgraded {
+            stream: Box::new(ours),
+            peer_identity: None,
+        };
+        tokio::spawn(connection::handshake(
+            self.broker.clone(),
+            conn,
+            origin,
+            Vec::new(),
+            self.connect_timeout,
+            self.shutdown.clone(),
+            alive,
+        ));
+        theirs
+    }
+}
+
 /// A running server: its bound addresses, and the way to stop it.
 #[derive(Debug)]
 pub struct ServerHandle {
@@ -149,30 +189,19 @@ impl ServerHandle {
     /// connection; no credentials are checked and no ACL applies. The connection ends when
     /// the returned stream is dropped or the server shuts down.
     pub fn connect_local(&self) -> tokio::io::DuplexStream {
-        let (ours, theirs) = tokio::io::duplex(LOCAL_LINK_BUFFER);
-        let Some(alive) = self.alive.clone() else {
-            // Shutting down: the stream reads EOF at once.
-            return theirs;
-        };
-        let origin = connection::Origin {
-            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
-            loopback_listener: true,
-            internal: true,
-        };
-        let conn = transport::Upgraded {
-            stream: Box::new(ours),
-            peer_identity: None,
-        };
-        tokio::spawn(connection::handshake(
-            self.broker.clone(),
-            conn,
-            origin,
-            Vec::new(),
-            self.connect_timeout,
-            self.shutdown.subscribe(),
-            alive,
-        ));
-        theirs
+        self.local_linker().connect()
+    }
+
+    /// A cloneable opener of in-process links ([`ServerHandle::connect_local`]), for
+    /// components that reconnect on their own. It does not keep the server alive: after
+    /// shutdown its links read end-of-stream at once.
+    pub fn local_linker(&self) -> LocalLinker {
+        LocalLinker {
+            broker: self.broker.clone(),
+            shutdown: self.shutdown.subscribe(),
+            alive: self.alive.as_ref().map(mpsc::Sender::downgrade),
+            connect_timeout: self.connect_timeout,
+        }
     }
 
     /// The operators' view of the broker (REST API, console).
