@@ -61,12 +61,16 @@ fn busy(e: AdminError) -> ApiError {
     ApiError::unavailable(e)
 }
 
+/// Broker overview: version, uptime, connections, subscriptions, retained count, counters.
+#[utoipa::path(get, path = "/api/v1/overview", tag = "broker",
+    responses((status = 200, description = "The overview", body = Object)))]
 pub(crate) async fn overview(State(state): State<ApiState>) -> impl IntoResponse {
     Json(state.admin.overview())
 }
 
 /// Filters of the client list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ClientFilter {
     /// Only connected (`true`) or only offline (`false`) sessions.
     connected: Option<bool>,
@@ -74,10 +78,18 @@ pub(crate) struct ClientFilter {
     q: Option<String>,
     /// Exact username.
     username: Option<String>,
+    /// Page number, from 1.
     page: Option<usize>,
+    /// Items per page (1 to 1000, default 50).
     per_page: Option<usize>,
 }
 
+/// Client sessions, connected and offline, filtered and paged.
+#[utoipa::path(get, path = "/api/v1/clients", tag = "broker", params(ClientFilter),
+    responses(
+        (status = 200, description = "`{items, total, page, per_page}`; each item a client summary", body = Object),
+        (status = 400, description = "Bad paging", body = crate::error::ErrorBody),
+    ))]
 pub(crate) async fn clients(
     State(state): State<ApiState>,
     Query(f): Query<ClientFilter>,
@@ -106,6 +118,14 @@ pub(crate) async fn clients(
     )?))
 }
 
+/// One client session: connection, subscriptions, queued and in-flight messages.
+#[utoipa::path(get, path = "/api/v1/clients/{client_id}", tag = "broker",
+    params(("client_id" = String, Path, description = "The MQTT client id")),
+    responses(
+        (status = 200, description = "The client", body = Object),
+        (status = 404, description = "No such session", body = crate::error::ErrorBody),
+        (status = 503, description = "The session did not answer in time", body = crate::error::ErrorBody),
+    ))]
 pub(crate) async fn client(
     State(state): State<ApiState>,
     Path(client_id): Path<String>,
@@ -116,6 +136,13 @@ pub(crate) async fn client(
     }
 }
 
+/// Disconnects a connected client.
+#[utoipa::path(delete, path = "/api/v1/clients/{client_id}", tag = "broker",
+    params(("client_id" = String, Path, description = "The MQTT client id")),
+    responses(
+        (status = 204, description = "Disconnected"),
+        (status = 404, description = "Not connected", body = crate::error::ErrorBody),
+    ))]
 pub(crate) async fn kick(
     State(state): State<ApiState>,
     Path(client_id): Path<String>,
@@ -130,13 +157,23 @@ pub(crate) async fn kick(
 }
 
 /// `?filter=` (a topic filter, wildcards allowed) and paging.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct RetainedFilter {
+    /// A topic filter (`+` and `#` allowed).
     filter: Option<String>,
+    /// Page number, from 1.
     page: Option<usize>,
+    /// Items per page (1 to 1000, default 50).
     per_page: Option<usize>,
 }
 
+/// Retained messages (without payloads), optionally matching a topic filter, paged.
+#[utoipa::path(get, path = "/api/v1/retained", tag = "broker", params(RetainedFilter),
+    responses(
+        (status = 200, description = "`{items, total, page, per_page}`", body = Object),
+        (status = 400, description = "Bad filter or paging", body = crate::error::ErrorBody),
+    ))]
 pub(crate) async fn retained_list(
     State(state): State<ApiState>,
     Query(f): Query<RetainedFilter>,
@@ -156,9 +193,11 @@ pub(crate) async fn retained_list(
 }
 
 /// A retained message with its payload.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct RetainedMessage {
+    /// Topic, QoS, size and other metadata.
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     info: RetainedInfo,
     /// The payload as text when it is valid UTF-8.
     payload: Option<String>,
@@ -166,6 +205,13 @@ pub(crate) struct RetainedMessage {
     payload_base64: String,
 }
 
+/// One retained message with its payload.
+#[utoipa::path(get, path = "/api/v1/retained/{topic}", tag = "broker",
+    params(("topic" = String, Path, description = "The topic; may contain `/`")),
+    responses(
+        (status = 200, description = "The message", body = RetainedMessage),
+        (status = 404, description = "None retained there", body = crate::error::ErrorBody),
+    ))]
 pub(crate) async fn retained_get(
     State(state): State<ApiState>,
     Path(topic): Path<String>,
@@ -181,6 +227,13 @@ pub(crate) async fn retained_get(
     }))
 }
 
+/// Deletes a retained message.
+#[utoipa::path(delete, path = "/api/v1/retained/{topic}", tag = "broker",
+    params(("topic" = String, Path, description = "The topic; may contain `/`")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "None retained there", body = crate::error::ErrorBody),
+    ))]
 pub(crate) async fn retained_delete(
     State(state): State<ApiState>,
     Path(topic): Path<String>,
@@ -195,26 +248,37 @@ pub(crate) async fn retained_delete(
 }
 
 /// `POST /api/v1/publish` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PublishBody {
+    /// A topic name (no wildcards).
     topic: String,
+    /// The payload, as text or base64 (see `encoding`).
     #[serde(default)]
     payload: String,
     /// `utf8` (default) or `base64`.
     encoding: Option<String>,
+    /// 0, 1 or 2.
     #[serde(default)]
     qos: u8,
+    /// Keep as the topic's retained message.
     #[serde(default)]
     retain: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Published {
     /// Subscribers the message was routed to.
     subscribers: usize,
 }
 
+/// Publishes a message as the broker.
+#[utoipa::path(post, path = "/api/v1/publish", tag = "broker",
+    request_body(content = PublishBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Routed", body = Published),
+        (status = 400, description = "Invalid field", body = crate::error::ErrorBody),
+    ))]
 pub(crate) async fn publish(
     State(state): State<ApiState>,
     body: Bytes,

@@ -1,40 +1,38 @@
-//! thingmq's HTTP side: the REST API under `/api/v1` and Prometheus metrics at `/metrics`,
-//! served by the same binary as the broker.
+//! thingmq's HTTP side: the REST API under `/api/v1`, Prometheus metrics at `/metrics`, the
+//! OpenAPI document at `/api/v1/openapi.json` and the web console at `/`, served by the same
+//! binary as the broker.
 //!
 //! - [`app`] builds the axum `Router` from an [`ApiState`] (tested with `oneshot`, no socket).
 //! - [`serve`] runs it on a bound listener until shutdown.
-//! - [`keys::ApiKeys`]: bearer API keys with a role (`viewer` reads, `admin` also changes).
+//! - [`Access`]: who may call. [`keys::ApiKeys`] are bearer keys for scripts;
+//!   [`users::ConsoleUsers`] log in to the console (`POST /api/v1/login` sets a session
+//!   cookie). Both carry a role: `viewer` reads, `admin` also changes.
 //! - [`ApiError`]: every error is JSON `{code, message}` with the matching HTTP status.
 //!
-//! Access: with an API key file, every request needs `Authorization: Bearer <key>`; without
-//! one the API is open, which the server only allows on a loopback address (as anonymous
-//! MQTT access is by default).
+//! With neither keys nor users the API and console are open, which the server only allows
+//! on a loopback address (as anonymous MQTT access is by default).
 
+mod auth;
 mod broker;
+mod console;
 mod error;
 pub mod keys;
 mod metrics;
+mod openapi;
+mod ratelimit;
+mod session;
+pub mod users;
 
+pub use auth::{Access, SESSION_COOKIE};
+pub use console::WsEndpoint;
 pub use error::ApiError;
 
-use axum::extract::{Request, State};
-use axum::http::{header, Method};
-use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{get, post};
+use axum::extract::FromRef;
+use axum::middleware;
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use keys::{ApiKeys, Role};
 use std::sync::Arc;
 use thingmq_server::admin::Admin;
-
-/// Who may use the API.
-#[derive(Debug, Clone)]
-pub enum Access {
-    /// No keys: everyone is admin. Only for loopback listeners.
-    Open,
-    /// Bearer keys with roles.
-    Keys(Arc<ApiKeys>),
-}
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -43,59 +41,88 @@ pub struct ApiState {
     pub admin: Admin,
     /// Who may call.
     pub access: Access,
+    /// MQTT-over-WebSocket listeners, told to the console.
+    pub mqtt_ws: Arc<[WsEndpoint]>,
+}
+
+impl ApiState {
+    /// State with no WebSocket listeners to tell the console about.
+    pub fn new(admin: Admin, access: Access) -> ApiState {
+        ApiState {
+            admin,
+            access,
+            mqtt_ws: Arc::new([]),
+        }
+    }
+}
+
+impl FromRef<ApiState> for Access {
+    fn from_ref(state: &ApiState) -> Access {
+        state.access.clone()
+    }
+}
+
+/// Every route, as axum paths; the OpenAPI test checks each is documented.
+fn routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
+    vec![
+        ("/api/v1/login", post(auth::login)),
+        ("/api/v1/logout", post(auth::logout)),
+        ("/api/v1/me", get(auth::me)),
+        ("/api/v1/overview", get(broker::overview)),
+        ("/api/v1/clients", get(broker::clients)),
+        (
+            "/api/v1/clients/{client_id}",
+            get(broker::client).delete(broker::kick),
+        ),
+        ("/api/v1/retained", get(broker::retained_list)),
+        (
+            "/api/v1/retained/{*topic}",
+            get(broker::retained_get).delete(broker::retained_delete),
+        ),
+        ("/api/v1/publish", post(broker::publish)),
+        ("/api/v1/endpoints", get(console::endpoints)),
+        ("/api/v1/openapi.json", get(openapi::openapi_json)),
+        ("/metrics", get(metrics::prometheus)),
+    ]
+}
+
+/// The paths [`app`] serves (besides the console's files), as axum writes them
+/// (`{*rest}` for a catch-all).
+pub fn route_paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(p, _)| p).collect()
 }
 
 /// The HTTP application.
 pub fn app(state: ApiState) -> Router {
-    Router::new()
-        .route("/api/v1/overview", get(broker::overview))
-        .route("/api/v1/clients", get(broker::clients))
-        .route(
-            "/api/v1/clients/{client_id}",
-            get(broker::client).delete(broker::kick),
-        )
-        .route("/api/v1/retained", get(broker::retained_list))
-        .route(
-            "/api/v1/retained/{*topic}",
-            get(broker::retained_get).delete(broker::retained_delete),
-        )
-        .route("/api/v1/publish", post(broker::publish))
-        .route("/metrics", get(metrics::prometheus))
-        .fallback(|| async { ApiError::not_found("route") })
-        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+    let mut router = Router::new();
+    for (path, method) in routes() {
+        router = router.route(path, method);
+    }
+    router
+        .route("/api/{*rest}", axum::routing::any(not_found))
+        .fallback(console::asset)
+        .layer(middleware::from_fn_with_state(
+            state.access.clone(),
+            auth::authorize,
+        ))
         .with_state(state)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves.
+async fn not_found() -> ApiError {
+    ApiError::not_found("route")
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves. The peer address is kept for the
+/// login rate limit.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Reads only need `viewer`; anything else needs `admin`.
-async fn authorize(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let needed = if matches!(*req.method(), Method::GET | Method::HEAD) {
-        Role::Viewer
-    } else {
-        Role::Admin
-    };
-    if let Access::Keys(keys) = &state.access {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let Some((_, role)) = presented.and_then(|k| keys.verify(k.trim())) else {
-            return axum::response::IntoResponse::into_response(ApiError::unauthorized());
-        };
-        if role < needed {
-            return axum::response::IntoResponse::into_response(ApiError::forbidden());
-        }
-    }
-    next.run(req).await
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -6,6 +6,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use std::fmt::Write;
 
+/// Prometheus metrics (text exposition format 0.0.4).
+#[utoipa::path(get, path = "/metrics", tag = "metrics",
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
 pub(crate) async fn prometheus(State(state): State<ApiState>) -> impl IntoResponse {
     let overview = state.admin.overview();
     let mut text = String::new();

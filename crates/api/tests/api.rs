@@ -8,7 +8,6 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use thingmq_api::keys::{generate, ApiKeys, Role};
 use thingmq_api::{app, Access, ApiState};
@@ -34,10 +33,7 @@ async fn start() -> (ServerHandle, SocketAddr) {
 }
 
 fn open(server: &ServerHandle) -> ApiState {
-    ApiState {
-        admin: server.admin(),
-        access: Access::Open,
-    }
+    ApiState::new(server.admin(), Access::open())
 }
 
 /// Sends one request; returns the status and the body as JSON (or as a string for text).
@@ -377,10 +373,7 @@ async fn api_keys_are_required_and_roles_limit_what_they_may_do() {
     let (admin_key, admin_line) = generate("ops", Role::Admin);
     let (viewer_key, viewer_line) = generate("grafana", Role::Viewer);
     let keys = ApiKeys::parse(&format!("{admin_line}\n{viewer_line}\n")).unwrap();
-    let state = ApiState {
-        admin: server.admin(),
-        access: Access::Keys(Arc::new(keys)),
-    };
+    let state = ApiState::new(server.admin(), Access::new(keys, Default::default()));
     let publish = json!({"topic": "t", "payload": "x"});
 
     let (status, body) = call(&state, Method::GET, "/api/v1/overview", None).await;

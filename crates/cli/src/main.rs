@@ -1,6 +1,7 @@
 //! The `thingmq` binary.
 
 mod api_key;
+mod console_user;
 mod passwd;
 
 use anyhow::Context;
@@ -28,6 +29,8 @@ enum Command {
     Passwd(passwd::PasswdArgs),
     /// Create an API key for the REST API: prints the key once and stores its digest.
     ApiKey(api_key::ApiKeyArgs),
+    /// Add, list or delete users of the web console (roles admin or viewer).
+    ConsoleUser(console_user::ConsoleUserArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Passwd(args) => passwd::run(args),
         Command::ApiKey(args) => api_key::run(args),
+        Command::ConsoleUser(args) => console_user::run(args),
     }
 }
 
@@ -91,8 +95,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http = config.http.clone();
     if let Some(bind) = http.bind {
         anyhow::ensure!(
-            bind.ip().is_loopback() || http.api_keys_file.is_some(),
-            "the HTTP API on {bind} would be open to the network: set http.api_keys_file"
+            bind.ip().is_loopback() || http.api_keys_file.is_some() || http.users_file.is_some(),
+            "the HTTP API on {bind} would be open to the network: set http.api_keys_file or http.users_file"
         );
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -107,11 +111,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let config_listeners = config.listeners.clone();
     runtime.block_on(async move {
         let server = Server::start(config).await?;
         let (stop_http, http_done) = tokio::sync::oneshot::channel::<()>();
         let http_addr = match http.bind {
-            Some(bind) => Some(start_http(&server, bind, &http, stop_http).await?),
+            Some(bind) => {
+                Some(start_http(&server, &config_listeners, bind, &http, stop_http).await?)
+            }
             None => None,
         };
         if let Some(path) = &args.ready_file {
@@ -134,27 +141,52 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Binds the HTTP listener and serves the REST API and metrics until `stop` is dropped.
+/// Binds the HTTP listener and serves the REST API, metrics and console until `stop` is
+/// dropped.
 async fn start_http(
     server: &thingmq_server::ServerHandle,
+    listeners: &[thingmq_server::config::ListenerConfig],
     bind: std::net::SocketAddr,
     http: &thingmq_server::config::HttpConfig,
     stop: tokio::sync::oneshot::Sender<()>,
 ) -> anyhow::Result<std::net::SocketAddr> {
-    let access = match &http.api_keys_file {
-        Some(path) => {
-            thingmq_api::Access::Keys(std::sync::Arc::new(thingmq_api::keys::ApiKeys::load(path)?))
-        }
-        None => thingmq_api::Access::Open,
+    use thingmq_server::config::ListenerTransport;
+    let keys = match &http.api_keys_file {
+        Some(path) => thingmq_api::keys::ApiKeys::load(path)?,
+        None => Default::default(),
     };
+    let users = match &http.users_file {
+        Some(path) => thingmq_api::users::ConsoleUsers::load(path)?,
+        None => Default::default(),
+    };
+    let access = thingmq_api::Access::new(keys, users).with_secure_cookie(http.secure_cookie);
+    // The console's live pages connect to these; `local_addrs` follows the listeners' order.
+    let mqtt_ws: Vec<thingmq_api::WsEndpoint> = listeners
+        .iter()
+        .zip(server.local_addrs())
+        .filter_map(|(l, addr)| match &l.transport {
+            ListenerTransport::Ws(ws) => Some(thingmq_api::WsEndpoint {
+                port: addr.port(),
+                path: ws.path.clone(),
+                tls: false,
+            }),
+            ListenerTransport::Wss(_, ws) => Some(thingmq_api::WsEndpoint {
+                port: addr.port(),
+                path: ws.path.clone(),
+                tls: true,
+            }),
+            _ => None,
+        })
+        .collect();
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind} for HTTP"))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "HTTP API ready (/api/v1, /metrics)");
+    tracing::info!(%addr, "HTTP API and web console ready (/, /api/v1, /metrics)");
     let state = thingmq_api::ApiState {
         admin: server.admin(),
         access,
+        mqtt_ws: mqtt_ws.into(),
     };
     tokio::spawn(async move {
         let mut stop = stop;

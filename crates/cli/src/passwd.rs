@@ -63,7 +63,7 @@ fn load(path: &Path) -> anyhow::Result<PasswordFile> {
     Ok(PasswordFile::load(path)?)
 }
 
-fn read_stdin_password() -> anyhow::Result<String> {
+pub(crate) fn read_stdin_password() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin()
         .lock()
@@ -73,7 +73,7 @@ fn read_stdin_password() -> anyhow::Result<String> {
     Ok(password.strip_suffix('\r').unwrap_or(password).to_owned())
 }
 
-fn ask_password() -> anyhow::Result<String> {
+pub(crate) fn ask_password() -> anyhow::Result<String> {
     // Without a terminal the prompt could not be answered (or would go to some other
     // terminal than the one feeding stdin); scripts say --stdin explicitly.
     if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
@@ -93,7 +93,7 @@ fn ask_password() -> anyhow::Result<String> {
 
 /// Writes `text` to a temporary file beside `path` with mode 0600, then renames it over
 /// `path`, so a crash or a full disk never leaves a half-written password file.
-fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

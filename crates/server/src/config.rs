@@ -64,8 +64,14 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address to bind; `None` turns HTTP off.
     pub bind: Option<SocketAddr>,
-    /// API keys (`thingmq api-key` adds them); required unless `bind` is a loopback address.
+    /// API keys (`thingmq api-key` adds them); this or `users_file` is required unless
+    /// `bind` is a loopback address.
     pub api_keys_file: Option<std::path::PathBuf>,
+    /// Console users (`thingmq console-user` adds them), who log in with a password.
+    pub users_file: Option<std::path::PathBuf>,
+    /// Mark the console's session cookie `Secure`: set it when browsers reach the console
+    /// over HTTPS through a proxy (this server speaks plain HTTP).
+    pub secure_cookie: bool,
 }
 
 impl Default for HttpConfig {
@@ -73,6 +79,8 @@ impl Default for HttpConfig {
         HttpConfig {
             bind: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             api_keys_file: None,
+            users_file: None,
+            secure_cookie: false,
         }
     }
 }
@@ -207,10 +215,15 @@ pub struct Limits {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listeners: vec![ListenerConfig::tcp(SocketAddr::from((
-                [127, 0, 0, 1],
-                1883,
-            )))],
+            // MQTT on 1883 and, for the web console's live pages, MQTT over WebSocket on 8083.
+            listeners: vec![
+                ListenerConfig::tcp(SocketAddr::from(([127, 0, 0, 1], 1883))),
+                ListenerConfig {
+                    bind: SocketAddr::from(([127, 0, 0, 1], 8083)),
+                    max_connections: 0,
+                    transport: ListenerTransport::Ws(WsSettings::default()),
+                },
+            ],
             broker: BrokerSettings::default(),
             limits: Limits {
                 connect_timeout: Duration::from_secs(10),
@@ -248,6 +261,8 @@ mod raw {
         pub(super) enabled: Option<bool>,
         pub(super) bind: Option<String>,
         pub(super) api_keys_file: Option<std::path::PathBuf>,
+        pub(super) users_file: Option<std::path::PathBuf>,
+        pub(super) secure_cookie: Option<bool>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -452,11 +467,16 @@ impl Config {
                 c.http.bind = None;
             }
             c.http.api_keys_file = h.api_keys_file;
+            c.http.users_file = h.users_file;
+            c.http.secure_cookie = h.secure_cookie.unwrap_or(false);
             if let Some(bind) = c.http.bind {
-                if !bind.ip().is_loopback() && c.http.api_keys_file.is_none() {
+                if !bind.ip().is_loopback()
+                    && c.http.api_keys_file.is_none()
+                    && c.http.users_file.is_none()
+                {
                     return Err(invalid(
                         "http.api_keys_file",
-                        "required when http.bind is not a loopback address (the API would be open to the network)",
+                        "http.api_keys_file or http.users_file is required when http.bind is not a loopback address (the API would be open to the network)",
                     ));
                 }
             }
@@ -610,6 +630,10 @@ mod tests {
     fn empty_file_gives_the_defaults() {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.listeners[0].bind.to_string(), "127.0.0.1:1883");
+        assert_eq!(c.listeners[1].bind.to_string(), "127.0.0.1:8083");
+        assert!(
+            matches!(&c.listeners[1].transport, ListenerTransport::Ws(ws) if ws.path == "/mqtt")
+        );
         assert_eq!(c.broker, BrokerSettings::default());
     }
 
@@ -623,6 +647,16 @@ mod tests {
         assert!(err.to_string().contains("http.api_keys_file"), "{err}");
         let c =
             Config::from_toml("[http]\nbind = \"0.0.0.0:80\"\napi_keys_file = \"/k\"\n").unwrap();
+        assert!(!c.http.secure_cookie);
+        let c = Config::from_toml(
+            "[http]\nbind = \"0.0.0.0:80\"\nusers_file = \"/u\"\nsecure_cookie = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.http.users_file.as_deref(),
+            Some(std::path::Path::new("/u"))
+        );
+        assert!(c.http.secure_cookie);
         assert_eq!(c.http.bind.unwrap().port(), 80);
         let err = Config::from_toml("[http]\nbind = \"localhost\"\n").unwrap_err();
         assert!(err.to_string().contains("http.bind"), "{err}");

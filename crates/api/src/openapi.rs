@@ -1,0 +1,45 @@
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` annotations.
+
+use axum::Json;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "thingmq API", description = "REST API of the thingmq broker and console. Errors are `{code, message}`."),
+    paths(
+        crate::auth::login, crate::auth::logout, crate::auth::me,
+        crate::broker::overview, crate::broker::clients, crate::broker::client, crate::broker::kick,
+        crate::broker::retained_list, crate::broker::retained_get, crate::broker::retained_delete,
+        crate::broker::publish, crate::console::endpoints, crate::metrics::prometheus, openapi_json,
+    ),
+    modifiers(&Security),
+    security(("api_key" = []), ("session" = [])),
+)]
+pub(crate) struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::SESSION_COOKIE,
+                "Set by POST /api/v1/login; state-changing requests also need an X-Requested-With header",
+            ))),
+        );
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", security(()),
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,234 @@
+// Browser end-to-end test of the web console: Debian's chromium driven by playwright-core,
+// against the real `thingmq serve` (free ports, a users file made by `thingmq console-user`),
+// with MQTT.js clients as the devices. Saves a screenshot of each page in docs/screenshots/.
+//
+// THINGMQ_BIN: the binary (default target/debug/thingmq); CHROMIUM: the browser
+// (default /usr/bin/chromium).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import mqtt from 'mqtt';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const bin = process.env.THINGMQ_BIN ?? path.join(root, 'target/debug/thingmq');
+const browserPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const shots = path.join(root, 'docs/screenshots');
+const PASSWORD = 'console-e2e-password';
+
+async function until(what, f, ms = 15000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function startServer(dir) {
+  for (const [name, role] of [['admin', 'admin'], ['watcher', 'viewer']]) {
+    execFileSync(bin, ['console-user', '--file', path.join(dir, 'users'), 'add', name, '--role', role, '--stdin'], {
+      input: `${PASSWORD}\n`,
+    });
+  }
+  const config = `
+[[listeners]]
+bind = "127.0.0.1:0"
+
+[[listeners]]
+bind = "127.0.0.1:0"
+protocol = "ws"
+path = "/mqtt"
+
+[http]
+bind = "127.0.0.1:0"
+users_file = "${path.join(dir, 'users')}"
+
+[sys]
+interval_secs = 1
+`;
+  fs.writeFileSync(path.join(dir, 'thingmq.toml'), config);
+  const ready = path.join(dir, 'ready.json');
+  const log = fs.openSync(path.join(dir, 'server.log'), 'w');
+  const proc = spawn(bin, ['serve', '-c', path.join(dir, 'thingmq.toml'), '--ready-file', ready], {
+    stdio: ['ignore', log, log],
+  });
+  return { proc, ready };
+}
+
+async function stopServer(proc) {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGTERM');
+  const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+function connectDevice(url, clientId, topic) {
+  return new Promise((resolve, reject) => {
+    // A persistent session, so the kicked client stays listed as offline.
+    const c = mqtt.connect(url, { clientId, reconnectPeriod: 0, protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 300 } });
+    c.once('error', reject);
+    c.once('connect', () => c.subscribe(topic, { qos: 1 }, (err) => (err ? reject(err) : resolve(c))));
+  });
+}
+
+test('console: login, dashboard, clients, kick, publish, live tail, retained', { timeout: 180_000 }, async () => {
+  assert.ok(fs.existsSync(bin), `${bin} missing: build it first (cargo build -p thingmq)`);
+  assert.ok(fs.existsSync(browserPath), `${browserPath} missing: apt-get install chromium`);
+  fs.mkdirSync(shots, { recursive: true });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'thingmq-console-e2e-'));
+  const { proc, ready } = startServer(dir);
+  let context;
+  let device;
+  try {
+    const addrs = await until('the ready file', () => {
+      if (proc.exitCode !== null) throw new Error(`server exited: ${fs.readFileSync(path.join(dir, 'server.log'), 'utf8')}`);
+      try {
+        return JSON.parse(fs.readFileSync(ready, 'utf8'));
+      } catch {
+        return null;
+      }
+    });
+    const [mqttAddr] = addrs.mqtt;
+    const base = `http://${addrs.http}`;
+
+    context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
+      executablePath: browserPath,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      viewport: { width: 1280, height: 800 },
+    });
+    const errors = [];
+    const watch = (page) => {
+      page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+      page.on('console', (m) => {
+        if (m.type() === 'error') errors.push(`console: ${m.text()}`);
+      });
+      page.on('dialog', (d) => void d.accept());
+    };
+    const page = context.pages()[0] ?? (await context.newPage());
+    watch(page);
+
+    // Login: a wrong password shows an error, the right one the dashboard.
+    await page.goto(`${base}/`);
+    await page.getByLabel('User name').waitFor();
+    assert.match(page.url(), /#\/login$/);
+    await page.getByLabel('User name').fill('admin');
+    await page.getByLabel('Password').fill('wrong');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('alert').filter({ hasText: 'wrong user name or password' }).waitFor();
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.screenshot({ path: path.join(shots, 'login.png') });
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
+    // The browser logs the failed password (401) as a resource error; the rest must be clean.
+    errors.length = 0;
+
+    // Dashboard: a device connects, the connection count and the rate chart show it.
+    device = await connectDevice(`mqtt://${mqttAddr}`, 'e2e-lamp', 'home/lamp/set');
+    await until('the dashboard to count the device', async () => (await page.locator('[aria-labelledby="s-conn"]').textContent()) === '1');
+    // Some traffic for the rate chart: the device publishes for a few polls.
+    const talk = setInterval(() => device.publish('home/lamp/state', '{"on":true}'), 50);
+    try {
+      await page.locator('.chart canvas').first().waitFor({ timeout: 15000 });
+      await new Promise((r) => setTimeout(r, 7000));
+    } finally {
+      clearInterval(talk);
+    }
+    await page.screenshot({ path: path.join(shots, 'dashboard.png') });
+
+    // Clients: search finds the device online; its detail shows the subscription.
+    await page.getByRole('link', { name: 'Clients' }).click();
+    await page.getByLabel('Search').fill('e2e-lamp');
+    const row = page.locator('tr', { hasText: 'e2e-lamp' });
+    await row.getByText('online').waitFor();
+    await page.screenshot({ path: path.join(shots, 'clients.png') });
+    await row.getByRole('link', { name: 'e2e-lamp' }).click();
+    await page.getByRole('heading', { name: 'Client e2e-lamp' }).waitFor();
+    await page.getByText('home/lamp/set').waitFor();
+    await page.screenshot({ path: path.join(shots, 'client.png') });
+
+    // Phone-sized screen: the same list stays usable.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(`${base}/#/clients`);
+    await page.locator('tr', { hasText: 'e2e-lamp' }).getByText('online').waitFor();
+    await page.screenshot({ path: path.join(shots, 'clients-phone.png') });
+    await page.setViewportSize({ width: 1280, height: 800 });
+
+    // Kick: the device's connection closes and the list shows it offline.
+    const closed = new Promise((r) => device.once('close', r));
+    await page.goto(`${base}/#/clients`);
+    await page.locator('tr', { hasText: 'e2e-lamp' }).getByRole('button', { name: 'Kick e2e-lamp' }).click();
+    await page.getByRole('status').filter({ hasText: 'was disconnected' }).waitFor();
+    await closed;
+    await page.locator('tr', { hasText: 'e2e-lamp' }).getByText('offline').waitFor();
+
+    // Live tail in one tab, publish form in another: the message arrives over WebSocket.
+    await page.getByRole('link', { name: 'Live tail' }).click();
+    await page.getByLabel('Topic filter').fill('e2e/#');
+    await page.getByRole('button', { name: 'Subscribe' }).click();
+    await page.getByText('Subscribed to “e2e/#”.').waitFor();
+    const pub = await context.newPage();
+    watch(pub);
+    await pub.goto(`${base}/#/publish`);
+    await pub.getByLabel('Topic').fill('e2e/hello');
+    await pub.getByLabel('Payload (text)').fill('{"on": true, "from": "console"}');
+    await pub.getByLabel('QoS').selectOption('1');
+    await pub.getByLabel('Retain').check();
+    await pub.getByRole('button', { name: 'Publish' }).click();
+    await pub.getByRole('status').filter({ hasText: 'Published to “e2e/hello”: 1 subscriber.' }).waitFor();
+    await pub.screenshot({ path: path.join(shots, 'publish.png') });
+    await page.locator('.messages li', { hasText: 'e2e/hello' }).getByText('"from": "console"').waitFor();
+    await page.screenshot({ path: path.join(shots, 'tail.png') });
+    await pub.close();
+
+    // Retained: listed, viewed, deleted.
+    await page.getByRole('link', { name: 'Retained' }).click();
+    await page.getByRole('link', { name: 'e2e/hello' }).waitFor();
+    await page.screenshot({ path: path.join(shots, 'retained.png') });
+    await page.getByRole('link', { name: 'e2e/hello' }).click();
+    await page.getByLabel('Payload').getByText('"on": true').waitFor();
+    await page.screenshot({ path: path.join(shots, 'retained-message.png') });
+    await page.getByRole('button', { name: 'Delete' }).click();
+    await page.getByRole('heading', { name: 'Retained messages' }).waitFor();
+    await page.getByRole('link', { name: 'e2e/hello' }).waitFor({ state: 'detached' });
+    // The browser context's cookie is the session: the API agrees the message is gone.
+    assert.equal((await context.request.get(`${base}/api/v1/retained/e2e/hello`)).status(), 404);
+    assert.equal((await fetch(`${base}/api/v1/retained/e2e/hello`)).status, 401, 'no cookie, no answer');
+
+    // Signing out returns to the login page and the API refuses the old session.
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByLabel('User name').waitFor();
+
+    // A viewer sees the clients but gets no kick button and may not publish.
+    const viewerDevice = await connectDevice(`mqtt://${mqttAddr}`, 'e2e-sensor', 'x/y');
+    try {
+      await page.getByLabel('User name').fill('watcher');
+      await page.getByLabel('Password').fill(PASSWORD);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.getByText('watcher (viewer)').waitFor();
+      await page.goto(`${base}/#/clients`);
+      await page.locator('tr', { hasText: 'e2e-sensor' }).getByText('online').waitFor();
+      assert.equal(await page.getByRole('button', { name: /^Kick/ }).count(), 0);
+      await page.goto(`${base}/#/publish`);
+      await page.getByRole('alert').filter({ hasText: 'may not publish' }).waitFor();
+    } finally {
+      viewerDevice.end(true);
+    }
+
+    assert.deepEqual(errors, [], 'the console logged errors');
+  } finally {
+    device?.end(true);
+    await context?.close();
+    await stopServer(proc);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
