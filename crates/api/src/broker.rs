@@ -1,7 +1,8 @@
 //! `/api/v1` routes about the broker itself: overview, clients, retained messages, publish.
 
 use crate::{ApiError, ApiState};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -55,6 +56,32 @@ fn paginate<T>(all: Vec<T>, paging: &Paging) -> Result<Page<T>, ApiError> {
         page,
         per_page,
     })
+}
+
+/// `axum::extract::Query` whose rejection is a JSON `invalid_input` error naming the
+/// parameter (serde's message does), like every other error of the API.
+#[derive(Debug)]
+pub(crate) struct Query<T>(pub(crate) T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| {
+                let text = e.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                ApiError::invalid("query", detail)
+            })
+    }
 }
 
 fn busy(e: AdminError) -> ApiError {

@@ -82,6 +82,15 @@ impl ApiError {
         )
     }
 
+    /// 405: the path exists, the method does not.
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this path does not take this method",
+        )
+    }
+
     /// 403: a request that looks like cross-site request forgery.
     pub fn csrf(message: &str) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "csrf", message)

@@ -101,11 +101,16 @@ pub fn app(state: ApiState) -> Router {
     router
         .route("/api/{*rest}", axum::routing::any(not_found))
         .fallback(console::asset)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.access.clone(),
             auth::authorize,
         ))
         .with_state(state)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
 }
 
 async fn not_found() -> ApiError {

@@ -546,6 +546,33 @@ async fn console_files_are_served_without_login_and_api_needs_it() {
 }
 
 #[tokio::test]
+async fn malformed_queries_and_wrong_methods_answer_json_errors() {
+    let server = start().await;
+    let state = ApiState::new(server.admin(), Access::open());
+    let (status, _, body) = send(&state, Req::new(Method::GET, "/api/v1/clients?page=abc")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "invalid_input");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("query: ") && message.contains("page"),
+        "{message}"
+    );
+    let (status, _, body) = send(
+        &state,
+        Req::new(Method::GET, "/api/v1/retained?per_page=-1"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_input"))
+    );
+    let (status, _, body) = send(&state, Req::new(Method::PUT, "/api/v1/overview")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["code"], "method_not_allowed");
+    within("shutdown", server.shutdown()).await;
+}
+
+#[tokio::test]
 async fn endpoints_tell_the_console_where_mqtt_over_websocket_listens() {
     let server = start().await;
     let mut state = ApiState::new(server.admin(), Access::open());
