@@ -107,7 +107,10 @@ export function clientsPage(root: HTMLElement) {
   stateSel.addEventListener('change', () => { page = 1; void load(); });
   refresh.addEventListener('click', () => void load());
   void load();
-  const timer = window.setInterval(() => void load(), 5000);
+  // Refresh online states, but not under a keyboard user's focus (the table is rebuilt).
+  const timer = window.setInterval(() => {
+    if (!list.contains(document.activeElement) && !pager.contains(document.activeElement)) void load();
+  }, 5000);
   return () => {
     window.clearInterval(timer);
     window.clearTimeout(debounce);
