@@ -710,3 +710,6 @@ fn server_disconnect(d: Disconnect) -> ConnectionError {
         reason_string: d.properties.reason_string.map(|s| s.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests;
