@@ -185,7 +185,8 @@ impl EventLoop {
         if let Err(e) = self.write_out().await {
             return self.lost(e);
         }
-        if self.conn.is_none() {
+        // Events the outputs produced go to the caller before we wait again.
+        if self.conn.is_none() || !self.events.is_empty() {
             return;
         }
         let deadline = self.state.next_deadline();
