@@ -171,7 +171,12 @@ impl ConnArgs {
                 .map_err(|e| anyhow::anyhow!("invalid will topic {topic:?}: {e}"))?;
             o.will = Some(LastWill {
                 topic: topic.as_str().into(),
-                payload: self.will_payload.clone().unwrap_or_default().into_bytes().into(),
+                payload: self
+                    .will_payload
+                    .clone()
+                    .unwrap_or_default()
+                    .into_bytes()
+                    .into(),
                 qos: QoS::from_u8(self.will_qos).expect("range checked by clap"),
                 retain: self.will_retain,
                 properties: WillProperties::default(),
@@ -256,7 +261,11 @@ fn parse_url(url: &str, tls: TlsOptions) -> anyhow::Result<Target> {
             },
             None,
         ),
-        other => return Err(bad(&format!("unknown scheme {other:?} (mqtt, mqtts, ws, wss)"))),
+        other => {
+            return Err(bad(&format!(
+                "unknown scheme {other:?} (mqtt, mqtts, ws, wss)"
+            )))
+        }
     };
     Ok(Target {
         transport,

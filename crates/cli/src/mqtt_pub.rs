@@ -7,7 +7,7 @@ use bytes::Bytes;
 use std::io::BufRead;
 use std::path::PathBuf;
 use thingmq_client::codec::PublishProperties;
-use thingmq_client::{Message, QoS};
+use thingmq_client::{Event, Message, QoS};
 
 /// `thingmq pub` flags.
 #[derive(Debug, clap::Args)]
@@ -63,8 +63,7 @@ pub(crate) fn run(args: PubArgs) -> anyhow::Result<()> {
         Some(Bytes::new())
     } else if args.stdin_file {
         let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
-            .context("cannot read stdin")?;
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("cannot read stdin")?;
         Some(buf.into())
     } else {
         None
@@ -86,27 +85,43 @@ pub(crate) fn run(args: PubArgs) -> anyhow::Result<()> {
     mqtt_conn::runtime()?.block_on(async {
         let session = mqtt_conn::connect(options, target.transport).await?;
         let client = session.client;
-        match single {
-            Some(payload) => {
-                client.publish_message(message(payload)).await?;
-            }
-            None => {
-                // Lines are read on a blocking thread so a slow stdin never stalls keep-alive.
-                let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(16);
-                std::thread::spawn(move || {
-                    for line in std::io::stdin().lock().lines() {
-                        if tx.blocking_send(line).is_err() {
-                            break;
+        let mut events = session.events;
+        let sent: anyhow::Result<()> = async {
+            match single {
+                Some(payload) => {
+                    client.publish_message(message(payload)).await?;
+                }
+                None => {
+                    // Lines are read on a blocking thread so a slow stdin never stalls keep-alive.
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(16);
+                    std::thread::spawn(move || {
+                        for line in std::io::stdin().lock().lines() {
+                            if tx.blocking_send(line).is_err() {
+                                break;
+                            }
                         }
+                    });
+                    while let Some(line) = rx.recv().await {
+                        let line = line.context("cannot read stdin")?;
+                        client
+                            .publish_message(message(line.into_bytes().into()))
+                            .await?;
                     }
-                });
-                while let Some(line) = rx.recv().await {
-                    let line = line.context("cannot read stdin")?;
-                    client.publish_message(message(line.into_bytes().into())).await?;
                 }
             }
+            client.disconnect().await?;
+            Ok(())
         }
-        client.disconnect().await?;
+        .await;
+        // A stopped loop says why in its last event: report that, not just "stopped".
+        if let Err(e) = sent {
+            while let Ok(event) = events.try_recv() {
+                if let Event::Disconnected { error: Some(why) } = event {
+                    return Err(anyhow::Error::new(why).context("connection lost"));
+                }
+            }
+            return Err(e);
+        }
         Ok(())
     })
 }

@@ -201,7 +201,11 @@ fn to_json(p: &Publish) -> serde_json::Value {
         props.insert("payload_format_indicator".into(), json!(v));
     }
     if !pr.subscription_identifiers.is_empty() {
-        let ids: Vec<u32> = pr.subscription_identifiers.iter().map(|i| i.get()).collect();
+        let ids: Vec<u32> = pr
+            .subscription_identifiers
+            .iter()
+            .map(|i| i.get())
+            .collect();
         props.insert("subscription_identifiers".into(), json!(ids));
     }
     o.insert("properties".into(), Value::Object(props));
