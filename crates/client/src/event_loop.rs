@@ -21,6 +21,9 @@ use thingmq_codec::ProtocolVersion;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+/// Requests queued or in flight at most, below the 65535 packet ids.
+const MAX_BACKLOG: usize = 60_000;
+
 pub(crate) type Reply = oneshot::Sender<Result<Response, ClientError>>;
 
 /// A request and where its answer goes.
@@ -125,7 +128,9 @@ impl EventLoop {
     }
 
     fn accepting(&self) -> bool {
-        self.requests_open && self.state.backlog() < self.state.options().request_capacity
+        // Packet ids are 16 bits: the backlog must leave free ones, whatever the options say.
+        let cap = self.state.options().request_capacity.min(MAX_BACKLOG);
+        self.requests_open && self.state.backlog() < cap
     }
 
     fn on_command(&mut self, cmd: Option<Command>) {

@@ -44,7 +44,8 @@ pub struct MqttOptions {
     pub topic_alias_maximum: u16,
     /// v5 user properties sent in CONNECT.
     pub user_properties: Vec<UserProperty>,
-    /// Requests queued or in flight before the handle's calls wait (back-pressure).
+    /// Requests queued or in flight before the handle's calls wait (back-pressure); at most
+    /// 60000, so packet ids never run out.
     pub request_capacity: usize,
     /// Reconnect after a lost connection, or not.
     pub reconnect: Option<Reconnect>,

@@ -488,7 +488,7 @@ impl<T> ClientState<T> {
         if c.session_present {
             self.resend(now);
         } else {
-            self.restart_session(now);
+            self.restart_session();
         }
         self.out.push_back(Output::Event(Event::Connected {
             session_present: c.session_present,
@@ -530,7 +530,7 @@ impl<T> ClientState<T> {
     /// The server has no session for us (first connection or it expired): what it never
     /// acknowledged is sent again as new, and a QoS 2 message it already acknowledged with
     /// PUBREC counts as delivered — it holds the message, only the release was pending.
-    fn restart_session(&mut self, now: Instant) {
+    fn restart_session(&mut self) {
         self.incoming_qos2.clear();
         let mut requeue = Vec::new();
         for i in std::mem::take(&mut self.inflight) {
@@ -557,7 +557,6 @@ impl<T> ClientState<T> {
         for r in requeue.into_iter().rev() {
             self.queue.push_front(r);
         }
-        let _ = now;
     }
 
     fn on_publish(&mut self, now: Instant, mut p: Publish) -> Result<(), ConnectionError> {
