@@ -322,3 +322,54 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()
         .context("cannot start the async runtime")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(u: &str) -> Target {
+        parse_url(u, TlsOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn mqtt_url_gives_credentials_host_port_and_topic() {
+        let t = url("mqtt://alice:s3:cret@example.com:1884/a/b");
+        assert_eq!(t.username.as_deref(), Some("alice"));
+        assert_eq!(t.password.as_deref(), Some("s3:cret"));
+        assert_eq!(t.topic.as_deref(), Some("a/b"));
+        assert!(
+            matches!(t.transport, Transport::Tcp { ref host, port: 1884 } if host == "example.com")
+        );
+    }
+
+    #[test]
+    fn default_ports_follow_the_scheme() {
+        assert!(matches!(
+            url("mqtt://h").transport,
+            Transport::Tcp { port: 1883, .. }
+        ));
+        assert!(matches!(
+            url("mqtts://h").transport,
+            Transport::Tls { port: 8883, .. }
+        ));
+        assert!(
+            matches!(url("ws://h").transport, Transport::Ws { ref url } if url == "ws://h:80/mqtt")
+        );
+        assert!(
+            matches!(url("wss://u@h:9/x").transport, Transport::Wss { ref url, .. } if url == "wss://h:9/x")
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_reason() {
+        for (u, why) in [
+            ("localhost:1883", "no scheme"),
+            ("mqtt://:1883", "no host"),
+            ("mqtt://h:99999", "bad port"),
+            ("http://h", "unknown scheme"),
+        ] {
+            let e = parse_url(u, TlsOptions::default()).unwrap_err().to_string();
+            assert!(e.contains(why), "{u}: {e}");
+        }
+    }
+}

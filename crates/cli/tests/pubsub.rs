@@ -615,3 +615,39 @@ fn url_carries_credentials_and_topic() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("connection refused: bad user name or password (0x86)"));
 }
+
+#[test]
+fn persistent_session_keeps_messages_sent_while_sub_was_away() {
+    require("mosquitto_pub");
+    let b = Broker::start(None);
+    for v in ["5", "311"] {
+        let port = b.port();
+        let mut args = vec![
+            "sub", "-p", &port, "-i", "worker", "-c", "-q", "1", "-t", "jobs/#", "-V", v,
+        ];
+        if v == "5" {
+            args.extend(["-x", "60"]);
+        }
+        let mut first = args.clone();
+        first.extend(["-W", "2"]);
+        assert_eq!(run(BIN, &first).status.code(), Some(27));
+        ok(&run(
+            "mosquitto_pub",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &b.port(),
+                "-t",
+                "jobs/1",
+                "-m",
+                "queued",
+                "-q",
+                "1",
+            ],
+        ));
+        let mut second = args.clone();
+        second.extend(["-C", "1", "-W", "5"]);
+        assert_eq!(ok(&run(BIN, &second)), "queued\n", "v{v}");
+    }
+}
