@@ -378,3 +378,56 @@ async fn keep_alive_pings_keep_an_idle_connection_open() {
     .unwrap();
     server.shutdown().await;
 }
+
+/// Our broker shortens repeated topics with aliases (we announce a Topic Alias Maximum); the
+/// application always sees the full topic.
+#[tokio::test]
+async fn topic_aliases_from_the_server_are_resolved() {
+    let (server, port) = start(TCP).await;
+    let (client, ev) = Client::new(opts("alias", ProtocolVersion::V5), tcp(port));
+    let mut events = spawn_events(ev);
+    within("suback", client.subscribe("alias/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        within(
+            "publish",
+            client.publish("alias/long/topic", QoS::AtLeastOnce, false, vec![i]),
+        )
+        .await
+        .unwrap();
+        let m = message(&mut events).await;
+        assert_eq!(m.topic, "alias/long/topic", "message {i}");
+        assert_eq!(&m.payload[..], &[i]);
+    }
+    server.shutdown().await;
+}
+
+/// The server's packets stop arriving (PINGRESP too): the client gives up after the ping
+/// timeout, reports it, and reconnects once the link works again.
+#[tokio::test]
+async fn missing_pingresp_drops_the_connection_and_it_reconnects() {
+    let (server, port) = start(TCP).await;
+    let link = Link::default();
+    let mut o = opts("pinger", ProtocolVersion::V5);
+    o.keep_alive = Duration::from_secs(1);
+    o.ping_timeout = Duration::from_millis(500);
+    let l = link.clone();
+    let (_client, ev) = Client::with_connector(o, move || {
+        let l = l.clone();
+        async move { l.open(port).await }
+    });
+    let mut events = spawn_events(ev);
+    connected(&mut events).await;
+    link.blackhole_down.store(true, Ordering::SeqCst);
+    let err = next_matching(&mut events, "Disconnected", |e| match e {
+        Event::Disconnected { error } => Some(error),
+        _ => None,
+    })
+    .await;
+    assert_eq!(err, Some(ConnectionError::PingTimeout));
+    link.cut();
+    link.blackhole_down.store(false, Ordering::SeqCst);
+    connected(&mut events).await;
+    server.shutdown().await;
+}
