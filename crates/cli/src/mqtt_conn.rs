@@ -39,7 +39,8 @@ pub(crate) struct ConnArgs {
     /// MQTT version: 311 (or mqttv311) or 5 (or mqttv5).
     #[arg(short = 'V', long = "protocol-version", default_value = "5", value_parser = parse_version)]
     pub(crate) version: ProtocolVersion,
-    /// Disable clean session / clean start: resume the broker's session for this client id.
+    /// Disable clean session / clean start: resume the broker's session for this client id
+    /// (v5 without -x: a session that never expires).
     #[arg(short = 'c', long = "disable-clean-session")]
     pub(crate) no_clean: bool,
     /// v5 session expiry interval in seconds.
@@ -159,6 +160,11 @@ impl ConnArgs {
             bail!("-x (session expiry) needs MQTT 5 (-V 5)");
         }
         o.session_expiry_interval = self.session_expiry;
+        if self.no_clean && self.version.is_v5() && self.session_expiry.is_none() {
+            // As mosquitto_pub/sub: -c without -x means a session that does not expire (a v5
+            // session with expiry 0 would end with the connection, defeating -c).
+            o.session_expiry_interval = Some(u32::MAX);
+        }
         let username = self.username.clone().or(target.username.clone());
         let password = self.password.clone().or(target.password.clone());
         if password.is_some() && username.is_none() && !self.version.is_v5() {

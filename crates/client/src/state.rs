@@ -342,6 +342,14 @@ impl<T> ClientState<T> {
                 return;
             }
             let (request, token) = self.queue.pop_front().expect("front exists");
+            // Queued while disconnected: checked now against what this server allows.
+            if let Err(e) = self.validate(&request) {
+                self.out.push_back(Output::Done {
+                    token,
+                    result: Err(e),
+                });
+                continue;
+            }
             self.send_request(now, request, token);
         }
     }

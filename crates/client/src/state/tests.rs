@@ -615,3 +615,30 @@ fn reconnect_back_off_doubles_up_to_the_maximum() {
     assert_eq!(r.delay(4), Duration::from_secs(1));
     assert_eq!(r.delay(1000), Duration::from_secs(1));
 }
+
+#[test]
+fn a_request_queued_offline_is_checked_against_the_server_it_meets() {
+    let t0 = Instant::now();
+    let mut s = State::new(opts(ProtocolVersion::V5));
+    let mut retained = publish("a", QoS::AtMostOnce);
+    if let Request::Publish(p) = &mut retained {
+        p.retain = true;
+    }
+    s.handle_request(t0, retained, 1);
+    s.start_connection(t0);
+    s.handle_packet(
+        t0,
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: ReasonCode::Success,
+            properties: ConnAckProperties {
+                retain_available: Some(false),
+                ..ConnAckProperties::default()
+            },
+        }),
+    )
+    .unwrap();
+    let (sent, _, done) = drain(&mut s);
+    assert!(sent.is_empty());
+    assert_eq!(done, vec![(1, Err(ClientError::RetainNotSupported))]);
+}
