@@ -1,6 +1,6 @@
 //! The client against a real Mosquitto broker (Debian package `mosquitto`, installed by
 //! `scripts/test`), started per test on a free 127.0.0.1 port and stopped by PID on drop:
-//! QoS 0/1/2 both ways on v3.1.1 and v5, and reconnect with session resumption.
+//! QoS 0/1/2 both ways on v3.1.1 and v5, reconnect with session resumption, and TLS.
 
 mod common;
 
@@ -8,7 +8,9 @@ use common::*;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use thingmq_client::{Client, Event, MqttOptions, ProtocolVersion, QoS, Reconnect, Transport};
+use thingmq_client::{
+    Client, Event, MqttOptions, ProtocolVersion, QoS, Reconnect, TlsOptions, Transport,
+};
 
 /// A running mosquitto; killed (by its PID, via `Child`) when dropped, even if the test fails.
 struct Mosquitto {
@@ -45,13 +47,23 @@ fn free_port() -> u16 {
 }
 
 fn start_mosquitto() -> Mosquitto {
+    start_mosquitto_with("")
+}
+
+/// Starts mosquitto with one listener; `listener_extra` is appended to its section (TLS
+/// files). No WebSocket test here: this Debian build's libwebsockets listener does not start
+/// in the test container ("Unable to start any listening sockets"); WS is covered against
+/// our own broker in tests/server.rs.
+fn start_mosquitto_with(listener_extra: &str) -> Mosquitto {
     let bin = mosquitto_bin();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let conf = dir.path().join("mosquitto.conf");
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        format!(
+            "per_listener_settings false\nallow_anonymous true\npersistence false\nlistener {port} 127.0.0.1\n{listener_extra}\n"
+        ),
     )
     .unwrap();
     let log = std::fs::File::create(dir.path().join("mosquitto.log")).unwrap();
@@ -187,4 +199,40 @@ async fn reconnect_resumes_the_session_with_mosquitto() {
         1,
         "{topics:?}"
     );
+}
+
+async fn round_trip(transport: Transport) {
+    let (client, ev) = Client::new(opts("rt", ProtocolVersion::V5), transport);
+    let mut events = spawn_events(ev);
+    connected(&mut events).await;
+    within("suback", client.subscribe("rt/#", QoS::ExactlyOnce))
+        .await
+        .unwrap();
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        within("publish", client.publish("rt/1", qos, false, "m"))
+            .await
+            .unwrap();
+        assert_eq!(message(&mut events).await.qos, qos);
+    }
+    within("disconnect", client.disconnect()).await.unwrap();
+}
+
+#[tokio::test]
+async fn tls_with_mosquitto() {
+    let pki = Pki::new();
+    let broker = start_mosquitto_with(&format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\n",
+        pki.path("ca.pem").display(),
+        pki.path("server.pem").display(),
+        pki.path("server.key").display()
+    ));
+    round_trip(Transport::Tls {
+        host: "localhost".into(),
+        port: broker.port,
+        tls: TlsOptions {
+            ca_file: Some(pki.path("ca.pem")),
+            ..TlsOptions::default()
+        },
+    })
+    .await;
 }
