@@ -35,6 +35,10 @@
 //! # }
 //! ```
 //!
+//! Inside the platform, the same client runs over the broker's in-process link
+//! (`thingmq_server::ServerHandle::connect_local()` or a `LocalLinker`) with
+//! [`Client::with_stream`] / [`Client::with_connector`]: no socket, same MQTT semantics.
+//!
 //! Guarantees: a QoS 1/2 publish that was not acknowledged is kept across reconnects and
 //! resent (DUP) when the server resumes the session; when it does not (a clean session, or an
 //! expired one), it is sent again as a new message, so QoS 1 stays at-least-once. A QoS 2

@@ -431,3 +431,51 @@ async fn missing_pingresp_drops_the_connection_and_it_reconnects() {
     connected(&mut events).await;
     server.shutdown().await;
 }
+
+/// The device layer's path: the broker's in-process link (`connect_local`, no socket) with
+/// `Client::with_stream`, and `LocalLinker` with `Client::with_connector`, talking to a
+/// network client over the same broker.
+#[tokio::test]
+async fn in_process_link_to_the_broker_with_with_stream_and_with_connector() {
+    let (server, port) = start(TCP).await;
+    let (local, ev) = Client::with_stream(
+        opts("local-stream", ProtocolVersion::V5),
+        server.connect_local(),
+    );
+    let mut local_events = spawn_events(ev);
+    assert!(!connected(&mut local_events).await);
+    within("suback", local.subscribe("dev/#", QoS::ExactlyOnce))
+        .await
+        .unwrap();
+
+    let linker = server.local_linker();
+    let (linked, ev) = Client::with_connector(opts("local-linker", ProtocolVersion::V3_1_1), {
+        move || {
+            let l = linker.clone();
+            async move { Ok(l.connect()) }
+        }
+    });
+    let mut linked_events = spawn_events(ev);
+    connected(&mut linked_events).await;
+    within(
+        "publish over a linker link",
+        linked.publish("dev/a", QoS::ExactlyOnce, false, "l"),
+    )
+    .await
+    .unwrap();
+    let m = message(&mut local_events).await;
+    assert_eq!((m.topic.as_ref(), m.qos), ("dev/a", QoS::ExactlyOnce));
+
+    let (net, ev) = Client::new(opts("net", ProtocolVersion::V5), tcp(port));
+    let _net_events = spawn_events(ev);
+    within(
+        "publish over TCP",
+        net.publish("dev/b", QoS::AtLeastOnce, false, "n"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(message(&mut local_events).await.topic, "dev/b");
+    local.disconnect().await.unwrap();
+    linked.disconnect().await.unwrap();
+    server.shutdown().await;
+}
