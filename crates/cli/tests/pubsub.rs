@@ -34,7 +34,8 @@ impl Broker {
         let dir = tempfile::tempdir().unwrap();
         let ready = dir.path().join("ready.json");
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve").arg("--ready-file").arg(&ready);
+        // No REST API: these tests need MQTT only, and its default port may be taken.
+        cmd.args(["serve", "--no-http", "--ready-file"]).arg(&ready);
         match config {
             Some(toml) => {
                 let path = dir.path().join("thingmq.toml");
