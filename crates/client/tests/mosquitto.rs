@@ -236,3 +236,53 @@ async fn tls_with_mosquitto() {
     })
     .await;
 }
+
+/// PUBCOMP is lost, so our QoS 2 publish waits in its release stage; after a cut and a
+/// resumed session the client resends PUBREL (not the PUBLISH) and the publish completes —
+/// and the subscriber sees the message once.
+#[tokio::test]
+async fn lost_pubcomp_is_recovered_by_resending_pubrel_with_mosquitto() {
+    let broker = start_mosquitto();
+    let port = broker.port;
+    let (watcher, ev) = Client::new(opts("watcher", ProtocolVersion::V5), tcp(port));
+    let mut watched = spawn_events(ev);
+    within("suback", watcher.subscribe("rel/#", QoS::ExactlyOnce))
+        .await
+        .unwrap();
+
+    let link = Link::default();
+    let mut o = opts("releaser", ProtocolVersion::V3_1_1);
+    o.clean_start = false;
+    let l = link.clone();
+    let (client, ev) = Client::with_connector(o, move || {
+        let l = l.clone();
+        async move { l.open(port).await }
+    });
+    let mut events = spawn_events(ev);
+    connected(&mut events).await;
+    link.drop_down_kinds.store(1 << 7, Ordering::SeqCst); // PUBCOMP
+    let publishing = tokio::spawn({
+        let c = client.clone();
+        async move { c.publish("rel/1", QoS::ExactlyOnce, false, "once").await }
+    });
+    // The broker has the message (PUBREC came back), so the subscriber gets it now.
+    assert_eq!(message(&mut watched).await.topic, "rel/1");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!publishing.is_finished(), "PUBCOMP should have been lost");
+    link.cut();
+    link.drop_down_kinds.store(0, Ordering::SeqCst);
+    next_matching(&mut events, "Disconnected", |e| match e {
+        Event::Disconnected { error } => Some(error),
+        _ => None,
+    })
+    .await;
+    assert!(connected(&mut events).await, "session must be present");
+    within("publish completes after PUBREL resend", publishing)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while let Ok(e) = watched.try_recv() {
+        assert!(!matches!(e, Event::Publish(_)), "delivered twice: {e:?}");
+    }
+}

@@ -5,7 +5,7 @@
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use thingmq_client::{Event, EventLoop, Publish};
@@ -81,6 +81,8 @@ pub async fn message(rx: &mut mpsc::UnboundedReceiver<Event>) -> Publish {
 #[derive(Clone, Default)]
 pub struct Link {
     pub blackhole_down: Arc<AtomicBool>,
+    /// Bit n set: drop packets of type n (4 = PUBACK, 7 = PUBCOMP…) sent by the server.
+    pub drop_down_kinds: Arc<AtomicU16>,
     tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -90,6 +92,7 @@ impl Link {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
         let (client_end, proxy_end) = tokio::io::duplex(64 * 1024);
         let blackhole = self.blackhole_down.clone();
+        let drop_kinds = self.drop_down_kinds.clone();
         let task: JoinHandle<()> = tokio::spawn(async move {
             let (mut pr, mut pw) = tokio::io::split(proxy_end);
             let (mut tr, mut tw) = tcp.into_split();
@@ -97,17 +100,21 @@ impl Link {
                 let _ = tokio::io::copy(&mut pr, &mut tw).await;
             };
             let down = async move {
-                let mut buf = vec![0u8; 16 * 1024];
+                // Whole packets are forwarded (or dropped) one by one, split with the codec's
+                // fixed-header check.
+                let mut buf = bytes::BytesMut::with_capacity(16 * 1024);
                 loop {
-                    match tr.read(&mut buf).await {
+                    match tr.read_buf(&mut buf).await {
                         Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if blackhole.load(Ordering::SeqCst) {
-                                continue;
-                            }
-                            if pw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
+                        Ok(_) => {}
+                    }
+                    while let Ok(Some(h)) = thingmq_client::codec::check(&buf, u32::MAX) {
+                        let frame = buf.split_to(h.frame_len());
+                        let kind = h.first_byte >> 4;
+                        let dropped = blackhole.load(Ordering::SeqCst)
+                            || drop_kinds.load(Ordering::SeqCst) & (1 << kind) != 0;
+                        if !dropped && pw.write_all(&frame).await.is_err() {
+                            return;
                         }
                     }
                 }
