@@ -127,6 +127,15 @@ impl EventLoop {
         }
     }
 
+    /// The events as a `Stream`, for callers that prefer combinators to a `poll` loop. It
+    /// ends when [`poll`](Self::poll) would return `None`.
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Event> + Send {
+        futures_util::stream::unfold(self, |mut ev| async move {
+            let event = ev.poll().await?;
+            Some((event, ev))
+        })
+    }
+
     fn accepting(&self) -> bool {
         // Packet ids are 16 bits: the backlog must leave free ones, whatever the options say.
         let cap = self.state.options().request_capacity.min(MAX_BACKLOG);

@@ -479,3 +479,34 @@ async fn in_process_link_to_the_broker_with_with_stream_and_with_connector() {
     linked.disconnect().await.unwrap();
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn events_as_a_stream() {
+    use futures_util::StreamExt;
+    let (server, port) = start(TCP).await;
+    let (client, ev) = Client::new(opts("streamer", ProtocolVersion::V5), tcp(port));
+    let mut events = Box::pin(ev.into_stream());
+    let first = within("first event", events.next()).await;
+    assert!(matches!(first, Some(Event::Connected { .. })), "{first:?}");
+    let publishing = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client.subscribe("s", QoS::AtMostOnce).await.unwrap();
+            client
+                .publish("s", QoS::AtMostOnce, false, "x")
+                .await
+                .unwrap();
+        }
+    });
+    let next = within("the message", events.next()).await;
+    assert!(
+        matches!(&next, Some(Event::Publish(p)) if p.topic == "s"),
+        "{next:?}"
+    );
+    publishing.await.unwrap();
+    let disconnecting = tokio::spawn(async move { client.disconnect().await });
+    let rest: Vec<Event> = within("stream end", events.collect()).await;
+    assert_eq!(rest, vec![Event::Disconnected { error: None }]);
+    disconnecting.await.unwrap().unwrap();
+    server.shutdown().await;
+}
