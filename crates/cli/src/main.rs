@@ -2,6 +2,9 @@
 
 mod api_key;
 mod console_user;
+mod mqtt_conn;
+mod mqtt_pub;
+mod mqtt_sub;
 mod passwd;
 
 use anyhow::Context;
@@ -31,6 +34,10 @@ enum Command {
     ApiKey(api_key::ApiKeyArgs),
     /// Add, list or delete users of the web console (roles admin or viewer).
     ConsoleUser(console_user::ConsoleUserArgs),
+    /// Publish a message (flags as mosquitto_pub).
+    Pub(mqtt_pub::PubArgs),
+    /// Subscribe and print messages (flags as mosquitto_sub).
+    Sub(mqtt_sub::SubArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,7 +74,19 @@ fn main() -> anyhow::Result<()> {
         Command::Passwd(args) => passwd::run(args),
         Command::ApiKey(args) => api_key::run(args),
         Command::ConsoleUser(args) => console_user::run(args),
+        Command::Pub(args) => client_tool(mqtt_pub::run(args)),
+        Command::Sub(args) => client_tool(mqtt_sub::run(args)),
     }
+}
+
+/// `pub` and `sub` report errors on one line, the way scripts expect of mosquitto_pub/sub
+/// ("Error: connection refused: not authorized (0x87)"), and exit with 1.
+fn client_tool(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = result {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
