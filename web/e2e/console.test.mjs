@@ -1,6 +1,7 @@
 // Browser end-to-end test of the web console: Debian's chromium driven by playwright-core,
 // against the real `thingmq serve` (free ports, a users file made by `thingmq console-user`),
-// with MQTT.js clients as the devices. Saves a screenshot of each page in docs/screenshots/.
+// with MQTT.js clients as the devices. Saves a screenshot of each page: in docs/screenshots/
+// with UPDATE_SCREENSHOTS=1 (they change with every run: ports, times), else in a temp dir.
 //
 // THINGMQ_BIN: the binary (default target/debug/thingmq); CHROMIUM: the browser
 // (default /usr/bin/chromium).
@@ -18,7 +19,9 @@ import mqtt from 'mqtt';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = process.env.THINGMQ_BIN ?? path.join(root, 'target/debug/thingmq');
 const browserPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const shots = path.join(root, 'docs/screenshots');
+const shots = process.env.UPDATE_SCREENSHOTS === '1'
+  ? path.join(root, 'docs/screenshots')
+  : fs.mkdtempSync(path.join(os.tmpdir(), 'thingmq-screenshots-'));
 const PASSWORD = 'console-e2e-password';
 
 async function until(what, f, ms = 15000) {
