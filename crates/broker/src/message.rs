@@ -118,4 +118,7 @@ pub struct Routed {
     /// undelivered copy can be handed to another member of that subscription when this
     /// session ends.
     pub share: Option<(Arc<str>, Arc<str>)>,
+    /// The message's id in the server's store when this delivery was persisted for this
+    /// session; the session reports its progress ([`crate::session::PersistOp`]) by it.
+    pub store_id: Option<u64>,
 }

@@ -42,6 +42,9 @@ pub struct BrokerSettings {
     /// Most levels a topic name or filter may have. Bounds the router's and retained
     /// store's walk depth; deeper topics are refused as invalid.
     pub max_topic_levels: usize,
+    /// The server keeps sessions in a store: persistent sessions report their changes as
+    /// [`crate::session::Output::Persist`] and survive a server shutdown instead of ending.
+    pub durable: bool,
 }
 
 impl Default for BrokerSettings {
@@ -63,6 +66,7 @@ impl Default for BrokerSettings {
             max_session_expiry: u32::MAX,
             max_client_id_len: 256,
             max_topic_levels: 128,
+            durable: false,
         }
     }
 }

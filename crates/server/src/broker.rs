@@ -166,6 +166,7 @@ impl Broker {
                 retain: message.retain && d.retain_as_published,
                 subscription_ids: d.identifiers,
                 share: d.share_group.zip(d.share_filter),
+                store_id: None,
             };
             self.push(&d.subscriber, routed);
         }
@@ -188,6 +189,8 @@ impl Broker {
                     retain: message.retain && entry.options.retain_as_published,
                     subscription_ids: entry.identifier.into_iter().collect(),
                     share: orphan.share,
+                    // Not persisted for the member it is handed to.
+                    store_id: None,
                     message,
                 };
                 self.push(&member, routed);

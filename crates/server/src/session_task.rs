@@ -451,6 +451,7 @@ impl SessionTask {
                 retain: true,
                 subscription_ids: record.entry.identifier.into_iter().collect(),
                 share: None,
+                store_id: None,
             });
         }
     }

@@ -121,6 +121,13 @@ impl Session {
             code: ReasonCode::Success,
             properties,
         })));
+        if self.persists() {
+            self.persist_state(out);
+        } else if std::mem::take(&mut self.stored) {
+            // A stored session reconnected without a Session Expiry Interval: it now ends
+            // with its connection, so nothing of it must survive a restart.
+            out.push(Output::Persist(super::PersistOp::Ended));
+        }
         self.resend(now, out);
     }
 
@@ -182,6 +189,7 @@ impl Session {
             self.will_at = Some(now + Duration::from_secs(u64::from(delay)));
         }
         self.start_expiry(now, out);
+        self.persist_state(out);
     }
 
     /// Another connection with this client id arrived: tell this one why it is closed (v5
@@ -258,7 +266,7 @@ impl Session {
         Ok(())
     }
 
-    fn send_disconnect(&self, reason: ReasonCode, why: Option<String>, out: &mut Vec<Output>) {
+    pub(super) fn send_disconnect(&self, reason: ReasonCode, why: Option<String>, out: &mut Vec<Output>) {
         let Some(conn) = &self.conn else { return };
         if !self.protocol.is_v5() {
             return;

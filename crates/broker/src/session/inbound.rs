@@ -133,7 +133,13 @@ impl Session {
 
     pub(super) fn on_pubrel(&mut self, r: PubRel, out: &mut Vec<Output>) {
         let mut comp = PubComp::new(r.packet_id);
-        if self.qos2_received.remove(&r.packet_id).is_none() && self.protocol.is_v5() {
+        if self.qos2_received.remove(&r.packet_id).is_some() {
+            if self.persists() {
+                out.push(Output::Persist(super::PersistOp::Released {
+                    packet_id: r.packet_id,
+                }));
+            }
+        } else if self.protocol.is_v5() {
             comp.reason = ReasonCode::PacketIdentifierNotFound;
         }
         out.push(Output::Send(Packet::PubComp(comp)));

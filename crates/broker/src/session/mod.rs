@@ -14,7 +14,10 @@
 mod connect;
 mod inbound;
 mod outbound;
+mod persist;
 mod subscribe;
+
+pub use persist::{PersistOp, RestoredDelivery, SessionState};
 
 pub use connect::{effective_keep_alive, validate_connect};
 
@@ -65,6 +68,9 @@ pub enum Output {
         /// Undelivered shared-subscription messages.
         orphans: Vec<Routed>,
     },
+    /// Write this change to the store (only with [`BrokerSettings::durable`]). Packets sent
+    /// after it must not reach the client before it is durable.
+    Persist(PersistOp),
 }
 
 /// Why a message for this client was dropped.
@@ -105,7 +111,7 @@ pub struct SubscriptionRecord {
 
 /// State of one of our QoS 1/2 deliveries awaiting the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Awaiting {
+pub enum Awaiting {
     /// QoS 1 PUBLISH sent, waiting for PUBACK.
     Ack,
     /// QoS 2 PUBLISH sent, waiting for PUBREC.
@@ -167,6 +173,8 @@ pub struct Session {
     /// QoS 1 PUBLISHes routed but not yet acknowledged.
     qos1_unacked: usize,
     ended: bool,
+    /// The store holds this session (a state was reported and not yet ended).
+    stored: bool,
     /// What this client may publish, subscribe to and receive.
     policy: Arc<dyn AccessPolicy>,
 }
@@ -191,6 +199,7 @@ impl Session {
             qos2_received: HashMap::new(),
             qos1_unacked: 0,
             ended: false,
+            stored: false,
             policy: Arc::new(AllowAll),
         }
     }
@@ -316,6 +325,7 @@ impl Session {
         if self.will_at.is_some_and(|t| now >= t) {
             self.will_at = None;
             self.publish_will(now, out);
+            self.persist_state(out);
         }
         if self.expires_at.is_some_and(|t| now >= t) {
             self.end(now, out);
@@ -347,9 +357,14 @@ impl Session {
             .filter(|r| r.share.is_some())
             .collect();
         self.queued_bytes = 0;
+        if std::mem::take(&mut self.stored) {
+            out.push(Output::Persist(PersistOp::Ended));
+        }
         out.push(Output::Ended { orphans });
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod persist_tests;

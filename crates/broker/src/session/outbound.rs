@@ -3,7 +3,7 @@
 //! resending after a reconnect.
 
 use super::inbound::pubrel;
-use super::{Awaiting, DropReason, InFlight, Output, Session};
+use super::{Awaiting, DropReason, InFlight, Output, PersistOp, Session};
 use crate::Routed;
 use std::num::NonZeroU16;
 use std::time::Instant;
@@ -14,10 +14,12 @@ impl Session {
     /// in-flight window or until the client reconnects.
     pub fn deliver(&mut self, now: Instant, routed: Routed, out: &mut Vec<Output>) {
         if routed.message.is_expired(now) {
+            self.done(&routed, out);
             out.push(Output::Dropped(DropReason::Expired));
             return;
         }
         if !self.policy.can_receive(&routed.message.topic) {
+            self.done(&routed, out);
             out.push(Output::Dropped(DropReason::NotAuthorized));
             return;
         }
@@ -44,6 +46,7 @@ impl Session {
         let cost = routed.message.cost();
         let over_bytes = s.max_queued_bytes > 0 && self.queued_bytes + cost > s.max_queued_bytes;
         if self.queue.len() >= s.max_queued_messages || over_bytes {
+            self.done(&routed, out);
             out.push(Output::Dropped(DropReason::QueueFull));
             return;
         }
@@ -62,6 +65,7 @@ impl Session {
             };
             self.queued_bytes = self.queued_bytes.saturating_sub(routed.message.cost());
             if routed.message.is_expired(now) {
+                self.done(&routed, out);
                 out.push(Output::Dropped(DropReason::Expired));
             } else if routed.qos == QoS::AtMostOnce {
                 self.transmit(now, routed, None, out);
@@ -79,12 +83,28 @@ impl Session {
             } else {
                 Awaiting::Rec
             };
+            self.persist_delivery(
+                &routed,
+                |message_id| PersistOp::Sent {
+                    message_id,
+                    packet_id,
+                    awaiting,
+                },
+                out,
+            );
             self.inflight.push_back(InFlight {
                 packet_id,
                 routed,
                 awaiting,
             });
+        } else {
+            self.done(&routed, out);
         }
+    }
+
+    /// A persisted delivery is over.
+    fn done(&self, routed: &Routed, out: &mut Vec<Output>) {
+        self.persist_delivery(routed, |message_id| PersistOp::Done { message_id }, out);
     }
 
     /// Writes one PUBLISH; false when it was dropped for the client's packet size limit
@@ -181,7 +201,9 @@ impl Session {
             .iter()
             .position(|f| f.packet_id == id && f.awaiting == expected)
         {
-            self.inflight.remove(i);
+            if let Some(f) = self.inflight.remove(i) {
+                self.done(&f.routed, out);
+            }
             self.drain_queue(now, out);
         }
     }
@@ -201,11 +223,22 @@ impl Session {
         };
         if !r.reason.is_success() {
             // The client refused the message: the exchange is over [MQTT-4.3.3-4].
-            self.inflight.remove(i);
+            if let Some(f) = self.inflight.remove(i) {
+                self.done(&f.routed, out);
+            }
             self.drain_queue(now, out);
             return;
         }
         self.inflight[i].awaiting = Awaiting::Comp;
+        self.persist_delivery(
+            &self.inflight[i].routed,
+            |message_id| PersistOp::Sent {
+                message_id,
+                packet_id: r.packet_id,
+                awaiting: Awaiting::Comp,
+            },
+            out,
+        );
         out.push(Output::Send(pubrel(r.packet_id)));
     }
 
@@ -226,6 +259,7 @@ impl Session {
             let packet = Packet::Publish(publish);
             if max.is_some_and(|m| encoded_len(&packet, self.protocol) > m as usize) {
                 // Too large for the new connection: treated as delivered [MQTT-3.1.2-25].
+                self.done(&f.routed, out);
                 out.push(Output::Dropped(DropReason::TooLarge));
                 continue;
             }

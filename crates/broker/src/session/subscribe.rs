@@ -70,7 +70,11 @@ impl Session {
             properties: SubAckProperties::default(),
             reasons,
         })));
+        let changed = !ops.is_empty();
         out.extend(ops);
+        if changed {
+            self.persist_state(out);
+        }
         Ok(())
     }
 
@@ -134,7 +138,11 @@ impl Session {
             properties: UnsubAckProperties::default(),
             reasons,
         })));
+        let changed = !ops.is_empty();
         out.extend(ops);
+        if changed {
+            self.persist_state(out);
+        }
     }
 }
 

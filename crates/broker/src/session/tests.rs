@@ -59,6 +59,7 @@ fn routed(topic: &str, qos: QoS) -> Routed {
         retain: false,
         subscription_ids: vec![],
         share: None,
+        store_id: None,
     }
 }
 
@@ -635,6 +636,7 @@ fn expired_messages_are_not_delivered_and_remaining_expiry_is_forwarded() {
         retain: false,
         subscription_ids: vec![NonZeroU32::new(3).unwrap()],
         share: None,
+        store_id: None,
     };
     s.deliver(now + Duration::from_secs(4), r.clone(), &mut out);
     let p = sent_publishes(&out)[0];
