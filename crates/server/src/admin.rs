@@ -271,7 +271,13 @@ impl Admin {
 
     /// Deletes the retained message of one topic; `false` when there was none.
     pub fn retained_delete(&self, topic: &str) -> bool {
-        self.broker.retained.write().remove(topic).is_some()
+        let removed = self.broker.retained.write().remove(topic).is_some();
+        if let (true, Some(store)) = (removed, &self.broker.store) {
+            store.submit(vec![thingmq_store::Op::DeleteRetained {
+                topic: topic.into(),
+            }]);
+        }
+        removed
     }
 
     /// Publishes a message as the broker itself. Returns how many subscribers it reached.
@@ -290,7 +296,9 @@ impl Admin {
             TravellingProperties::default(),
         ));
         Metrics::add(&self.broker.metrics.messages_received, 1);
-        Ok(self.broker.publish(&message, None))
+        // Stored for persistent subscribers like any publish; the answer does not wait for
+        // the store (there is no acknowledgement to hold back).
+        Ok(self.broker.publish(&message, None, &mut Vec::new()).0)
     }
 
     fn handle(&self, client_id: &str) -> Option<SessionHandle> {

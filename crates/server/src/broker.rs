@@ -5,6 +5,7 @@
 use crate::access::AccessControl;
 use crate::inbox::Inbox;
 use crate::metrics::Metrics;
+use crate::persist::{self, StoreHandle};
 use crate::session_task::Control;
 use bytestring::ByteString;
 use parking_lot::{Mutex, RwLock};
@@ -16,6 +17,7 @@ use std::time::Instant;
 use thingmq_broker::retain::RetainStore;
 use thingmq_broker::router::{Delivery, Router, Subscriber};
 use thingmq_broker::{BrokerSettings, Message, Routed};
+use thingmq_store::Op;
 use tokio::sync::mpsc;
 
 /// What the router holds for a session: its inbox and whether it is connected.
@@ -28,6 +30,9 @@ pub(crate) struct SessionShared {
     /// The attached connection, for the admin API; written by the session task on attach
     /// and close only.
     pub(crate) connection: Mutex<Option<crate::admin::ConnectionInfo>>,
+    /// The session is kept in the store: QoS 1/2 messages routed to it are stored (once)
+    /// with a queue entry for it before the publisher is acknowledged.
+    pub(crate) durable: AtomicBool,
 }
 
 /// A cheap, comparable reference to a session (by identity, not client id: a client id can
@@ -79,6 +84,8 @@ pub(crate) struct Broker {
     pub(crate) password_checks: tokio::sync::Semaphore,
     /// Publish `$SYS/brokers/clients/{connected,disconnected}` events (`sys.client_events`).
     pub(crate) client_events: bool,
+    /// The store task, when sessions are persisted.
+    pub(crate) store: Option<Arc<StoreHandle>>,
 }
 
 impl Broker {
@@ -86,6 +93,7 @@ impl Broker {
         settings: BrokerSettings,
         outbound_queue: usize,
         access: AccessControl,
+        store: Option<Arc<StoreHandle>>,
     ) -> Broker {
         Broker {
             settings: Arc::new(settings),
@@ -100,6 +108,7 @@ impl Broker {
             access_generation: AtomicU64::new(0),
             password_checks: tokio::sync::Semaphore::new(4),
             client_events: true,
+            store,
         }
     }
 
@@ -144,22 +153,36 @@ impl Broker {
             inbox: Inbox::new(self.outbound_queue, self.settings.max_queued_messages),
             online: AtomicBool::new(false),
             connection: Mutex::new(None),
+            durable: AtomicBool::new(false),
         }))
     }
 
     /// Publishes a message: updates the retained store when RETAIN is set, then hands a copy
-    /// to every matching subscriber. Returns how many subscribers it was routed to.
-    pub(crate) fn publish(&self, message: &Arc<Message>, publisher: Option<&SessionRef>) -> usize {
+    /// to every matching subscriber. Returns how many subscribers it was routed to and the
+    /// store batch to wait for before acknowledging it (0: nothing to wait for).
+    ///
+    /// With a store, `ops` (the publisher's pending changes) are submitted together with the
+    /// message, its retained copy and one queue entry per persistent subscriber, as one
+    /// atomic batch — before any subscriber can see the message, so a subscriber's later
+    /// "delivered" can never reach the store ahead of the entry it removes.
+    pub(crate) fn publish(
+        &self,
+        message: &Arc<Message>,
+        publisher: Option<&SessionRef>,
+        ops: &mut Vec<Op>,
+    ) -> (usize, u64) {
         if message.retain {
-            self.retain(message);
+            self.retain(message, ops);
         }
         let mut deliveries: Vec<Delivery<SessionRef>> = Vec::new();
         self.router
             .read()
             .route(&message.topic, publisher, &mut deliveries);
         let n = deliveries.len();
+        let mut routed_all = Vec::with_capacity(n);
+        let mut message_id = None;
         for d in deliveries {
-            let routed = Routed {
+            let mut routed = Routed {
                 message: message.clone(),
                 qos: message.qos.min(d.qos),
                 // Live forwarding clears RETAIN unless Retain As Published [MQTT-3.3.1-9/-12].
@@ -168,9 +191,37 @@ impl Broker {
                 share: d.share_group.zip(d.share_filter),
                 store_id: None,
             };
-            self.push(&d.subscriber, routed);
+            if let Some(store) = &self.store {
+                let durable = routed.qos != thingmq_codec::QoS::AtMostOnce
+                    && routed.share.is_none()
+                    && d.subscriber.0.durable.load(Ordering::Acquire);
+                if durable {
+                    let id = *message_id.get_or_insert_with(|| {
+                        let id = store.message_id();
+                        ops.push(Op::PutMessage {
+                            id,
+                            record: persist::message_record(message, store.clock),
+                        });
+                        id
+                    });
+                    routed.store_id = Some(id);
+                    ops.push(Op::PutEntry {
+                        client_id: d.subscriber.0.client_id.clone(),
+                        message_id: id,
+                        entry: persist::entry_record(&routed),
+                    });
+                }
+            }
+            routed_all.push((d.subscriber, routed));
         }
-        n
+        let seq = match &self.store {
+            Some(store) => store.submit(std::mem::take(ops)),
+            None => 0,
+        };
+        for (to, routed) in routed_all {
+            self.push(&to, routed);
+        }
+        (n, seq)
     }
 
     /// Hands messages of an ended session's shared subscriptions to another member of the
@@ -206,7 +257,20 @@ impl Broker {
         }
     }
 
-    fn retain(&self, message: &Arc<Message>) {
+    fn retain(&self, message: &Arc<Message>, ops: &mut Vec<Op>) {
+        // $SYS values are the broker's own, recomputed after a restart.
+        if let Some(s) = self.store.as_ref().filter(|_| !message.topic.starts_with("$SYS")) {
+            ops.push(if message.payload.is_empty() {
+                Op::DeleteRetained {
+                    topic: message.topic.clone(),
+                }
+            } else {
+                Op::PutRetained {
+                    topic: message.topic.clone(),
+                    record: persist::message_record(message, s.clock),
+                }
+            });
+        }
         let mut store = self.retained.write();
         if message.payload.is_empty() {
             // An empty retained payload deletes [MQTT-3.3.1-10].

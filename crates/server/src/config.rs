@@ -57,6 +57,9 @@ pub struct Config {
     pub auth: crate::access::AuthConfig,
     /// The HTTP listener for the REST API and metrics.
     pub http: HttpConfig,
+    /// Where sessions and retained messages are kept; `None` keeps them in memory only,
+    /// without the store task (no `[storage]` section).
+    pub storage: Option<StorageConfig>,
 }
 
 /// The `[http]` section: where the REST API and `/metrics` listen, and who may use them.
@@ -83,6 +86,36 @@ impl Default for HttpConfig {
             secure_cookie: false,
         }
     }
+}
+
+/// The `[storage]` section: durability of sessions, queues and retained messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Directory of the on-disk store; `None` is the in-memory backend (`backend = "memory"`).
+    pub data_dir: Option<PathBuf>,
+    /// When writes are forced to stable storage.
+    pub sync: SyncPolicy,
+}
+
+impl StorageConfig {
+    /// The on-disk store in `dir`, syncing every acknowledged write (`serve --data-dir`).
+    pub fn disk(dir: PathBuf) -> StorageConfig {
+        StorageConfig {
+            data_dir: Some(dir),
+            sync: SyncPolicy::Always,
+        }
+    }
+}
+
+/// `storage.sync`: what an acknowledgement promises (see docs/durability.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// fsync before PUBACK/PUBREC (group commit).
+    Always,
+    /// Written to the OS before the acknowledgement, fsync every interval.
+    Interval(Duration),
+    /// Written to the OS before the acknowledgement; the OS decides when it reaches the disk.
+    Never,
 }
 
 /// One listener.
@@ -235,6 +268,7 @@ impl Default for Config {
             log_level: "info".into(),
             auth: Default::default(),
             http: HttpConfig::default(),
+            storage: None,
         }
     }
 }
@@ -253,6 +287,7 @@ mod raw {
         pub(super) sys: Option<Sys>,
         pub(super) auth: Option<Auth>,
         pub(super) http: Option<Http>,
+        pub(super) storage: Option<Storage>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -263,6 +298,15 @@ mod raw {
         pub(super) api_keys_file: Option<std::path::PathBuf>,
         pub(super) users_file: Option<std::path::PathBuf>,
         pub(super) secure_cookie: Option<bool>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Storage {
+        pub(super) backend: Option<String>,
+        pub(super) data_dir: Option<std::path::PathBuf>,
+        pub(super) sync: Option<String>,
+        pub(super) sync_interval_ms: Option<u64>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -345,13 +389,23 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::from_toml(&text).map_err(|e| match e {
+        let mut c = Config::from_toml(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.display().to_string(),
                 message,
             },
             other => other,
-        })
+        })?;
+        // A relative data directory is where the config file is, not wherever the server
+        // happens to be started from.
+        if let Some(dir) = c.storage.as_mut().and_then(|s| s.data_dir.as_mut()) {
+            if dir.is_relative() {
+                if let Some(parent) = path.parent() {
+                    *dir = parent.join(&*dir);
+                }
+            }
+        }
+        Ok(c)
     }
 
     /// Parses and validates TOML text.
@@ -486,7 +540,51 @@ impl Config {
             c.sys_interval = (secs > 0).then(|| Duration::from_secs(secs));
         }
         set(&mut c.sys_client_events, sys.client_events);
+        if let Some(s) = file.storage {
+            c.storage = validate_storage(s)?;
+        }
+        c.broker.durable = c.storage.is_some();
         Ok(c)
+    }
+}
+
+/// Default `storage.data_dir`, relative to the config file's directory.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+fn validate_storage(s: raw::Storage) -> Result<Option<StorageConfig>, ConfigError> {
+    let interval = match s.sync_interval_ms {
+        Some(0) => return Err(invalid("storage.sync_interval_ms", "must be above 0")),
+        Some(ms) => Duration::from_millis(ms),
+        None => Duration::from_millis(1000),
+    };
+    let sync = match s.sync.as_deref().unwrap_or("always") {
+        "always" => SyncPolicy::Always,
+        "interval" => SyncPolicy::Interval(interval),
+        "never" => SyncPolicy::Never,
+        other => {
+            return Err(invalid(
+                "storage.sync",
+                format!("`{other}` is not one of always, interval, never"),
+            ))
+        }
+    };
+    let data_dir = s
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    match s.backend.as_deref().unwrap_or("disk") {
+        "disk" => Ok(Some(StorageConfig {
+            data_dir: Some(data_dir),
+            sync,
+        })),
+        "memory" => Ok(Some(StorageConfig {
+            data_dir: None,
+            sync,
+        })),
+        "none" => Ok(None),
+        other => Err(invalid(
+            "storage.backend",
+            format!("`{other}` is not one of disk, memory, none"),
+        )),
     }
 }
 
@@ -723,5 +821,48 @@ mod tests {
         assert_eq!(c.broker.max_keep_alive, 60);
         assert_eq!(c.limits.connect_timeout, Duration::from_millis(500));
         assert!(c.sys_interval.is_none());
+    }
+
+    #[test]
+    fn storage_section_defaults_to_disk_with_always() {
+        let c = Config::from_toml("[storage]\n").unwrap();
+        let s = c.storage.unwrap();
+        assert_eq!(s.data_dir.as_deref(), Some(Path::new(DEFAULT_DATA_DIR)));
+        assert_eq!(s.sync, SyncPolicy::Always);
+        assert!(c.broker.durable);
+        assert!(Config::from_toml("").unwrap().storage.is_none());
+    }
+
+    #[test]
+    fn storage_keys_are_checked() {
+        let c = Config::from_toml(
+            "[storage]\nbackend = \"memory\"\nsync = \"interval\"\nsync_interval_ms = 20\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.storage,
+            Some(StorageConfig {
+                data_dir: None,
+                sync: SyncPolicy::Interval(Duration::from_millis(20))
+            })
+        );
+        let e = Config::from_toml("[storage]\nsync = \"sometimes\"\n").unwrap_err();
+        assert!(e.to_string().contains("storage.sync"), "{e}");
+        let e = Config::from_toml("[storage]\nbackend = \"tape\"\n").unwrap_err();
+        assert!(e.to_string().contains("storage.backend"), "{e}");
+        let none = Config::from_toml("[storage]\nbackend = \"none\"\n").unwrap();
+        assert!(none.storage.is_none() && !none.broker.durable);
+    }
+
+    #[test]
+    fn a_relative_data_dir_is_next_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("thingmq.toml");
+        std::fs::write(&path, "[storage]\ndata_dir = \"state\"\n").unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(
+            c.storage.unwrap().data_dir,
+            Some(dir.path().join("state"))
+        );
     }
 }

@@ -195,7 +195,7 @@ pub(crate) async fn admit(
                     );
                     drop(registry);
                     let task = SessionTask::new(broker.clone(), me, inbox, shutdown, alive);
-                    tokio::spawn(task.run(accepted));
+                    tokio::spawn(task.run(Some(accepted)));
                     return;
                 }
             }

@@ -15,6 +15,7 @@ mod connection;
 mod inbox;
 mod listener;
 pub mod metrics;
+mod persist;
 mod session_task;
 mod sys;
 mod transport;
@@ -43,6 +44,9 @@ pub enum ServerError {
     /// The password file or ACL could not be loaded.
     #[error("{0}")]
     Auth(#[from] thingmq_auth::AuthError),
+    /// The store could not be opened or read.
+    #[error("{0}")]
+    Store(#[from] thingmq_store::StoreError),
     /// A listener address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -112,11 +116,28 @@ impl Server {
     /// Binds every listener and starts serving. Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
         let access = access::AccessControl::load(&config.auth)?;
-        let mut broker = Broker::new(config.broker.clone(), config.limits.outbound_queue, access);
+        let mut settings = config.broker.clone();
+        settings.durable = config.storage.is_some();
+        // Everything stored is loaded before any listener accepts a client.
+        let (store, snapshot) = match &config.storage {
+            Some(storage) => {
+                let mut store = persist::open(storage)?;
+                let snapshot = store.load()?;
+                let clock = persist::WallClock::now();
+                let handle =
+                    persist::StoreHandle::start(store, storage, snapshot.next_message_id(), clock);
+                (Some(Arc::new(handle)), Some((snapshot, clock)))
+            }
+            None => (None, None),
+        };
+        let mut broker = Broker::new(settings, config.limits.outbound_queue, access, store);
         broker.client_events = config.sys_client_events;
         let broker = Arc::new(broker);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (alive, done) = mpsc::channel(1);
+        if let Some((snapshot, clock)) = snapshot {
+            restore(&broker, snapshot, clock, &shutdown_rx, &alive);
+        }
         let global = (config.limits.max_connections > 0)
             .then(|| Arc::new(Semaphore::new(config.limits.max_connections)));
         let mut addrs = Vec::new();
@@ -236,5 +257,70 @@ impl ServerHandle {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.done.recv()).await;
         // Give the closing writers a moment to flush their last packets.
         tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(store) = self.broker.store.clone() {
+            // Writes (and syncs) what the sessions submitted while stopping.
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
     }
+}
+
+/// Puts stored retained messages and sessions back: each session gets its task (offline
+/// until its client reconnects), its registry entry and its subscriptions in the router.
+fn restore(
+    broker: &Arc<Broker>,
+    snapshot: thingmq_store::Snapshot,
+    clock: persist::WallClock,
+    shutdown: &watch::Receiver<bool>,
+    alive: &mpsc::Sender<()>,
+) {
+    let now = std::time::Instant::now();
+    let (retained, sessions) = persist::restore(snapshot, clock);
+    let (n_retained, n_sessions) = (retained.len(), sessions.len());
+    {
+        let mut store = broker.retained.write();
+        for m in retained {
+            if !m.is_expired(now) {
+                store.insert(&m.topic.clone(), m);
+            }
+        }
+    }
+    for r in sessions {
+        let session = thingmq_broker::session::Session::restore(
+            r.client_id.clone(),
+            broker.settings.clone(),
+            now,
+            r.state,
+            r.deliveries,
+            r.qos2_received,
+        );
+        let me = broker.new_session_ref(r.client_id.clone());
+        {
+            let mut router = broker.router.write();
+            for s in session.subscriptions() {
+                router.subscribe(&s.filter, s.share_group.as_deref(), me.clone(), s.entry);
+            }
+        }
+        let (control, inbox) = mpsc::channel(8);
+        broker.registry.lock().insert(
+            r.client_id,
+            broker::SessionHandle {
+                session: me.clone(),
+                control,
+            },
+        );
+        let task = session_task::SessionTask::restored(
+            broker.clone(),
+            me,
+            session,
+            inbox,
+            shutdown.clone(),
+            alive.clone(),
+        );
+        tokio::spawn(task.run(None));
+    }
+    tracing::info!(
+        sessions = n_sessions,
+        retained = n_retained,
+        "restored from the store"
+    );
 }

@@ -60,6 +60,12 @@ pub(crate) struct SessionTask {
     internal: bool,
     /// Generation of the rules the session's policy was built from.
     access_generation: u64,
+    /// Store changes of this session not yet submitted (submitted at the end of each
+    /// `perform`, so the outputs of one packet are one atomic batch).
+    ops: Vec<thingmq_store::Op>,
+    /// Store batch that must be applied before more bytes go to the client: our own changes
+    /// and those of messages routed to us.
+    wait_seq: u64,
     /// Keeps the server's shutdown waiting until this task is gone.
     _alive: mpsc::Sender<()>,
 }
@@ -97,17 +103,46 @@ impl SessionTask {
             client: None,
             internal: false,
             access_generation: 0,
+            ops: Vec::new(),
+            wait_seq: 0,
             _alive: alive,
         }
     }
 
-    pub(crate) async fn run(mut self, first: Accepted) {
-        self.attach(first, false);
+    /// A task for a session restored from the store, offline until its client reconnects.
+    pub(crate) fn restored(
+        broker: Arc<Broker>,
+        me: SessionRef,
+        session: Session,
+        control: mpsc::Receiver<Control>,
+        shutdown: watch::Receiver<bool>,
+        alive: mpsc::Sender<()>,
+    ) -> SessionTask {
+        let mut task = SessionTask::new(broker, me, control, shutdown, alive);
+        task.session = session;
+        task.me.0.durable.store(task.session.persists(), Ordering::Release);
+        task
+    }
+
+    pub(crate) async fn run(mut self, first: Option<Accepted>) {
+        match first {
+            Some(first) => self.attach(first, false),
+            None => {
+                // Wills and expiries that fell due while the server was down.
+                self.session.tick(Instant::now(), &mut self.out);
+                self.perform();
+            }
+        }
         // A connection handed over while the server was already stopping.
         let mut stopping = *self.shutdown.borrow();
         loop {
             if stopping {
-                self.session.shutdown(Instant::now(), &mut self.out);
+                if self.broker.store.is_some() {
+                    // The store keeps the session: it outlives this server process.
+                    self.session.suspend(Instant::now(), &mut self.out);
+                } else {
+                    self.session.shutdown(Instant::now(), &mut self.out);
+                }
                 self.perform();
                 break;
             }
@@ -125,6 +160,14 @@ impl SessionTask {
                 .writer
                 .as_ref()
                 .is_none_or(|w| w.buf.len() < WRITE_HIGH_WATER);
+            // Nothing reaches the client (an acknowledgement above all) before the store has
+            // what it depends on.
+            let durable = self
+                .broker
+                .store
+                .as_ref()
+                .is_none_or(|s| s.is_committed(self.wait_seq));
+            let committed = committed(&self.broker, self.wait_seq);
             tokio::select! {
                 ctl = self.control.recv() => match ctl {
                     Some(Control::Attach(a)) => self.attach(*a, true),
@@ -144,7 +187,8 @@ impl SessionTask {
                 },
                 _ = self.shutdown.changed() => stopping = true,
                 n = read_some(&mut self.reader), if can_take => self.on_read(n),
-                r = write_some(&mut self.writer) => match r {
+                _ = committed, if !durable => {}
+                r = write_some(&mut self.writer), if durable => match r {
                     Ok(n) => {
                         Metrics::add(&self.broker.metrics.bytes_sent, n as u64);
                         if !can_take {
@@ -332,6 +376,10 @@ impl SessionTask {
 
     fn on_inbox(&mut self) {
         let now = Instant::now();
+        if let Some(store) = &self.broker.store {
+            // Whoever routed these submitted their store changes before pushing them.
+            self.wait_seq = self.wait_seq.max(store.submitted());
+        }
         let mut routed = std::mem::take(&mut self.routed);
         let from_backlog = self.backlog.len().min(DELIVERY_BATCH);
         routed.extend(self.backlog.drain(..from_backlog));
@@ -363,6 +411,16 @@ impl SessionTask {
             }
             self.batch = batch;
         }
+        if let Some(store) = &self.broker.store {
+            self.me
+                .0
+                .durable
+                .store(self.session.persists(), Ordering::Release);
+            if !self.ops.is_empty() {
+                let seq = store.submit(std::mem::take(&mut self.ops));
+                self.wait_seq = self.wait_seq.max(seq);
+            }
+        }
     }
 
     fn apply(&mut self, output: Output) {
@@ -370,7 +428,17 @@ impl SessionTask {
         match output {
             Output::Send(packet) => self.send(&packet),
             Output::Publish { message, ack } => {
-                let n = self.broker.publish(&message, Some(&self.me));
+                if let Some(a) = ack.filter(|a| a.qos == thingmq_codec::QoS::ExactlyOnce) {
+                    if self.broker.store.is_some() && self.session.persists() {
+                        // Stored with the message: a resend after a crash is not routed again.
+                        self.ops.push(thingmq_store::Op::PutQos2 {
+                            client_id: self.session.client_id().clone(),
+                            packet_id: a.packet_id.get(),
+                        });
+                    }
+                }
+                let (n, seq) = self.broker.publish(&message, Some(&self.me), &mut self.ops);
+                self.wait_seq = self.wait_seq.max(seq);
                 if let Some(ack) = ack {
                     let reason = if n == 0 {
                         ReasonCode::NoMatchingSubscribers
@@ -382,7 +450,8 @@ impl SessionTask {
             }
             Output::Will(message) => {
                 tracing::debug!(client_id = %self.session.client_id(), topic = %message.topic, "publishing will");
-                self.broker.publish(&message, None);
+                let (_, seq) = self.broker.publish(&message, None, &mut self.ops);
+                self.wait_seq = self.wait_seq.max(seq);
             }
             Output::Subscribe(record) => self.subscribe(now, record),
             Output::Unsubscribe(record) => {
@@ -407,6 +476,12 @@ impl SessionTask {
             Output::Denied { action, topic } => {
                 Metrics::add(&self.broker.metrics.denied, 1);
                 tracing::info!(client_id = %self.session.client_id(), action, %topic, "not authorized");
+            }
+            Output::Persist(op) => {
+                if let Some(store) = &self.broker.store {
+                    let op = crate::persist::op(self.session.client_id(), op, store.clock);
+                    self.ops.push(op);
+                }
             }
             Output::Ended { orphans } => {
                 // The task stops (or, on a clean-start reconnect, starts a fresh session)
@@ -481,8 +556,10 @@ impl SessionTask {
                 .metrics
                 .connections
                 .fetch_sub(1, Ordering::Relaxed);
+            let committed = committed(&self.broker, self.wait_seq);
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                    committed.await;
                     let _ = writer.io.write_all_buf(&mut writer.buf).await;
                     let _ = writer.io.shutdown().await;
                 })
@@ -553,6 +630,16 @@ async fn write_some(writer: &mut Option<WritePart>) -> io::Result<usize> {
             Ok(0)
         }
         _ => std::future::pending().await,
+    }
+}
+
+/// Resolves once store batch `seq` is applied (at once without a store).
+fn committed(broker: &Broker, seq: u64) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let wait = broker.store.as_ref().map(|s| s.committed(seq));
+    async move {
+        if let Some(w) = wait {
+            w.await
+        }
     }
 }
 

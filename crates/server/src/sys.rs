@@ -75,7 +75,7 @@ pub(crate) fn client_event(
         properties: Default::default(),
         expires_at: None,
     };
-    broker.publish(&Arc::new(message), None);
+    broker.publish(&Arc::new(message), None, &mut Vec::new());
 }
 
 /// Publishes every `$SYS` topic once.
@@ -117,6 +117,6 @@ pub(crate) fn publish_all(broker: &Broker) {
             properties: Default::default(),
             expires_at: None,
         };
-        broker.publish(&Arc::new(message), None);
+        broker.publish(&Arc::new(message), None, &mut Vec::new());
     }
 }

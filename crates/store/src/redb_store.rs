@@ -22,7 +22,7 @@ const QOS2: TableDefinition<(&str, u16), ()> = TableDefinition::new("qos2");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 
 /// The file name inside the data directory.
-pub const FILE_NAME: &str = "thingmq.redb";
+pub(crate) const FILE_NAME: &str = "thingmq.redb";
 
 /// The on-disk store.
 pub struct DiskStore {
@@ -142,7 +142,7 @@ impl DiskStore {
         let mut qos2 = tx.open_table(QOS2)?;
         let mut retained = tx.open_table(RETAINED)?;
         let mut stored: Vec<u64> = Vec::new();
-        let mut release = |refs: &mut redb::Table<u64, u64>,
+        let release = |refs: &mut redb::Table<u64, u64>,
                            messages: &mut redb::Table<u64, &[u8]>,
                            id: u64|
          -> Result<(), redb::Error> {

@@ -1,0 +1,439 @@
+//! The store task: the one owner of the [`Store`], and the translation between the core's
+//! [`PersistOp`]s (with `Instant`s) and stored records (with wall-clock milliseconds).
+//!
+//! Session tasks hand it batches of [`Op`]s through [`StoreHandle::submit`], which numbers
+//! them. The task (a plain thread: stores block) takes every batch waiting, applies them as
+//! one atomic write — one fsync for many connections with `sync = "always"` (group commit) —
+//! and then publishes the highest number applied. A session task holds back the bytes it
+//! writes to its client until everything it submitted (and everything routed to it) is
+//! applied, so a PUBACK/PUBREC never reaches a client before the message and every
+//! persistent subscriber's queue entry are stored.
+
+use crate::config::{StorageConfig, SyncPolicy};
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use thingmq_broker::session::{Awaiting, PersistOp, RestoredDelivery, SessionState};
+use thingmq_broker::{Message, Routed};
+use thingmq_codec::PacketId;
+use thingmq_store::{
+    EntryRecord, EntryState, MessageRecord, Op, SessionRecord, Snapshot, Store, StoreError,
+};
+use tokio::sync::watch;
+
+/// Most operations applied in one write, so one huge backlog does not make one huge write.
+const MAX_BATCH_OPS: usize = 50_000;
+
+/// Opens the configured store.
+pub(crate) fn open(config: &StorageConfig) -> Result<Box<dyn Store>, StoreError> {
+    match &config.data_dir {
+        Some(dir) => Ok(Box::new(thingmq_store::DiskStore::open(dir)?)),
+        None => Ok(Box::new(thingmq_store::MemoryStore::new())),
+    }
+}
+
+/// Converts between `Instant`s and wall-clock milliseconds, anchored once at start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WallClock {
+    instant: Instant,
+    unix_ms: u64,
+}
+
+impl WallClock {
+    pub(crate) fn now() -> WallClock {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        WallClock {
+            instant: Instant::now(),
+            unix_ms,
+        }
+    }
+
+    pub(crate) fn to_ms(self, t: Instant) -> u64 {
+        match t.checked_duration_since(self.instant) {
+            Some(d) => self.unix_ms.saturating_add(millis(d)),
+            None => self
+                .unix_ms
+                .saturating_sub(millis(self.instant.duration_since(t))),
+        }
+    }
+
+    /// A deadline that passed while the server was down is "now".
+    pub(crate) fn to_instant(self, ms: u64) -> Instant {
+        if ms >= self.unix_ms {
+            self.instant + Duration::from_millis(ms - self.unix_ms)
+        } else {
+            self.instant
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+struct Submitter {
+    seq: u64,
+    tx: Option<std_mpsc::Sender<(u64, Vec<Op>)>>,
+}
+
+/// How session tasks reach the store task.
+pub(crate) struct StoreHandle {
+    submitter: Mutex<Submitter>,
+    submitted: AtomicU64,
+    committed: watch::Receiver<u64>,
+    next_message_id: AtomicU64,
+    pub(crate) clock: WallClock,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHandle")
+            .field("submitted", &self.submitted)
+            .field("committed", &*self.committed.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreHandle {
+    /// Starts the store task.
+    pub(crate) fn start(
+        store: Box<dyn Store>,
+        config: &StorageConfig,
+        next_message_id: u64,
+        clock: WallClock,
+    ) -> StoreHandle {
+        let (tx, rx) = std_mpsc::channel();
+        let (committed_tx, committed) = watch::channel(0);
+        let policy = config.sync;
+        let thread = std::thread::Builder::new()
+            .name("thingmq-store".into())
+            .spawn(move || store_task(store, rx, committed_tx, policy))
+            .expect("cannot start the store thread");
+        StoreHandle {
+            submitter: Mutex::new(Submitter { seq: 0, tx: Some(tx) }),
+            submitted: AtomicU64::new(0),
+            committed,
+            next_message_id: AtomicU64::new(next_message_id),
+            clock,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Queues a batch for the store; returns its number (the last one when `ops` is empty).
+    pub(crate) fn submit(&self, ops: Vec<Op>) -> u64 {
+        let mut s = self.submitter.lock();
+        if ops.is_empty() {
+            return s.seq;
+        }
+        let Some(tx) = &s.tx else {
+            tracing::warn!("store closed: {} changes not written", ops.len());
+            return 0;
+        };
+        let seq = s.seq + 1;
+        if tx.send((seq, ops)).is_err() {
+            tracing::error!("store task gone: changes not written");
+            return 0;
+        }
+        s.seq = seq;
+        self.submitted.store(seq, Ordering::Release);
+        seq
+    }
+
+    /// Number of the last batch submitted by anyone.
+    pub(crate) fn submitted(&self) -> u64 {
+        self.submitted.load(Ordering::Acquire)
+    }
+
+    /// True once batch `seq` (and every earlier one) is applied.
+    pub(crate) fn is_committed(&self, seq: u64) -> bool {
+        *self.committed.borrow() >= seq
+    }
+
+    /// Resolves once batch `seq` is applied.
+    pub(crate) fn committed(&self, seq: u64) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.committed.clone();
+        async move {
+            let _ = rx.wait_for(|c| *c >= seq).await;
+        }
+    }
+
+    /// A fresh message id.
+    pub(crate) fn message_id(&self) -> u64 {
+        self.next_message_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Stops the store task after it has written (and synced) everything submitted.
+    pub(crate) fn close(&self) {
+        self.submitter.lock().tx = None;
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn store_task(
+    mut store: Box<dyn Store>,
+    rx: std_mpsc::Receiver<(u64, Vec<Op>)>,
+    committed: watch::Sender<u64>,
+    policy: SyncPolicy,
+) {
+    let always = matches!(policy, SyncPolicy::Always);
+    let mut last_sync = Instant::now();
+    let mut dirty = false;
+    let mut ops: Vec<Op> = Vec::new();
+    loop {
+        let first = match policy {
+            SyncPolicy::Interval(every) if dirty => {
+                let wait = every.saturating_sub(last_sync.elapsed());
+                match rx.recv_timeout(wait) {
+                    Ok(b) => Some(b),
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            _ => match rx.recv() {
+                Ok(b) => Some(b),
+                Err(_) => break,
+            },
+        };
+        if let Some((mut seq, batch)) = first {
+            ops.extend(batch);
+            while ops.len() < MAX_BATCH_OPS {
+                match rx.try_recv() {
+                    Ok((s, batch)) => {
+                        seq = s;
+                        ops.extend(batch);
+                    }
+                    Err(_) => break,
+                }
+            }
+            match store.apply(&ops, always) {
+                Ok(()) => {
+                    dirty = !always;
+                    committed.send_replace(seq);
+                }
+                // Acknowledgements waiting on this batch stay withheld: clients resend.
+                Err(e) => tracing::error!("store write failed, {} changes lost: {e}", ops.len()),
+            }
+            ops.clear();
+        }
+        if let SyncPolicy::Interval(every) = policy {
+            if dirty && last_sync.elapsed() >= every {
+                sync(&mut *store);
+                dirty = false;
+                last_sync = Instant::now();
+            }
+        }
+    }
+    sync(&mut *store);
+}
+
+fn sync(store: &mut dyn Store) {
+    if let Err(e) = store.sync() {
+        tracing::error!("store sync failed: {e}");
+    }
+}
+
+pub(crate) fn message_record(m: &Message, clock: WallClock) -> MessageRecord {
+    MessageRecord {
+        topic: m.topic.clone(),
+        payload: m.payload.clone(),
+        qos: m.qos,
+        retain: m.retain,
+        properties: m.properties.clone(),
+        expires_at_ms: m.expires_at.map(|t| clock.to_ms(t)),
+    }
+}
+
+pub(crate) fn message(r: MessageRecord, clock: WallClock) -> Message {
+    Message {
+        topic: r.topic,
+        payload: r.payload,
+        qos: r.qos,
+        retain: r.retain,
+        properties: r.properties,
+        expires_at: r.expires_at_ms.map(|ms| clock.to_instant(ms)),
+    }
+}
+
+pub(crate) fn entry_record(r: &Routed) -> EntryRecord {
+    EntryRecord {
+        qos: r.qos,
+        retain: r.retain,
+        subscription_ids: r.subscription_ids.iter().map(|i| i.get()).collect(),
+        packet_id: None,
+        state: EntryState::Queued,
+    }
+}
+
+fn state_of(a: Awaiting) -> EntryState {
+    match a {
+        Awaiting::Ack => EntryState::AwaitingAck,
+        Awaiting::Rec => EntryState::AwaitingRec,
+        Awaiting::Comp => EntryState::AwaitingComp,
+    }
+}
+
+/// The store operation for a core [`PersistOp`] of `client_id`'s session.
+pub(crate) fn op(client_id: &ByteString, op: PersistOp, clock: WallClock) -> Op {
+    let client_id = client_id.clone();
+    match op {
+        PersistOp::Session(s) => Op::PutSession {
+            client_id,
+            record: SessionRecord {
+                protocol: s.protocol,
+                expiry_interval: s.expiry_interval,
+                expires_at_ms: s.expires_at.map(|t| clock.to_ms(t)),
+                connected: s.connected,
+                will: s.will,
+                will_at_ms: s.will_at.map(|t| clock.to_ms(t)),
+                subscriptions: s.subscriptions,
+                next_packet_id: s.next_packet_id,
+            },
+        },
+        PersistOp::Ended => Op::DeleteSession { client_id },
+        PersistOp::Sent {
+            message_id,
+            packet_id,
+            awaiting,
+        } => Op::UpdateEntry {
+            client_id,
+            message_id,
+            packet_id: packet_id.get(),
+            state: state_of(awaiting),
+        },
+        PersistOp::Done { message_id } => Op::DeleteEntry {
+            client_id,
+            message_id,
+        },
+        PersistOp::Released { packet_id } => Op::DeleteQos2 {
+            client_id,
+            packet_id: packet_id.get(),
+        },
+    }
+}
+
+/// A stored session ready for [`thingmq_broker::session::Session::restore`].
+pub(crate) struct Restored {
+    pub(crate) client_id: ByteString,
+    pub(crate) state: SessionState,
+    pub(crate) deliveries: Vec<RestoredDelivery>,
+    pub(crate) qos2_received: Vec<PacketId>,
+}
+
+/// Turns a loaded snapshot into retained messages and sessions; each message becomes one
+/// `Arc` shared by every session that references it.
+pub(crate) fn restore(
+    snapshot: Snapshot,
+    clock: WallClock,
+) -> (Vec<Arc<Message>>, Vec<Restored>) {
+    let messages: HashMap<u64, Arc<Message>> = snapshot
+        .messages
+        .into_iter()
+        .map(|(id, r)| (id, Arc::new(message(r, clock))))
+        .collect();
+    let retained = snapshot
+        .retained
+        .into_values()
+        .map(|r| Arc::new(message(r, clock)))
+        .collect();
+    let sessions = snapshot
+        .sessions
+        .into_iter()
+        .map(|(client_id, s)| {
+            let r = s.record;
+            let state = SessionState {
+                protocol: r.protocol,
+                expiry_interval: r.expiry_interval,
+                expires_at: r.expires_at_ms.map(|ms| clock.to_instant(ms)),
+                connected: r.connected,
+                will: r.will,
+                will_at: r.will_at_ms.map(|ms| clock.to_instant(ms)),
+                subscriptions: r.subscriptions,
+                next_packet_id: r.next_packet_id,
+            };
+            let deliveries = s
+                .entries
+                .into_iter()
+                .filter_map(|(id, e)| {
+                    let message = messages.get(&id)?.clone();
+                    let sent = match (e.packet_id.and_then(PacketId::new), e.state) {
+                        (Some(p), EntryState::AwaitingAck) => Some((p, Awaiting::Ack)),
+                        (Some(p), EntryState::AwaitingRec) => Some((p, Awaiting::Rec)),
+                        (Some(p), EntryState::AwaitingComp) => Some((p, Awaiting::Comp)),
+                        _ => None,
+                    };
+                    Some(RestoredDelivery {
+                        routed: Routed {
+                            message,
+                            qos: e.qos,
+                            retain: e.retain,
+                            subscription_ids: e
+                                .subscription_ids
+                                .into_iter()
+                                .filter_map(std::num::NonZeroU32::new)
+                                .collect(),
+                            share: None,
+                            store_id: Some(id),
+                        },
+                        sent,
+                    })
+                })
+                .collect();
+            Restored {
+                client_id,
+                state,
+                deliveries,
+                qos2_received: s
+                    .qos2_received
+                    .into_iter()
+                    .filter_map(PacketId::new)
+                    .collect(),
+            }
+        })
+        .collect();
+    (retained, sessions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_clock_round_trips_and_past_deadlines_are_now() {
+        let c = WallClock::now();
+        let later = c.instant + Duration::from_secs(90);
+        assert_eq!(c.to_ms(later), c.unix_ms + 90_000);
+        assert_eq!(c.to_instant(c.unix_ms + 90_000), later);
+        assert_eq!(c.to_instant(c.unix_ms - 5_000), c.instant);
+    }
+
+    #[test]
+    fn batches_are_applied_in_order_and_committed() {
+        let config = StorageConfig {
+            data_dir: None,
+            sync: SyncPolicy::Always,
+        };
+        let h = StoreHandle::start(open(&config).unwrap(), &config, 1, WallClock::now());
+        let a = h.submit(vec![Op::DeleteRetained { topic: "x".into() }]);
+        let b = h.submit(vec![Op::DeleteRetained { topic: "y".into() }]);
+        assert!(b > a);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), h.committed(b))
+                .await
+                .unwrap()
+        });
+        assert!(h.is_committed(a));
+        h.close();
+    }
+}
