@@ -259,7 +259,11 @@ impl Broker {
 
     fn retain(&self, message: &Arc<Message>, ops: &mut Vec<Op>) {
         // $SYS values are the broker's own, recomputed after a restart.
-        if let Some(s) = self.store.as_ref().filter(|_| !message.topic.starts_with("$SYS")) {
+        if let Some(s) = self
+            .store
+            .as_ref()
+            .filter(|_| !message.topic.starts_with("$SYS"))
+        {
             ops.push(if message.payload.is_empty() {
                 Op::DeleteRetained {
                     topic: message.topic.clone(),

@@ -860,9 +860,6 @@ mod tests {
         let path = dir.path().join("thingmq.toml");
         std::fs::write(&path, "[storage]\ndata_dir = \"state\"\n").unwrap();
         let c = Config::from_file(&path).unwrap();
-        assert_eq!(
-            c.storage.unwrap().data_dir,
-            Some(dir.path().join("state"))
-        );
+        assert_eq!(c.storage.unwrap().data_dir, Some(dir.path().join("state")));
     }
 }

@@ -90,7 +90,7 @@ mod tests {
             retain: false,
             subscription_ids: vec![],
             share: None,
-                store_id: None,
+            store_id: None,
         }
     }
 

@@ -116,7 +116,10 @@ impl StoreHandle {
             .spawn(move || store_task(store, rx, committed_tx, policy))
             .expect("cannot start the store thread");
         StoreHandle {
-            submitter: Mutex::new(Submitter { seq: 0, tx: Some(tx) }),
+            submitter: Mutex::new(Submitter {
+                seq: 0,
+                tx: Some(tx),
+            }),
             submitted: AtomicU64::new(0),
             committed,
             next_message_id: AtomicU64::new(next_message_id),
@@ -156,7 +159,10 @@ impl StoreHandle {
     }
 
     /// Resolves once batch `seq` is applied.
-    pub(crate) fn committed(&self, seq: u64) -> impl std::future::Future<Output = ()> + Send + 'static {
+    pub(crate) fn committed(
+        &self,
+        seq: u64,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.committed.clone();
         async move {
             let _ = rx.wait_for(|c| *c >= seq).await;
@@ -329,10 +335,7 @@ pub(crate) struct Restored {
 
 /// Turns a loaded snapshot into retained messages and sessions; each message becomes one
 /// `Arc` shared by every session that references it.
-pub(crate) fn restore(
-    snapshot: Snapshot,
-    clock: WallClock,
-) -> (Vec<Arc<Message>>, Vec<Restored>) {
+pub(crate) fn restore(snapshot: Snapshot, clock: WallClock) -> (Vec<Arc<Message>>, Vec<Restored>) {
     let messages: HashMap<u64, Arc<Message>> = snapshot
         .messages
         .into_iter()

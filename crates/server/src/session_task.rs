@@ -120,7 +120,10 @@ impl SessionTask {
     ) -> SessionTask {
         let mut task = SessionTask::new(broker, me, control, shutdown, alive);
         task.session = session;
-        task.me.0.durable.store(task.session.persists(), Ordering::Release);
+        task.me
+            .0
+            .durable
+            .store(task.session.persists(), Ordering::Release);
         task
     }
 

@@ -47,8 +47,7 @@ impl MemoryStore {
                     self.entries.remove(&(client_id.clone(), id));
                     self.release(id);
                 }
-                self.qos2
-                    .retain(|(c, _)| c != client_id);
+                self.qos2.retain(|(c, _)| c != client_id);
             }
             Op::PutMessage { id, record } => {
                 self.messages.entry(*id).or_insert((record.clone(), 0));

@@ -134,6 +134,8 @@ impl DiskStore {
         tx.commit().map_err(|e| self.backend(e))
     }
 
+    // redb's own error type, returned once per batch on the store thread: not a hot path.
+    #[allow(clippy::result_large_err)]
     fn write(&self, tx: &WriteTransaction, ops: &[Op]) -> Result<(), redb::Error> {
         let mut sessions = tx.open_table(SESSIONS)?;
         let mut messages = tx.open_table(MESSAGES)?;
@@ -142,9 +144,10 @@ impl DiskStore {
         let mut qos2 = tx.open_table(QOS2)?;
         let mut retained = tx.open_table(RETAINED)?;
         let mut stored: Vec<u64> = Vec::new();
+        #[allow(clippy::result_large_err)]
         let release = |refs: &mut redb::Table<u64, u64>,
-                           messages: &mut redb::Table<u64, &[u8]>,
-                           id: u64|
+                       messages: &mut redb::Table<u64, &[u8]>,
+                       id: u64|
          -> Result<(), redb::Error> {
             let n = refs.get(id)?.map_or(0, |v| v.value());
             if n <= 1 {

@@ -154,8 +154,13 @@ pub(crate) fn a_message_is_stored_once_and_goes_with_its_last_reference<S: Store
     .unwrap();
     assert_eq!(s.load().unwrap().messages.len(), 1);
     // Deleting the session drops its entries, and with the last one the message.
-    s.apply(&[Op::DeleteSession { client_id: cid("b") }], true)
-        .unwrap();
+    s.apply(
+        &[Op::DeleteSession {
+            client_id: cid("b"),
+        }],
+        true,
+    )
+    .unwrap();
     let snap = s.load().unwrap();
     assert!(snap.messages.is_empty());
     assert!(!snap.sessions.contains_key(&cid("b")));

@@ -266,7 +266,12 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn send_disconnect(&self, reason: ReasonCode, why: Option<String>, out: &mut Vec<Output>) {
+    pub(super) fn send_disconnect(
+        &self,
+        reason: ReasonCode,
+        why: Option<String>,
+        out: &mut Vec<Output>,
+    ) {
         let Some(conn) = &self.conn else { return };
         if !self.protocol.is_v5() {
             return;

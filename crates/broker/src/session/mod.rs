@@ -365,6 +365,6 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod persist_tests;
+#[cfg(test)]
+mod tests;

@@ -19,7 +19,7 @@ use super::SubscriptionRecord;
 #[derive(Debug, Clone, PartialEq)]
 pub enum PersistOp {
     /// The session's own state (not its queue) changed.
-    Session(SessionState),
+    Session(Box<SessionState>),
     /// The session ended: forget it, its queue and its QoS 2 receive state.
     Ended,
     /// A delivery was sent (or its PUBREC arrived): it now waits for `awaiting`.
@@ -98,12 +98,17 @@ impl Session {
     pub(super) fn persist_state(&mut self, out: &mut Vec<Output>) {
         if self.persists() {
             self.stored = true;
-            out.push(Output::Persist(PersistOp::Session(self.state())));
+            out.push(Output::Persist(PersistOp::Session(Box::new(self.state()))));
         }
     }
 
     /// Reports the progress of a persisted delivery.
-    pub(super) fn persist_delivery(&self, routed: &Routed, op: impl FnOnce(u64) -> PersistOp, out: &mut Vec<Output>) {
+    pub(super) fn persist_delivery(
+        &self,
+        routed: &Routed,
+        op: impl FnOnce(u64) -> PersistOp,
+        out: &mut Vec<Output>,
+    ) {
         if let Some(id) = routed.store_id {
             if self.settings.durable {
                 out.push(Output::Persist(op(id)));

@@ -293,7 +293,9 @@ fn restored_session_resends_inflight_and_queue_and_keeps_qos2_ids() {
     // CONNACK, PUBREL 4 (not the PUBLISH again), PUBLISH 5 with DUP, then the queued one.
     assert!(matches!(packets[1], Packet::PubRel(r) if r.packet_id == pid(4)));
     assert!(matches!(packets[2], Packet::Publish(p) if p.dup && p.packet_id == Some(pid(5))));
-    assert!(matches!(packets[3], Packet::Publish(p) if !p.dup && p.packet_id != Some(pid(4)) && p.packet_id != Some(pid(5))));
+    assert!(
+        matches!(packets[3], Packet::Publish(p) if !p.dup && p.packet_id != Some(pid(4)) && p.packet_id != Some(pid(5)))
+    );
     // A resent QoS 2 PUBLISH the store had recorded is answered, not routed again.
     out.clear();
     let p = Packet::Publish(Publish {
