@@ -215,8 +215,9 @@ impl Broker {
             routed_all.push((d.subscriber, routed));
         }
         let seq = match &self.store {
-            Some(store) => store.submit(std::mem::take(ops)),
-            None => 0,
+            // Nothing of ours to store: nothing to wait for.
+            Some(store) if !ops.is_empty() => store.submit(std::mem::take(ops)),
+            _ => 0,
         };
         for (to, routed) in routed_all {
             self.push(&to, routed);

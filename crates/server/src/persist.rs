@@ -128,12 +128,13 @@ impl StoreHandle {
         }
     }
 
-    /// Queues a batch for the store; returns its number (the last one when `ops` is empty).
+    /// Queues a batch for the store; returns its number (0, nothing to wait for, when `ops`
+    /// is empty).
     pub(crate) fn submit(&self, ops: Vec<Op>) -> u64 {
-        let mut s = self.submitter.lock();
         if ops.is_empty() {
-            return s.seq;
+            return 0;
         }
+        let mut s = self.submitter.lock();
         let Some(tx) = &s.tx else {
             tracing::warn!("store closed: {} changes not written", ops.len());
             return 0;

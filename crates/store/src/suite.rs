@@ -365,3 +365,11 @@ fn a_truncated_store_file_is_refused_naming_the_file() {
     let err = crate::DiskStore::open(dir.path()).unwrap_err().to_string();
     assert!(err.contains("thingmq.redb"), "{err}");
 }
+
+#[test]
+fn a_second_process_cannot_open_a_store_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = crate::DiskStore::open(dir.path()).unwrap();
+    let err = crate::DiskStore::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("thingmq.redb"), "{err}");
+}
