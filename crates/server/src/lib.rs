@@ -284,6 +284,9 @@ fn restore(
             }
         }
     }
+    // Every subscription is back in the router before any restored task runs, so a will
+    // that fell due while the server was down reaches every restored subscriber.
+    let mut tasks = Vec::with_capacity(sessions.len());
     for r in sessions {
         let session = thingmq_broker::session::Session::restore(
             r.client_id.clone(),
@@ -316,6 +319,9 @@ fn restore(
             shutdown.clone(),
             alive.clone(),
         );
+        tasks.push(task);
+    }
+    for task in tasks {
         tokio::spawn(task.run(None));
     }
     tracing::info!(
