@@ -189,7 +189,9 @@ impl SessionTask {
                     None => break,
                 },
                 _ = self.shutdown.changed() => stopping = true,
-                n = read_some(&mut self.reader), if can_take => self.on_read(n),
+                // While our last batch is not stored, the client's next packets wait in its socket:
+                // what we read but have not stored is bounded by one read buffer.
+                n = read_some(&mut self.reader), if can_take && durable => self.on_read(n),
                 _ = committed, if !durable => {}
                 r = write_some(&mut self.writer), if durable => match r {
                     Ok(n) => {
