@@ -311,3 +311,33 @@ def test_interval_and_never_keep_acknowledged_messages_across_sigkill(durable):
     assert sub.connack.session_present
     got = sub.messages_before_fence()
     assert [m.payload for m in got] == [str(i).encode() for i in range(20)]
+
+
+def test_a_restored_session_keeps_its_users_access_rules(tmp_path):
+    """After a restart the offline session acts under its last user's ACL: a will the
+    user may not write is still refused."""
+    from test_auth import ACL, passwd
+
+    pw = tmp_path / "passwords"
+    passwd(pw, "alice", "wonderland", create=True)
+    passwd(pw, "bob", "builder")
+    acl = tmp_path / "acl"
+    acl.write_text(ACL)
+    d = DurableBroker(tmp_path, extra=(
+        f'[auth]\nallow_anonymous = false\npassword_file = "{pw}"\nacl_file = "{acl}"\n'))
+    try:
+        b = d.start()
+        bob = Client(b, unique("bob"), **v5_session(3600), connect=False,
+                     will={"topic": "status/bob", "payload": b"gone", "qos": 1,
+                           "properties": props(PacketTypes.WILLMESSAGE, WillDelayInterval=1)})
+        bob.c.username_pw_set("bob", "builder")
+        bob.connect()
+        b = d.restart(kill=True)
+        watcher = Client(b, connect=False)
+        watcher.c.username_pw_set("alice", "wonderland")
+        watcher.connect()
+        watcher.subscribe("status/#", 1)
+        watcher.expect_no_message(3.0)
+        watcher.fence()
+    finally:
+        d.teardown()

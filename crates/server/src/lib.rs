@@ -314,7 +314,7 @@ fn restore(
         let task = session_task::SessionTask::restored(
             broker.clone(),
             me,
-            session,
+            (session, r.username),
             inbox,
             shutdown.clone(),
             alive.clone(),

@@ -287,8 +287,14 @@ fn state_of(a: Awaiting) -> EntryState {
     }
 }
 
-/// The store operation for a core [`PersistOp`] of `client_id`'s session.
-pub(crate) fn op(client_id: &ByteString, op: PersistOp, clock: WallClock) -> Op {
+/// The store operation for a core [`PersistOp`] of `client_id`'s session, whose last
+/// connection had `username`.
+pub(crate) fn op(
+    client_id: &ByteString,
+    username: Option<&str>,
+    op: PersistOp,
+    clock: WallClock,
+) -> Op {
     let client_id = client_id.clone();
     match op {
         PersistOp::Session(s) => Op::PutSession {
@@ -302,6 +308,7 @@ pub(crate) fn op(client_id: &ByteString, op: PersistOp, clock: WallClock) -> Op 
                 will_at_ms: s.will_at.map(|t| clock.to_ms(t)),
                 subscriptions: s.subscriptions,
                 next_packet_id: s.next_packet_id,
+                username: username.map(ByteString::from),
             },
         },
         PersistOp::Ended => Op::DeleteSession { client_id },
@@ -329,6 +336,7 @@ pub(crate) fn op(client_id: &ByteString, op: PersistOp, clock: WallClock) -> Op 
 /// A stored session ready for [`thingmq_broker::session::Session::restore`].
 pub(crate) struct Restored {
     pub(crate) client_id: ByteString,
+    pub(crate) username: Option<String>,
     pub(crate) state: SessionState,
     pub(crate) deliveries: Vec<RestoredDelivery>,
     pub(crate) qos2_received: Vec<PacketId>,
@@ -352,6 +360,7 @@ pub(crate) fn restore(snapshot: Snapshot, clock: WallClock) -> (Vec<Arc<Message>
         .into_iter()
         .map(|(client_id, s)| {
             let r = s.record;
+            let username = r.username.as_deref().map(str::to_owned);
             let state = SessionState {
                 protocol: r.protocol,
                 expiry_interval: r.expiry_interval,
@@ -392,6 +401,7 @@ pub(crate) fn restore(snapshot: Snapshot, clock: WallClock) -> (Vec<Arc<Message>
                 .collect();
             Restored {
                 client_id,
+                username,
                 state,
                 deliveries,
                 qos2_received: s

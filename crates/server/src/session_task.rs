@@ -113,13 +113,19 @@ impl SessionTask {
     pub(crate) fn restored(
         broker: Arc<Broker>,
         me: SessionRef,
-        session: Session,
+        (session, username): (Session, Option<String>),
         control: mpsc::Receiver<Control>,
         shutdown: watch::Receiver<bool>,
         alive: mpsc::Sender<()>,
     ) -> SessionTask {
         let mut task = SessionTask::new(broker, me, control, shutdown, alive);
+        task.client = Some(thingmq_auth::ClientInfo {
+            client_id: session.client_id().to_string(),
+            username,
+        });
         task.session = session;
+        // The last user's rules apply to what is queued and to the will until it reconnects.
+        task.bind_policy();
         task.me
             .0
             .durable
@@ -484,7 +490,9 @@ impl SessionTask {
             }
             Output::Persist(op) => {
                 if let Some(store) = &self.broker.store {
-                    let op = crate::persist::op(self.session.client_id(), op, store.clock);
+                    let username = self.client.as_ref().and_then(|c| c.username.as_deref());
+                    let op =
+                        crate::persist::op(self.session.client_id(), username, op, store.clock);
                     self.ops.push(op);
                 }
             }

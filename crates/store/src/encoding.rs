@@ -288,6 +288,7 @@ pub(crate) fn session(s: &SessionRecord) -> Vec<u8> {
     w.opt(&s.will, w_will);
     w.opt(&s.will_at_ms, |w, &t| w.u64(t));
     w.u16(s.next_packet_id);
+    w.opt(&s.username, |w, u| w.bytes(u.as_bytes()));
     w.u32(u32::try_from(s.subscriptions.len()).unwrap_or(u32::MAX));
     for sub in &s.subscriptions {
         w.bytes(sub.filter.as_bytes());
@@ -316,6 +317,7 @@ pub(crate) fn decode_session(buf: &[u8]) -> R<SessionRecord> {
     let will = r.opt(r_will)?;
     let will_at_ms = r.opt(Reader::u64)?;
     let next_packet_id = r.u16()?;
+    let username = r.opt(Reader::string)?;
     let n = r.u32()?;
     let mut subscriptions = Vec::new();
     for _ in 0..n {
@@ -355,6 +357,7 @@ pub(crate) fn decode_session(buf: &[u8]) -> R<SessionRecord> {
         will_at_ms,
         subscriptions,
         next_packet_id,
+        username,
     })
 }
 

@@ -44,6 +44,9 @@ pub struct SessionRecord {
     pub subscriptions: Vec<SubscriptionRecord>,
     /// Next packet id to try for deliveries.
     pub next_packet_id: u16,
+    /// Username of the last connection: the access rules (ACL) that apply to the session's
+    /// deliveries and will while it is offline after a restart are this user's.
+    pub username: Option<ByteString>,
 }
 
 /// Where a delivery of a message to a session stands.

@@ -60,6 +60,7 @@ fn session() -> SessionRecord {
             },
         }],
         next_packet_id: 17,
+        username: Some("ann".into()),
     }
 }
 
