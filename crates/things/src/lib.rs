@@ -1,0 +1,32 @@
+//! The thingmq device layer: what turns the broker into an IoT platform. Modelled on Alibaba
+//! Cloud IoT Platform's thing model and Alink protocol so devices written for it work
+//! unchanged.
+//!
+//! Pure parts (no I/O, time passed in):
+//! - [`registry`]: [`Product`], [`Device`], secret generation.
+//! - [`tsl`]: [`ThingModel`] parsed from and exported to TSL JSON, with errors naming the JSON
+//!   path of an invalid model.
+//! - [`validate`]: checking reports, events and service arguments against a model in
+//!   [`ValidationMode`] strict / weak / none.
+//! - [`alink`]: the topic contract ([`DeviceTopic`]), request/reply envelopes and codes.
+//! - [`shadow`]: reported / desired / delta per device.
+//! - [`device_auth`]: Alink signatures and plain secrets, as [`thingmq_auth::Authenticator`]
+//!   and [`thingmq_auth::Authorizer`] over a registry snapshot.
+//!
+//! Storage ([`store`]): SQLite, PostgreSQL or MySQL/MariaDB through `sqlx`, chosen by URL, with
+//! a bounded, batching history writer.
+
+pub mod alink;
+pub mod device_auth;
+pub mod registry;
+pub mod shadow;
+pub mod store;
+pub mod tsl;
+pub mod validate;
+
+pub use alink::{DeviceTopic, Reply, Request, TopicKind};
+pub use device_auth::DeviceAuth;
+pub use registry::{Device, NodeType, Product};
+pub use shadow::Shadow;
+pub use tsl::{DataType, ThingModel};
+pub use validate::ValidationMode;
