@@ -103,7 +103,12 @@ impl AlinkClientId {
 }
 
 /// The content an Alink password signs: parameters sorted by name, each as name + value.
-pub fn sign_content(client_id: &str, device_name: &str, product_key: &str, timestamp: Option<&str>) -> String {
+pub fn sign_content(
+    client_id: &str,
+    device_name: &str,
+    product_key: &str,
+    timestamp: Option<&str>,
+) -> String {
     let mut s = format!("clientId{client_id}deviceName{device_name}productKey{product_key}");
     if let Some(ts) = timestamp {
         s.push_str("timestamp");
@@ -175,11 +180,18 @@ impl DeviceAuth {
     }
 
     fn current(&self) -> Arc<CredentialSnapshot> {
-        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The enabled device a client is, if any.
-    fn device<'a>(&self, snap: &'a CredentialSnapshot, client: &ClientInfo) -> Option<(String, String, &'a DeviceCredential)> {
+    fn device<'a>(
+        &self,
+        snap: &'a CredentialSnapshot,
+        client: &ClientInfo,
+    ) -> Option<(String, String, &'a DeviceCredential)> {
         let (pk, dn) = parse_username(client.username.as_deref()?)?;
         let cred = snap.get(&(pk.to_string(), dn.to_string()))?;
         Some((pk.to_string(), dn.to_string(), cred))
@@ -220,7 +232,9 @@ impl Authorizer for DeviceAuth {
     fn authorize_topic(&self, client: &ClientInfo, topic: &str, _access: Access) -> bool {
         let snap = self.current();
         match self.device(&snap, client) {
-            Some((pk, dn, cred)) => cred.enabled && topic.starts_with(&DeviceTopic::device_prefix(&pk, &dn)),
+            Some((pk, dn, cred)) => {
+                cred.enabled && topic.starts_with(&DeviceTopic::device_prefix(&pk, &dn))
+            }
             None => false,
         }
     }

@@ -121,8 +121,7 @@ pub fn generate_secret() -> String {
 /// safe as topic segments and in the `deviceName&productKey` username.
 pub fn valid_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | ':'))
 }
 

@@ -52,7 +52,10 @@ pub struct Shadow {
 impl Shadow {
     /// Records reported values. An older report never overwrites a newer one (history
     /// uploads and retried messages arrive out of order).
-    pub fn apply_reported<'a>(&mut self, values: impl IntoIterator<Item = (&'a str, &'a Value, i64)>) {
+    pub fn apply_reported<'a>(
+        &mut self,
+        values: impl IntoIterator<Item = (&'a str, &'a Value, i64)>,
+    ) {
         let mut changed = false;
         for (id, value, time) in values {
             match self.reported.get(id) {
@@ -154,7 +157,13 @@ mod tests {
         s.apply_reported([("temp", &json!(20.0), 100), ("hum", &json!(40), 100)]);
         s.apply_reported([("temp", &json!(21.0), 200)]);
         s.apply_reported([("temp", &json!(19.0), 150)]);
-        assert_eq!(s.reported["temp"], Reported { value: json!(21.0), time: 200 });
+        assert_eq!(
+            s.reported["temp"],
+            Reported {
+                value: json!(21.0),
+                time: 200
+            }
+        );
         assert_eq!(s.reported["hum"].value, json!(40));
         assert_eq!(s.version, 2, "the stale report changed nothing");
     }
@@ -166,7 +175,11 @@ mod tests {
         assert_eq!(s.set_desired("power", json!(0), None, 11), Ok(2));
         assert_eq!(
             s.set_desired("power", json!(1), Some(1), 12),
-            Err(VersionConflict { identifier: "power".into(), expected: 1, current: 2 })
+            Err(VersionConflict {
+                identifier: "power".into(),
+                expected: 1,
+                current: 2
+            })
         );
         assert_eq!(s.desired["power"].value, json!(0));
         assert_eq!(s.set_desired("power", json!(1), Some(2), 13), Ok(3));

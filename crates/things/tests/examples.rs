@@ -25,7 +25,16 @@ fn every_example_file_is_a_valid_model_that_round_trips() {
         .filter(|n| n.ends_with(".json"))
         .collect();
     names.sort();
-    assert_eq!(names, ["door-sensor.json", "gateway.json", "light.json", "smart-plug.json", "thermostat.json"]);
+    assert_eq!(
+        names,
+        [
+            "door-sensor.json",
+            "gateway.json",
+            "light.json",
+            "smart-plug.json",
+            "thermostat.json"
+        ]
+    );
     for name in &names {
         let model = load(name);
         assert!(!model.properties.is_empty(), "{name}");
@@ -41,29 +50,65 @@ fn accepts(model: &ThingModel, report: Value) {
 }
 
 fn rejects(model: &ThingModel, report: Value, expected: &str) {
-    let err = check_properties(model, ValidationMode::Strict, report.as_object().unwrap()).unwrap_err();
+    let err =
+        check_properties(model, ValidationMode::Strict, report.as_object().unwrap()).unwrap_err();
     assert_eq!(err.to_string(), expected);
 }
 
 #[test]
 fn realistic_reports_pass_and_broken_ones_fail() {
     let light = load("light.json");
-    accepts(&light, json!({"LightSwitch": 1, "Brightness": 80, "ColorTemperature": 3000, "RGBColor": {"Red": 255, "Green": 120, "Blue": 0}, "WorkMode": 1}));
-    rejects(&light, json!({"ColorTemperature": 3050}), "ColorTemperature: must be a multiple of step 100");
+    accepts(
+        &light,
+        json!({"LightSwitch": 1, "Brightness": 80, "ColorTemperature": 3000, "RGBColor": {"Red": 255, "Green": 120, "Blue": 0}, "WorkMode": 1}),
+    );
+    rejects(
+        &light,
+        json!({"ColorTemperature": 3050}),
+        "ColorTemperature: must be a multiple of step 100",
+    );
 
     let thermostat = load("thermostat.json");
-    accepts(&thermostat, json!({"CurrentTemperature": 21.3, "TargetTemperature": 21.5, "Humidity": 45, "Mode": 1, "HeatingActive": 0, "Schedule": [18.0, 18.0, 21.5]}));
-    rejects(&thermostat, json!({"TargetTemperature": 40.0}), "TargetTemperature: must be <= max 35");
+    accepts(
+        &thermostat,
+        json!({"CurrentTemperature": 21.3, "TargetTemperature": 21.5, "Humidity": 45, "Mode": 1, "HeatingActive": 0, "Schedule": [18.0, 18.0, 21.5]}),
+    );
+    rejects(
+        &thermostat,
+        json!({"TargetTemperature": 40.0}),
+        "TargetTemperature: must be <= max 35",
+    );
 
     let plug = load("smart-plug.json");
-    accepts(&plug, json!({"PowerSwitch": 1, "ActivePower": 1234.5, "Voltage": 231.2, "Current": 5.339, "TotalEnergy": 1532.004}));
-    rejects(&plug, json!({"ActivePower": "high"}), "ActivePower: dataType must be double");
+    accepts(
+        &plug,
+        json!({"PowerSwitch": 1, "ActivePower": 1234.5, "Voltage": 231.2, "Current": 5.339, "TotalEnergy": 1532.004}),
+    );
+    rejects(
+        &plug,
+        json!({"ActivePower": "high"}),
+        "ActivePower: dataType must be double",
+    );
 
     let door = load("door-sensor.json");
-    accepts(&door, json!({"ContactState": 1, "BatteryPercentage": 87, "TamperAlarm": 0, "LastOpened": "1700000000000"}));
-    rejects(&door, json!({"BatteryPercentage": 101}), "BatteryPercentage: must be <= max 100");
+    accepts(
+        &door,
+        json!({"ContactState": 1, "BatteryPercentage": 87, "TamperAlarm": 0, "LastOpened": "1700000000000"}),
+    );
+    rejects(
+        &door,
+        json!({"BatteryPercentage": 101}),
+        "BatteryPercentage: must be <= max 100",
+    );
 
     let gw = load("gateway.json");
-    accepts(&gw, json!({"FirmwareVersion": "2.4.1", "SubDeviceCount": 12, "ZigbeeChannel": 15, "WiFiSignal": {"RSSI": -61, "SSID": "home"}}));
-    rejects(&gw, json!({"ZigbeeChannel": 27}), "ZigbeeChannel: must be <= max 26");
+    accepts(
+        &gw,
+        json!({"FirmwareVersion": "2.4.1", "SubDeviceCount": 12, "ZigbeeChannel": 15, "WiFiSignal": {"RSSI": -61, "SSID": "home"}}),
+    );
+    rejects(
+        &gw,
+        json!({"ZigbeeChannel": 27}),
+        "ZigbeeChannel: must be <= max 26",
+    );
 }

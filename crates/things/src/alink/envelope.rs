@@ -87,7 +87,12 @@ impl Request {
             None | Some(Value::Null) => None,
             Some(_) => return Err(EnvelopeError::BadRequest("method must be a string".into())),
         };
-        let ack = !matches!(o.get("sys").and_then(|s| s.get("ack")).and_then(Value::as_i64), Some(0));
+        let ack = !matches!(
+            o.get("sys")
+                .and_then(|s| s.get("ack"))
+                .and_then(Value::as_i64),
+            Some(0)
+        );
         Ok(Self {
             id,
             version,
@@ -215,9 +220,9 @@ pub fn property_values(
     }
     let mut out = BTreeMap::new();
     for (id, v) in params {
-        let full = v.as_object().filter(|o| {
-            o.contains_key("value") && o.keys().all(|k| k == "value" || k == "time")
-        });
+        let full = v
+            .as_object()
+            .filter(|o| o.contains_key("value") && o.keys().all(|k| k == "value" || k == "time"));
         let pv = match full {
             Some(o) => PropertyValue {
                 value: o["value"].clone(),
@@ -261,15 +266,24 @@ pub struct EventParams {
 }
 
 /// Reads an event's params.
-pub fn event_params(params: &Map<String, Value>, now_ms: i64) -> Result<EventParams, EnvelopeError> {
+pub fn event_params(
+    params: &Map<String, Value>,
+    now_ms: i64,
+) -> Result<EventParams, EnvelopeError> {
     let value = match params.get("value") {
         Some(Value::Object(o)) => o.clone(),
         None => Map::new(),
-        Some(_) => return Err(EnvelopeError::InvalidParams("value must be an object".into())),
+        Some(_) => {
+            return Err(EnvelopeError::InvalidParams(
+                "value must be an object".into(),
+            ))
+        }
     };
     let time = match params.get("time") {
         None => now_ms,
-        Some(t) => time_ms(t, now_ms).map_err(|m| EnvelopeError::InvalidParams(format!("time: {m}")))?,
+        Some(t) => {
+            time_ms(t, now_ms).map_err(|m| EnvelopeError::InvalidParams(format!("time: {m}")))?
+        }
     };
     Ok(EventParams { value, time })
 }
@@ -301,16 +315,19 @@ pub struct PackPost {
 
 /// Reads pack-post params. The property limit applies to the whole pack.
 pub fn pack_post(params: &Map<String, Value>, now_ms: i64) -> Result<PackPost, EnvelopeError> {
-    fn part(
-        o: &Map<String, Value>,
-        now_ms: i64,
-        count: &mut usize,
-    ) -> Result<(BTreeMap<String, PropertyValue>, BTreeMap<String, EventParams>), EnvelopeError>
-    {
+    type Part = (
+        BTreeMap<String, PropertyValue>,
+        BTreeMap<String, EventParams>,
+    );
+    fn part(o: &Map<String, Value>, now_ms: i64, count: &mut usize) -> Result<Part, EnvelopeError> {
         let props = match o.get("properties") {
             None => BTreeMap::new(),
             Some(Value::Object(p)) => property_values(p, now_ms)?,
-            Some(_) => return Err(EnvelopeError::InvalidParams("properties must be an object".into())),
+            Some(_) => {
+                return Err(EnvelopeError::InvalidParams(
+                    "properties must be an object".into(),
+                ))
+            }
         };
         *count += props.len();
         let mut events = BTreeMap::new();
@@ -324,7 +341,11 @@ pub fn pack_post(params: &Map<String, Value>, now_ms: i64) -> Result<PackPost, E
                     events.insert(id.clone(), event_params(ev, now_ms)?);
                 }
             }
-            Some(_) => return Err(EnvelopeError::InvalidParams("events must be an object".into())),
+            Some(_) => {
+                return Err(EnvelopeError::InvalidParams(
+                    "events must be an object".into(),
+                ))
+            }
         }
         Ok((props, events))
     }
@@ -338,7 +359,10 @@ pub fn pack_post(params: &Map<String, Value>, now_ms: i64) -> Result<PackPost, E
         for (i, s) in subs.iter().enumerate() {
             let bad = |what: &str| EnvelopeError::InvalidParams(format!("subDevices[{i}]: {what}"));
             let s = s.as_object().ok_or_else(|| bad("must be an object"))?;
-            let ident = s.get("identity").and_then(Value::as_object).ok_or_else(|| bad("identity is required"))?;
+            let ident = s
+                .get("identity")
+                .and_then(Value::as_object)
+                .ok_or_else(|| bad("identity is required"))?;
             let field = |k: &str| {
                 ident
                     .get(k)
@@ -348,13 +372,22 @@ pub fn pack_post(params: &Map<String, Value>, now_ms: i64) -> Result<PackPost, E
             };
             let (product_key, device_name) = (field("productKey")?, field("deviceName")?);
             let (properties, events) = part(s, now_ms, &mut count)?;
-            sub_devices.push(SubDeviceReport { product_key, device_name, properties, events });
+            sub_devices.push(SubDeviceReport {
+                product_key,
+                device_name,
+                properties,
+                events,
+            });
         }
     }
     if count > MAX_PROPERTIES_PER_REPORT {
         return Err(EnvelopeError::TooManyProperties(count));
     }
-    Ok(PackPost { properties, events, sub_devices })
+    Ok(PackPost {
+        properties,
+        events,
+        sub_devices,
+    })
 }
 
 #[cfg(test)]
@@ -379,8 +412,19 @@ mod tests {
 
     #[test]
     fn malformed_requests_get_400() {
-        for p in [&b"nope"[..], b"[]", br#"{"params":{}}"#, br#"{"id":"","params":{}}"#, br#"{"id":"1","method":5}"#] {
-            assert_eq!(Request::parse(p).unwrap_err().code(), 400, "{}", String::from_utf8_lossy(p));
+        for p in [
+            &b"nope"[..],
+            b"[]",
+            br#"{"params":{}}"#,
+            br#"{"id":"","params":{}}"#,
+            br#"{"id":"1","method":5}"#,
+        ] {
+            assert_eq!(
+                Request::parse(p).unwrap_err().code(),
+                400,
+                "{}",
+                String::from_utf8_lossy(p)
+            );
         }
         let r = Request::parse(br#"{"id":"1","params":[1]}"#).unwrap();
         assert_eq!(r.params_object().unwrap_err().code(), 460);
@@ -389,11 +433,16 @@ mod tests {
     #[test]
     fn replies_have_the_alink_shape() {
         let ok = Reply::ok("7", json!({"done": 1})).to_json();
-        assert_eq!(ok, json!({"id":"7","code":200,"data":{"done":1},"message":"success","version":"1.0"}));
+        assert_eq!(
+            ok,
+            json!({"id":"7","code":200,"data":{"done":1},"message":"success","version":"1.0"})
+        );
         let err = Reply::error("8", code::INVALID_PARAMS, "temp: must be <= max 85").to_json();
         assert_eq!(err["code"], 460);
         assert_eq!(err["message"], "temp: must be <= max 85");
-        let parsed = Reply::parse(br#"{"id":"9","code":6100,"data":{},"message":"device not found"}"#).unwrap();
+        let parsed =
+            Reply::parse(br#"{"id":"9","code":6100,"data":{},"message":"device not found"}"#)
+                .unwrap();
         assert_eq!(parsed.code, code::DEVICE_NOT_FOUND);
         assert_eq!(Reply::parse(br#"{"id":"9"}"#).unwrap_err().code(), 400);
     }
@@ -402,20 +451,52 @@ mod tests {
     fn short_and_full_property_forms() {
         let p = json!({"temp": 21.5, "hum": {"value": 40, "time": NOW - 5}, "color": {"r": 1, "g": 2}, "x": {"value": 1}});
         let v = property_values(p.as_object().unwrap(), NOW).unwrap();
-        assert_eq!(v["temp"], PropertyValue { value: json!(21.5), time: NOW });
-        assert_eq!(v["hum"], PropertyValue { value: json!(40), time: NOW - 5 });
-        assert_eq!(v["color"].value, json!({"r": 1, "g": 2}), "a struct is a short-form value");
-        assert_eq!(v["x"], PropertyValue { value: json!(1), time: NOW });
+        assert_eq!(
+            v["temp"],
+            PropertyValue {
+                value: json!(21.5),
+                time: NOW
+            }
+        );
+        assert_eq!(
+            v["hum"],
+            PropertyValue {
+                value: json!(40),
+                time: NOW - 5
+            }
+        );
+        assert_eq!(
+            v["color"].value,
+            json!({"r": 1, "g": 2}),
+            "a struct is a short-form value"
+        );
+        assert_eq!(
+            v["x"],
+            PropertyValue {
+                value: json!(1),
+                time: NOW
+            }
+        );
     }
 
     #[test]
     fn report_times_in_the_far_future_or_malformed_are_refused() {
         let p = json!({"t": {"value": 1, "time": NOW + MAX_TIME_AHEAD_MS + 1}});
-        assert_eq!(property_values(p.as_object().unwrap(), NOW).unwrap_err().code(), 460);
+        assert_eq!(
+            property_values(p.as_object().unwrap(), NOW)
+                .unwrap_err()
+                .code(),
+            460
+        );
         let p = json!({"t": {"value": 1, "time": NOW + MAX_TIME_AHEAD_MS}});
         assert!(property_values(p.as_object().unwrap(), NOW).is_ok());
         let p = json!({"t": {"value": 1, "time": "soon"}});
-        assert_eq!(property_values(p.as_object().unwrap(), NOW).unwrap_err().code(), 460);
+        assert_eq!(
+            property_values(p.as_object().unwrap(), NOW)
+                .unwrap_err()
+                .code(),
+            460
+        );
     }
 
     #[test]
@@ -459,7 +540,9 @@ mod tests {
         assert_eq!(pack.sub_devices[0].properties["temp"].time, NOW - 3);
         let bad = json!({"subDevices": [{"properties": {}}]});
         assert_eq!(
-            pack_post(bad.as_object().unwrap(), NOW).unwrap_err().to_string(),
+            pack_post(bad.as_object().unwrap(), NOW)
+                .unwrap_err()
+                .to_string(),
             "invalid params: subDevices[0]: identity is required"
         );
     }

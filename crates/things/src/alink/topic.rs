@@ -249,25 +249,93 @@ mod tests {
     fn every_topic_parses_and_prints_back_unchanged() {
         let cases = [
             ("thing/event/property/post", K::PropertyPost, Direction::Up),
-            ("thing/event/property/post_reply", K::PropertyPostReply, Direction::Down),
+            (
+                "thing/event/property/post_reply",
+                K::PropertyPostReply,
+                Direction::Down,
+            ),
             ("thing/event/property/pack/post", K::PackPost, Direction::Up),
-            ("thing/event/property/pack/post_reply", K::PackPostReply, Direction::Down),
-            ("thing/event/property/history/post", K::HistoryPost, Direction::Up),
-            ("thing/event/property/history/post_reply", K::HistoryPostReply, Direction::Down),
-            ("thing/service/property/set", K::PropertySet, Direction::Down),
-            ("thing/service/property/set_reply", K::PropertySetReply, Direction::Up),
-            ("thing/service/property/get", K::PropertyGet, Direction::Down),
-            ("thing/service/property/get_reply", K::PropertyGetReply, Direction::Up),
+            (
+                "thing/event/property/pack/post_reply",
+                K::PackPostReply,
+                Direction::Down,
+            ),
+            (
+                "thing/event/property/history/post",
+                K::HistoryPost,
+                Direction::Up,
+            ),
+            (
+                "thing/event/property/history/post_reply",
+                K::HistoryPostReply,
+                Direction::Down,
+            ),
+            (
+                "thing/service/property/set",
+                K::PropertySet,
+                Direction::Down,
+            ),
+            (
+                "thing/service/property/set_reply",
+                K::PropertySetReply,
+                Direction::Up,
+            ),
+            (
+                "thing/service/property/get",
+                K::PropertyGet,
+                Direction::Down,
+            ),
+            (
+                "thing/service/property/get_reply",
+                K::PropertyGetReply,
+                Direction::Up,
+            ),
             ("thing/property/desired/get", K::DesiredGet, Direction::Up),
-            ("thing/property/desired/get_reply", K::DesiredGetReply, Direction::Down),
-            ("thing/property/desired/delete", K::DesiredDelete, Direction::Up),
-            ("thing/property/desired/delete_reply", K::DesiredDeleteReply, Direction::Down),
-            ("thing/event/overheat/post", K::EventPost("overheat".into()), Direction::Up),
-            ("thing/event/overheat/post_reply", K::EventPostReply("overheat".into()), Direction::Down),
-            ("thing/service/blink", K::ServiceCall("blink".into()), Direction::Down),
-            ("thing/service/blink_reply", K::ServiceReply("blink".into()), Direction::Up),
-            ("rrpc/request/1234", K::RrpcRequest("1234".into()), Direction::Down),
-            ("rrpc/response/1234", K::RrpcResponse("1234".into()), Direction::Up),
+            (
+                "thing/property/desired/get_reply",
+                K::DesiredGetReply,
+                Direction::Down,
+            ),
+            (
+                "thing/property/desired/delete",
+                K::DesiredDelete,
+                Direction::Up,
+            ),
+            (
+                "thing/property/desired/delete_reply",
+                K::DesiredDeleteReply,
+                Direction::Down,
+            ),
+            (
+                "thing/event/overheat/post",
+                K::EventPost("overheat".into()),
+                Direction::Up,
+            ),
+            (
+                "thing/event/overheat/post_reply",
+                K::EventPostReply("overheat".into()),
+                Direction::Down,
+            ),
+            (
+                "thing/service/blink",
+                K::ServiceCall("blink".into()),
+                Direction::Down,
+            ),
+            (
+                "thing/service/blink_reply",
+                K::ServiceReply("blink".into()),
+                Direction::Up,
+            ),
+            (
+                "rrpc/request/1234",
+                K::RrpcRequest("1234".into()),
+                Direction::Down,
+            ),
+            (
+                "rrpc/response/1234",
+                K::RrpcResponse("1234".into()),
+                Direction::Up,
+            ),
         ];
         for (path, kind, dir) in cases {
             let topic = format!("/sys/a1Pk/lamp-01/{path}");
@@ -284,22 +352,40 @@ mod tests {
     fn replies_and_methods() {
         let t = DeviceTopic::parse("/sys/pk/dn/thing/event/property/post").unwrap();
         assert_eq!(t.method().unwrap(), "thing.event.property.post");
-        assert_eq!(t.reply().unwrap().to_string(), "/sys/pk/dn/thing/event/property/post_reply");
+        assert_eq!(
+            t.reply().unwrap().to_string(),
+            "/sys/pk/dn/thing/event/property/post_reply"
+        );
         let t = DeviceTopic::parse("/sys/pk/dn/thing/event/alarm/post").unwrap();
         assert_eq!(t.method().unwrap(), "thing.event.alarm.post");
-        assert_eq!(t.reply().unwrap().to_string(), "/sys/pk/dn/thing/event/alarm/post_reply");
+        assert_eq!(
+            t.reply().unwrap().to_string(),
+            "/sys/pk/dn/thing/event/alarm/post_reply"
+        );
         let t = DeviceTopic::parse("/sys/pk/dn/thing/service/reboot").unwrap();
         assert_eq!(t.method().unwrap(), "thing.service.reboot");
-        assert_eq!(t.reply().unwrap().to_string(), "/sys/pk/dn/thing/service/reboot_reply");
+        assert_eq!(
+            t.reply().unwrap().to_string(),
+            "/sys/pk/dn/thing/service/reboot_reply"
+        );
         let t = DeviceTopic::parse("/sys/pk/dn/thing/service/property/set").unwrap();
         assert_eq!(t.method().unwrap(), "thing.service.property.set");
-        assert_eq!(t.reply().unwrap().to_string(), "/sys/pk/dn/thing/service/property/set_reply");
+        assert_eq!(
+            t.reply().unwrap().to_string(),
+            "/sys/pk/dn/thing/service/property/set_reply"
+        );
         let t = DeviceTopic::parse("/sys/pk/dn/thing/event/property/pack/post").unwrap();
         assert_eq!(t.method().unwrap(), "thing.event.property.pack.post");
         let t = DeviceTopic::parse("/sys/pk/dn/rrpc/request/99").unwrap();
-        assert_eq!(t.reply().unwrap().to_string(), "/sys/pk/dn/rrpc/response/99");
+        assert_eq!(
+            t.reply().unwrap().to_string(),
+            "/sys/pk/dn/rrpc/response/99"
+        );
         assert!(t.reply().unwrap().reply().is_none());
-        assert!(DeviceTopic::parse("/sys/pk/dn/thing/service/reboot_reply").unwrap().reply().is_none());
+        assert!(DeviceTopic::parse("/sys/pk/dn/thing/service/reboot_reply")
+            .unwrap()
+            .reply()
+            .is_none());
     }
 
     #[test]

@@ -487,18 +487,25 @@ impl Store {
             .bind(device_name)
             .execute(&mut *tx)
             .await?;
-        let n = sqlx::query(&self.sql("DELETE FROM devices WHERE product_key = ? AND device_name = ?"))
-            .bind(product_key)
-            .bind(device_name)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n =
+            sqlx::query(&self.sql("DELETE FROM devices WHERE product_key = ? AND device_name = ?"))
+                .bind(product_key)
+                .bind(device_name)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         tx.commit().await?;
         Ok(n > 0)
     }
 
     /// Records that a device came online (last online time and address).
-    pub async fn mark_online(&self, product_key: &str, device_name: &str, now_ms: i64, ip: Option<&str>) -> Result<()> {
+    pub async fn mark_online(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        now_ms: i64,
+        ip: Option<&str>,
+    ) -> Result<()> {
         sqlx::query(&self.sql(
             "UPDATE devices SET last_online_ms = ?, last_ip = ? WHERE product_key = ? AND device_name = ?",
         ))
@@ -548,7 +555,12 @@ impl Store {
     }
 
     /// Saves a shadow.
-    pub async fn put_shadow(&self, product_key: &str, device_name: &str, shadow: &Shadow) -> Result<()> {
+    pub async fn put_shadow(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        shadow: &Shadow,
+    ) -> Result<()> {
         let sql = format!(
             "INSERT INTO shadows (product_key, device_name, doc, version) VALUES (?, ?, ?, ?){}",
             self.upsert("product_key, device_name", &["doc", "version"])
@@ -696,7 +708,11 @@ impl Store {
     ) -> Result<Vec<Bucket>> {
         let bucket_ms = bucket_ms.max(1);
         // `/` on integers is integer division in SQLite and PostgreSQL but not in MySQL.
-        let div = if self.backend == Backend::MySql { "DIV" } else { "/" };
+        let div = if self.backend == Backend::MySql {
+            "DIV"
+        } else {
+            "/"
+        };
         let sql = format!(
             "SELECT (ts {div} ?) * ? AS bucket, COUNT(*) AS n, AVG(value_num) AS avg_v, MIN(value_num) AS min_v, MAX(value_num) AS max_v \
              FROM property_history WHERE product_key = ? AND device_name = ? AND identifier = ? AND ts >= ? AND ts < ? AND value_num IS NOT NULL \
@@ -735,7 +751,11 @@ impl Store {
         to: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
-        let type_clause = if event_type.is_some() { " AND event_type = ?" } else { "" };
+        let type_clause = if event_type.is_some() {
+            " AND event_type = ?"
+        } else {
+            ""
+        };
         let sql = format!(
             "SELECT identifier, event_type, ts, output FROM events WHERE product_key = ? AND device_name = ? AND ts >= ? AND ts < ?{type_clause} ORDER BY ts, id LIMIT ?"
         );

@@ -52,6 +52,9 @@ pub struct WriterStats {
     pub last_batch_us: AtomicU64,
 }
 
+// Records are the common case and a flush is rare; boxing records to shrink the enum would
+// cost an allocation per record.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Record(Record),
     Flush(oneshot::Sender<()>),

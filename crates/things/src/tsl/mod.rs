@@ -252,7 +252,9 @@ impl DataType {
                     .collect(),
             ),
             Self::Struct(members) => Value::Array(members.iter().map(Param::to_json).collect()),
-            Self::Array { size, item } => json!({ "size": size.to_string(), "item": item.to_json() }),
+            Self::Array { size, item } => {
+                json!({ "size": size.to_string(), "item": item.to_json() })
+            }
         };
         json!({ "type": self.type_name(), "specs": specs })
     }

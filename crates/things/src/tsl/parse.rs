@@ -27,7 +27,8 @@ fn join(path: &str, key: &str) -> String {
 }
 
 fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>> {
-    v.as_object().map_or_else(|| err(path, "must be an object"), Ok)
+    v.as_object()
+        .map_or_else(|| err(path, "must be an object"), Ok)
 }
 
 fn array<'a>(obj: &'a Map<String, Value>, key: &str, path: &str) -> Result<&'a [Value]> {
@@ -101,7 +102,10 @@ fn unique(seen: &mut HashSet<String>, id: &str, path: &str) -> Result<()> {
     if seen.insert(id.to_string()) {
         Ok(())
     } else {
-        err(&join(path, "identifier"), format!("duplicate identifier {id:?}"))
+        err(
+            &join(path, "identifier"),
+            format!("duplicate identifier {id:?}"),
+        )
     }
 }
 
@@ -347,7 +351,10 @@ fn data_type(v: Option<&Value>, path: &str, depth: u8) -> Result<DataType> {
         }
         "struct" => {
             if depth > 0 {
-                return err(path, "a struct cannot be nested in a struct or array of structs");
+                return err(
+                    path,
+                    "a struct cannot be nested in a struct or array of structs",
+                );
             }
             let Value::Array(members) = specs else {
                 return err(&specs_path, "struct specs must be an array of members");
@@ -355,17 +362,19 @@ fn data_type(v: Option<&Value>, path: &str, depth: u8) -> Result<DataType> {
             if members.is_empty() {
                 return err(&specs_path, "a struct needs at least one member");
             }
-            Ok(DataType::Struct(param_list(members, &specs_path, depth + 1)?))
+            Ok(DataType::Struct(param_list(
+                members,
+                &specs_path,
+                depth + 1,
+            )?))
         }
         "array" => {
             if depth > 0 {
                 return err(path, "an array cannot be nested in a struct or array");
             }
             let s = object(specs, &specs_path)?;
-            let size = opt_u32(s, "size", &specs_path)?.map_or_else(
-                || err(&join(&specs_path, "size"), "is required"),
-                Ok,
-            )?;
+            let size = opt_u32(s, "size", &specs_path)?
+                .map_or_else(|| err(&join(&specs_path, "size"), "is required"), Ok)?;
             if size == 0 || size > MAX_ARRAY_SIZE {
                 return err(
                     &join(&specs_path, "size"),

@@ -174,7 +174,8 @@ fn bad_members_are_reported_with_their_paths() {
 
 #[test]
 fn specs_accept_json_numbers_as_well_as_strings() {
-    let m = model_with_property(json!({"type": "float", "specs": {"min": -1.5, "max": 2}})).unwrap();
+    let m =
+        model_with_property(json!({"type": "float", "specs": {"min": -1.5, "max": 2}})).unwrap();
     let DataType::Float(s) = &m.properties[1].data_type else {
         panic!()
     };
