@@ -18,6 +18,7 @@
 
 pub mod alink;
 pub mod device_auth;
+pub mod engine;
 pub mod registry;
 pub mod shadow;
 pub mod store;
