@@ -12,6 +12,8 @@
 //! - [`shadow`]: reported / desired / delta per device.
 //! - [`device_auth`]: Alink signatures and plain secrets, as [`thingmq_auth::Authenticator`]
 //!   and [`thingmq_auth::Authorizer`] over a registry snapshot.
+//! - [`engine`]: what to do with a device's message (reply, history rows, shadow change),
+//!   downlink request builders and the pending-call tracker.
 //!
 //! Storage ([`store`]): SQLite, PostgreSQL or MySQL/MariaDB through `sqlx`, chosen by URL, with
 //! a bounded, batching history writer.
