@@ -37,7 +37,7 @@ pub struct ThingModel {
     pub product_key: Option<String>,
     /// Properties in document order.
     pub properties: Vec<Property>,
-    /// User-defined events (the built-in `post` is derived, see [`ThingModel::post_event`]).
+    /// User-defined events (the built-in `post` is derived, see [`ThingModel::post_event_output`]).
     pub events: Vec<Event>,
     /// User-defined services (`set` / `get` are derived).
     pub services: Vec<Service>,
