@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock};
 use hmac::{Hmac, Mac};
 use subtle::ConstantTimeEq;
 use thingmq_auth::{Access, Authenticator, Authorizer, ClientInfo, Refusal};
+use thingmq_broker::AccessPolicy;
 
 use crate::alink::DeviceTopic;
 
@@ -195,6 +196,54 @@ impl DeviceAuth {
         let (pk, dn) = parse_username(client.username.as_deref()?)?;
         let cred = snap.get(&(pk.to_string(), dn.to_string()))?;
         Some((pk.to_string(), dn.to_string(), cred))
+    }
+}
+
+impl DeviceAuth {
+    /// Whether a client presents itself as a device (username `deviceName&productKey`).
+    /// Such clients are this module's to accept or refuse — known or not — so a server's
+    /// access hook answers for them and leaves every other client to its password file / ACL.
+    pub fn claims(&self, client: &ClientInfo) -> bool {
+        client
+            .username
+            .as_deref()
+            .and_then(parse_username)
+            .is_some()
+    }
+
+    /// The broker-side policy for a device client: its own `/sys/{pk}/{dn}/` topics while it
+    /// stays enabled. `None` for clients that are not known devices.
+    pub fn policy(self: &Arc<Self>, client: &ClientInfo) -> Option<DevicePolicy> {
+        let (pk, dn) = parse_username(client.username.as_deref()?)?;
+        self.current()
+            .contains_key(&(pk.to_string(), dn.to_string()))
+            .then(|| DevicePolicy {
+                auth: self.clone(),
+                client: client.clone(),
+            })
+    }
+}
+
+/// [`AccessPolicy`] of one connected device. It reads the current snapshot on every check, so
+/// disabling or deleting the device cuts it off at its next publish, subscribe or delivery.
+#[derive(Debug)]
+pub struct DevicePolicy {
+    auth: Arc<DeviceAuth>,
+    client: ClientInfo,
+}
+
+impl AccessPolicy for DevicePolicy {
+    fn can_publish(&self, topic: &str) -> bool {
+        self.auth
+            .authorize_topic(&self.client, topic, Access::Write)
+    }
+
+    fn can_subscribe(&self, filter: &str) -> bool {
+        self.auth.authorize_subscribe(&self.client, filter)
+    }
+
+    fn can_receive(&self, topic: &str) -> bool {
+        self.auth.authorize_topic(&self.client, topic, Access::Read)
     }
 }
 

@@ -1,3 +1,5 @@
+use thingmq_broker::AccessPolicy;
+
 use super::*;
 
 const PK: &str = "a1LampPK";
@@ -296,4 +298,36 @@ fn client_id_parsing() {
     );
     assert_eq!(parse_username("lamp-01"), None);
     assert_eq!(parse_username("&pk"), None);
+}
+
+#[test]
+fn the_broker_policy_follows_the_snapshot() {
+    let a = Arc::new(auth());
+    let c = client("c", &format!("{DN}&{PK}"));
+    assert!(a.claims(&c));
+    assert!(!a.claims(&ClientInfo {
+        client_id: "app".into(),
+        username: Some("alice".into())
+    }));
+    assert!(!a.claims(&ClientInfo {
+        client_id: "app".into(),
+        username: None
+    }));
+    assert!(
+        a.claims(&client("c", "ghost&nowhere")),
+        "unknown devices are still ours to refuse"
+    );
+    assert!(a.policy(&client("c", "ghost&nowhere")).is_none());
+
+    let policy = a.policy(&c).unwrap();
+    let own = format!("/sys/{PK}/{DN}/thing/event/property/post");
+    assert!(policy.can_publish(&own));
+    assert!(policy.can_receive(&format!("/sys/{PK}/{DN}/thing/service/property/set")));
+    assert!(policy.can_subscribe(&format!("/sys/{PK}/{DN}/thing/service/#")));
+    assert!(!policy.can_publish(&format!("/sys/{PK}/lamp-02/thing/event/property/post")));
+    assert!(!policy.can_subscribe("#"));
+    assert!(!policy.can_receive("public/news"));
+
+    a.replace(CredentialSnapshot::new());
+    assert!(!policy.can_publish(&own), "a deleted device is cut off");
 }
