@@ -14,6 +14,7 @@
 //!   and [`thingmq_auth::Authorizer`] over a registry snapshot.
 //! - [`engine`]: what to do with a device's message (reply, history rows, shadow change),
 //!   downlink request builders and the pending-call tracker.
+//! - [`sim`]: a simulated device generating valid values from a thing model.
 //!
 //! Storage ([`store`]): SQLite, PostgreSQL or MySQL/MariaDB through `sqlx`, chosen by URL, with
 //! a bounded, batching history writer.
@@ -23,6 +24,7 @@ pub mod device_auth;
 pub mod engine;
 pub mod registry;
 pub mod shadow;
+pub mod sim;
 pub mod store;
 pub mod tsl;
 pub mod validate;
