@@ -407,15 +407,37 @@ impl Store {
 
     // ---- devices ----
 
-    /// Registers a new device; [`StoreError::AlreadyExists`] if the name is taken.
+    /// Registers a new device; [`StoreError::AlreadyExists`] if the name is taken (decided by
+    /// the primary key, so two concurrent registrations cannot both succeed).
     pub async fn insert_device(&self, d: &Device) -> Result<()> {
-        if self.device(&d.product_key, &d.device_name).await?.is_some() {
-            return Err(StoreError::AlreadyExists(format!(
-                "device {}/{}",
-                d.product_key, d.device_name
-            )));
+        let sql = "INSERT INTO devices (product_key, device_name, secret, enabled, tags, created_ms, last_online_ms, last_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+        match self
+            .bind_device(&self.sql(sql), d)
+            .execute(&self.pool)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(
+                StoreError::AlreadyExists(format!("device {}/{}", d.product_key, d.device_name)),
+            ),
+            Err(e) => Err(e.into()),
         }
-        self.put_device(d).await
+    }
+
+    fn bind_device<'q>(
+        &self,
+        sql: &'q str,
+        d: &'q Device,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        sqlx::query(sql)
+            .bind(&d.product_key)
+            .bind(&d.device_name)
+            .bind(&d.device_secret)
+            .bind(i64::from(d.enabled))
+            .bind(serde_json::to_string(&d.tags).expect("string map serializes"))
+            .bind(d.created_ms)
+            .bind(d.last_online_ms)
+            .bind(d.last_ip.clone())
     }
 
     /// Creates or replaces a device.
@@ -427,17 +449,8 @@ impl Store {
                 &["secret", "enabled", "tags", "last_online_ms", "last_ip"]
             )
         );
-        sqlx::query(&self.sql(&sql))
-            .bind(&d.product_key)
-            .bind(&d.device_name)
-            .bind(&d.device_secret)
-            .bind(i64::from(d.enabled))
-            .bind(serde_json::to_string(&d.tags).expect("string map serializes"))
-            .bind(d.created_ms)
-            .bind(d.last_online_ms)
-            .bind(d.last_ip.clone())
-            .execute(&self.pool)
-            .await?;
+        let sql = self.sql(&sql);
+        self.bind_device(&sql, d).execute(&self.pool).await?;
         Ok(())
     }
 
