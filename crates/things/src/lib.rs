@@ -16,12 +16,17 @@
 //!   downlink request builders and the pending-call tracker.
 //! - [`sim`]: a simulated device generating valid values from a thing model.
 //!
+//! [`platform::Platform`] ties them together for the runtime and applications: it handles
+//! device messages, connects/disconnects, property sets (desired when offline), sync and async
+//! service calls with timeouts, over a [`store::Store`] and its history writer.
+//!
 //! Storage ([`store`]): SQLite, PostgreSQL or MySQL/MariaDB through `sqlx`, chosen by URL, with
 //! a bounded, batching history writer.
 
 pub mod alink;
 pub mod device_auth;
 pub mod engine;
+pub mod platform;
 pub mod registry;
 pub mod shadow;
 pub mod sim;

@@ -1,0 +1,411 @@
+//! The device layer's application service: feeds device messages through the [`engine`],
+//! keeps products and shadows cached, stores history through the [`HistoryWriter`], and offers
+//! the API applications use (shadow, set properties, call services, history).
+//!
+//! It does not talk MQTT itself. Whatever links it to the broker (an in-process client)
+//! subscribes to `/sys/+/+/thing/#` and `/sys/+/+/rrpc/response/+`, passes each message to
+//! [`Platform::handle_message`], reports connects and disconnects with
+//! [`Platform::device_online`] / [`Platform::device_offline`], publishes what arrives on the
+//! outbox receiver, and calls [`Platform::expire`] periodically for call timeouts.
+//!
+//! State sits behind one async mutex. That is fine for the rates one node sees from devices
+//! (the broker's own publish path never takes it); sharding it by device is the next step if
+//! it shows up in profiles.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::alink::{DeviceTopic, Reply};
+use crate::engine::{self, downlink, PendingCalls, Publish};
+use crate::registry::Product;
+use crate::shadow::Shadow;
+use crate::store::{
+    HistoryWriter, Record, ServiceCallRecord, StatusChange, Store, StoreError, WriterConfig,
+};
+use crate::tsl::CallType;
+use crate::validate::{check_property_set, check_service, Violation};
+
+/// Why an application request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlatformError {
+    /// No such product or device.
+    #[error("device {0} not found")]
+    NotFound(String),
+    /// The arguments do not match the thing model.
+    #[error("invalid params: {0}")]
+    Invalid(#[from] Violation),
+    /// The device is not connected (sync calls need it online).
+    #[error("device {0} is offline")]
+    Offline(String),
+    /// The outbox to the broker is full.
+    #[error("outbox full")]
+    Busy,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Result<T> = std::result::Result<T, PlatformError>;
+
+/// What became of a property set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetOutcome {
+    /// The device is online; the request went out with this message id.
+    Sent(String),
+    /// The device is offline; the values were stored as desired (with these versions) and go
+    /// out when it reconnects.
+    Desired(Vec<(String, u64)>),
+}
+
+/// How a service call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallResult {
+    /// The device replied.
+    Replied(Reply),
+    /// No reply before the deadline.
+    TimedOut,
+}
+
+/// Counters.
+#[derive(Debug, Default)]
+pub struct PlatformStats {
+    /// Publishes dropped because the outbox was full.
+    pub outbox_dropped: AtomicU64,
+    /// Messages on topics of unknown products.
+    pub unknown_product: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    products: HashMap<String, Arc<Product>>,
+    shadows: HashMap<(String, String), Shadow>,
+    online: HashSet<(String, String)>,
+    pending: PendingCalls,
+    waiters: HashMap<(String, String, String), oneshot::Sender<CallResult>>,
+    next_id: u64,
+}
+
+/// Cloneable handle to the device layer.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    store: Store,
+    writer: HistoryWriter,
+    state: Arc<Mutex<State>>,
+    outbox: mpsc::Sender<Publish>,
+    stats: Arc<PlatformStats>,
+}
+
+fn key(pk: &str, dn: &str) -> (String, String) {
+    (pk.to_string(), dn.to_string())
+}
+
+impl Platform {
+    /// Starts the history writer; returns the handle and the outbox the link publishes from
+    /// (bounded by `outbox_capacity`; when full, publishes are dropped and counted).
+    pub fn start(
+        store: Store,
+        writer: WriterConfig,
+        outbox_capacity: usize,
+    ) -> (Self, mpsc::Receiver<Publish>) {
+        let (writer, _task) = HistoryWriter::spawn(store.clone(), writer);
+        let (outbox, rx) = mpsc::channel(outbox_capacity.max(1));
+        let platform = Self {
+            store,
+            writer,
+            state: Arc::new(Mutex::new(State::default())),
+            outbox,
+            stats: Arc::new(PlatformStats::default()),
+        };
+        (platform, rx)
+    }
+
+    /// The store, for queries (history, events, devices).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The history writer (its stats, or to flush).
+    pub fn writer(&self) -> &HistoryWriter {
+        &self.writer
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &PlatformStats {
+        &self.stats
+    }
+
+    fn send(&self, p: Publish) -> bool {
+        if self.outbox.try_send(p).is_err() {
+            self.stats.outbox_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Drops cached products (call after changing one in the store).
+    pub async fn invalidate_product(&self, product_key: &str) {
+        self.state.lock().await.products.remove(product_key);
+    }
+
+    async fn product(&self, state: &mut State, pk: &str) -> Result<Arc<Product>> {
+        if let Some(p) = state.products.get(pk) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(
+            self.store
+                .product(pk)
+                .await?
+                .ok_or_else(|| PlatformError::NotFound(pk.to_string()))?,
+        );
+        state.products.insert(pk.to_string(), p.clone());
+        Ok(p)
+    }
+
+    async fn load_shadow(&self, state: &mut State, pk: &str, dn: &str) -> Result<()> {
+        if let std::collections::hash_map::Entry::Vacant(slot) = state.shadows.entry(key(pk, dn)) {
+            slot.insert(self.store.shadow(pk, dn).await?);
+        }
+        Ok(())
+    }
+
+    /// Handles a message a device published under `/sys/…`. Topics that are not Alink device
+    /// topics are ignored.
+    pub async fn handle_message(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<()> {
+        let Ok(topic) = DeviceTopic::parse(topic) else {
+            return Ok(());
+        };
+        let (pk, dn) = (topic.product_key.as_str(), topic.device_name.as_str());
+        let mut state = self.state.lock().await;
+        let product = match self.product(&mut state, pk).await {
+            Ok(p) => p,
+            Err(PlatformError::NotFound(_)) => {
+                self.stats.unknown_product.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.load_shadow(&mut state, pk, dn).await?;
+        let shadow = state.shadows.get_mut(&key(pk, dn)).expect("just loaded");
+        let out = engine::handle_uplink(&product, shadow, &topic, payload, now_ms);
+        if out.shadow_changed {
+            let snapshot = shadow.clone();
+            self.store.put_shadow(pk, dn, &snapshot).await?;
+        }
+        for r in out.records {
+            self.writer.submit(r);
+        }
+        if let Some(reply) = out.reply {
+            self.send(reply);
+        }
+        if let Some((_, reply)) = out.answer {
+            if let Some(call) = state.pending.on_answer(pk, dn, &reply, now_ms) {
+                self.log_call(pk, dn, call);
+            }
+            if let Some(w) =
+                state
+                    .waiters
+                    .remove(&(pk.to_string(), dn.to_string(), reply.id.clone()))
+            {
+                let _ = w.send(CallResult::Replied(reply));
+            }
+        }
+        Ok(())
+    }
+
+    fn log_call(&self, pk: &str, dn: &str, call: ServiceCallRecord) {
+        self.writer.submit(Record::ServiceCall {
+            product_key: pk.to_string(),
+            device_name: dn.to_string(),
+            call,
+        });
+    }
+
+    /// A device connected: records it, and sends it the desired values it has not applied.
+    pub async fn device_online(
+        &self,
+        pk: &str,
+        dn: &str,
+        ip: Option<&str>,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.store.mark_online(pk, dn, now_ms, ip).await?;
+        self.writer.submit(Record::Status {
+            product_key: pk.to_string(),
+            device_name: dn.to_string(),
+            change: StatusChange {
+                time: now_ms,
+                online: true,
+                reason: "connect".into(),
+                ip: ip.map(str::to_string),
+            },
+        });
+        let mut state = self.state.lock().await;
+        state.online.insert(key(pk, dn));
+        self.load_shadow(&mut state, pk, dn).await?;
+        let delta = state.shadows[&key(pk, dn)].delta();
+        if !delta.is_empty() {
+            let id = next_id(&mut state);
+            let input = Value::Object(delta.clone());
+            state
+                .pending
+                .start(pk, dn, &id, "set", CallType::Async, input, now_ms, 8_000);
+            self.send(downlink::property_set(pk, dn, &id, delta));
+        }
+        Ok(())
+    }
+
+    /// A device disconnected (`reason`: `disconnect`, `keepalive-timeout`, `takeover`, …).
+    pub async fn device_offline(&self, pk: &str, dn: &str, reason: &str, now_ms: i64) {
+        self.state.lock().await.online.remove(&key(pk, dn));
+        self.writer.submit(Record::Status {
+            product_key: pk.to_string(),
+            device_name: dn.to_string(),
+            change: StatusChange {
+                time: now_ms,
+                online: false,
+                reason: reason.to_string(),
+                ip: None,
+            },
+        });
+    }
+
+    /// Whether the device is connected.
+    pub async fn is_online(&self, pk: &str, dn: &str) -> bool {
+        self.state.lock().await.online.contains(&key(pk, dn))
+    }
+
+    /// The device's shadow (latest reported values, desired values).
+    pub async fn shadow(&self, pk: &str, dn: &str) -> Result<Shadow> {
+        let mut state = self.state.lock().await;
+        self.load_shadow(&mut state, pk, dn).await?;
+        Ok(state.shadows[&key(pk, dn)].clone())
+    }
+
+    /// Sets properties: sent at once to an online device, stored as desired for an offline one.
+    /// Values are checked against the model in the product's mode (rw properties only).
+    pub async fn set_properties(
+        &self,
+        pk: &str,
+        dn: &str,
+        values: Map<String, Value>,
+        now_ms: i64,
+    ) -> Result<SetOutcome> {
+        let mut state = self.state.lock().await;
+        let product = self.product(&mut state, pk).await?;
+        if self.store.device(pk, dn).await?.is_none() {
+            return Err(PlatformError::NotFound(format!("{pk}/{dn}")));
+        }
+        check_property_set(&product.model, product.validation, &values)?;
+        if state.online.contains(&key(pk, dn)) {
+            let id = next_id(&mut state);
+            state.pending.start(
+                pk,
+                dn,
+                &id,
+                "set",
+                CallType::Async,
+                Value::Object(values.clone()),
+                now_ms,
+                8_000,
+            );
+            if !self.send(downlink::property_set(pk, dn, &id, values)) {
+                return Err(PlatformError::Busy);
+            }
+            return Ok(SetOutcome::Sent(id));
+        }
+        self.load_shadow(&mut state, pk, dn).await?;
+        let shadow = state.shadows.get_mut(&key(pk, dn)).expect("just loaded");
+        let mut versions = Vec::new();
+        for (k, v) in values {
+            let version = shadow
+                .set_desired(&k, v, None, now_ms)
+                .expect("no expected version");
+            versions.push((k, version));
+        }
+        let snapshot = shadow.clone();
+        self.store.put_shadow(pk, dn, &snapshot).await?;
+        Ok(SetOutcome::Desired(versions))
+    }
+
+    /// Calls a service. Sync services go out as RRPC and the returned receiver resolves with
+    /// the reply or [`CallResult::TimedOut`]; async ones return at once with the message id and
+    /// the receiver resolves when the reply arrives. Either way the call is logged.
+    pub async fn call_service(
+        &self,
+        pk: &str,
+        dn: &str,
+        service: &str,
+        args: Map<String, Value>,
+        now_ms: i64,
+        timeout: Duration,
+    ) -> Result<(String, oneshot::Receiver<CallResult>)> {
+        let mut state = self.state.lock().await;
+        let product = self.product(&mut state, pk).await?;
+        check_service(&product.model, product.validation, service, &args, false)?;
+        let call_type = product
+            .model
+            .service(service)
+            .map_or(CallType::Async, |s| s.call_type);
+        if call_type == CallType::Sync && !state.online.contains(&key(pk, dn)) {
+            return Err(PlatformError::Offline(format!("{pk}/{dn}")));
+        }
+        let id = next_id(&mut state);
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        state.pending.start(
+            pk,
+            dn,
+            &id,
+            service,
+            call_type,
+            Value::Object(args.clone()),
+            now_ms,
+            timeout_ms,
+        );
+        let publish = match call_type {
+            CallType::Sync => downlink::rrpc_call(pk, dn, &id, service, args),
+            CallType::Async => downlink::service_call(pk, dn, &id, service, args),
+        };
+        let (tx, rx) = oneshot::channel();
+        state
+            .waiters
+            .insert((pk.to_string(), dn.to_string(), id.clone()), tx);
+        if !self.send(publish) {
+            return Err(PlatformError::Busy);
+        }
+        Ok((id, rx))
+    }
+
+    /// Times out calls whose deadline has passed; returns the next deadline to wake at.
+    pub async fn expire(&self, now_ms: i64) -> Option<i64> {
+        let mut state = self.state.lock().await;
+        for (pk, dn, call) in state.pending.expire(now_ms) {
+            if let Some(w) = state
+                .waiters
+                .remove(&(pk.clone(), dn.clone(), call.call_id.clone()))
+            {
+                let _ = w.send(CallResult::TimedOut);
+            }
+            self.log_call(&pk, &dn, call);
+        }
+        state.pending.next_deadline()
+    }
+}
+
+/// Message ids: numeric strings in Alink's range 0 … 2³²−1. The sequence starts at a random
+/// point so a restarted platform does not reuse the ids a device saw today.
+fn next_id(state: &mut State) -> String {
+    if state.next_id == 0 {
+        state.next_id = u64::from(rand::random::<u32>() >> 1) + 1;
+    }
+    state.next_id = (state.next_id + 1) % (1 << 32);
+    state.next_id.to_string()
+}
+
+#[cfg(test)]
+mod tests;
