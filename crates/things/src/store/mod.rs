@@ -593,35 +593,51 @@ impl Store {
     /// Writes history rows in one transaction.
     pub async fn write_records(&self, records: &[Record]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let property_sql = self.sql("INSERT INTO property_history (product_key, device_name, identifier, ts, value_num, value_json) VALUES (?, ?, ?, ?, ?, ?)");
         let event_sql = self.sql("INSERT INTO events (product_key, device_name, identifier, event_type, ts, output) VALUES (?, ?, ?, ?, ?, ?)");
         let status_sql = self.sql("INSERT INTO status_changes (product_key, device_name, ts, online, reason, ip) VALUES (?, ?, ?, ?, ?, ?)");
         let call_sql = self.sql("INSERT INTO service_calls (product_key, device_name, call_id, service, input, output, status, code, started_ms, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        for r in records {
-            match r {
-                Record::Property {
+        // Property values are the bulk of history: they go in multi-row INSERTs, which cost
+        // one statement round trip per chunk instead of per row.
+        let properties: Vec<&Record> = records
+            .iter()
+            .filter(|r| matches!(r, Record::Property { .. }))
+            .collect();
+        for chunk in properties.chunks(PROPERTY_ROWS_PER_INSERT) {
+            let sql = self.sql(&format!(
+                "INSERT INTO property_history (product_key, device_name, identifier, ts, value_num, value_json) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            ));
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                let Record::Property {
                     product_key,
                     device_name,
                     identifier,
                     time,
                     value,
-                } => {
-                    // Numbers (and booleans as 0/1) also go to value_num so buckets can
-                    // aggregate them.
-                    let num = match value {
-                        Value::Bool(b) => Some(f64::from(u8::from(*b))),
-                        v => v.as_f64(),
-                    };
-                    sqlx::query(&property_sql)
-                        .bind(product_key)
-                        .bind(device_name)
-                        .bind(identifier)
-                        .bind(*time)
-                        .bind(num)
-                        .bind(value.to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                } = r
+                else {
+                    unreachable!("filtered above")
+                };
+                // Numbers (and booleans as 0/1) also go to value_num so buckets can
+                // aggregate them.
+                let num = match value {
+                    Value::Bool(b) => Some(f64::from(u8::from(*b))),
+                    v => v.as_f64(),
+                };
+                q = q
+                    .bind(product_key.as_str())
+                    .bind(device_name.as_str())
+                    .bind(identifier.as_str())
+                    .bind(*time)
+                    .bind(num)
+                    .bind(value.to_string());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for r in records {
+            match r {
+                Record::Property { .. } => {}
                 Record::Event {
                     product_key,
                     device_name,
@@ -883,6 +899,10 @@ impl Store {
         self.pool.close().await;
     }
 }
+
+/// Rows per multi-row property INSERT: 6 parameters each stays far below every backend's
+/// parameter limit (SQLite 32 766, PostgreSQL and MySQL 65 535).
+const PROPERTY_ROWS_PER_INSERT: usize = 500;
 
 /// Milliseconds in `days` days, for retention cutoffs.
 pub fn days_ms(days: u32) -> i64 {
