@@ -6,7 +6,8 @@
 //! subscribes to `/sys/+/+/thing/#` and `/sys/+/+/rrpc/response/+`, passes each message to
 //! [`Platform::handle_message`], reports connects and disconnects with
 //! [`Platform::device_online`] / [`Platform::device_offline`], publishes what arrives on the
-//! outbox receiver, and calls [`Platform::expire`] periodically for call timeouts.
+//! outbox receiver, and calls [`Platform::expire`] (call timeouts) and
+//! [`Platform::flush_shadows`] periodically.
 //!
 //! State sits behind one async mutex. That is fine for the rates one node sees from devices
 //! (the broker's own publish path never takes it); sharding it by device is the next step if
@@ -85,6 +86,8 @@ pub struct PlatformStats {
 struct State {
     products: HashMap<String, Arc<Product>>,
     shadows: HashMap<(String, String), Shadow>,
+    /// Shadows changed by reports and not saved yet (see [`Platform::flush_shadows`]).
+    dirty: HashSet<(String, String)>,
     online: HashSet<(String, String)>,
     pending: PendingCalls,
     waiters: HashMap<(String, String, String), oneshot::Sender<CallResult>>,
@@ -194,8 +197,7 @@ impl Platform {
         let shadow = state.shadows.get_mut(&key(pk, dn)).expect("just loaded");
         let out = engine::handle_uplink(&product, shadow, &topic, payload, now_ms);
         if out.shadow_changed {
-            let snapshot = shadow.clone();
-            self.store.put_shadow(pk, dn, &snapshot).await?;
+            state.dirty.insert(key(pk, dn));
         }
         for r in out.records {
             self.writer.submit(r);
@@ -216,6 +218,32 @@ impl Platform {
             }
         }
         Ok(())
+    }
+
+    /// Saves the shadows that reports changed since the last call, in one transaction. The
+    /// runtime calls this on a timer (and at shutdown) so a report costs no database round
+    /// trip; the cached shadow is always current, the stored one lags by at most one period.
+    pub async fn flush_shadows(&self) -> Result<usize> {
+        let batch: Vec<(String, String, Shadow)> = {
+            let mut state = self.state.lock().await;
+            let dirty: Vec<_> = state.dirty.drain().collect();
+            dirty
+                .into_iter()
+                .filter_map(|k| {
+                    let s = state.shadows.get(&k)?.clone();
+                    Some((k.0, k.1, s))
+                })
+                .collect()
+        };
+        if let Err(e) = self.store.put_shadows(&batch).await {
+            // Keep them dirty so the next flush retries.
+            let mut state = self.state.lock().await;
+            state
+                .dirty
+                .extend(batch.into_iter().map(|(pk, dn, _)| (pk, dn)));
+            return Err(e.into());
+        }
+        Ok(batch.len())
     }
 
     fn log_call(&self, pk: &str, dn: &str, call: ServiceCallRecord) {
@@ -328,8 +356,10 @@ impl Platform {
                 .expect("no expected version");
             versions.push((k, version));
         }
+        // Desired values are an application's write: stored before we answer.
         let snapshot = shadow.clone();
         self.store.put_shadow(pk, dn, &snapshot).await?;
+        state.dirty.remove(&key(pk, dn));
         Ok(SetOutcome::Desired(versions))
     }
 

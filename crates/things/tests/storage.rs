@@ -229,6 +229,18 @@ async fn shadows_round_trip(t: Target) {
         s.shadow("pk1", "d1").await.unwrap().reported["temp"].value,
         json!(22.0)
     );
+    // several at once, in one transaction (inserts and updates)
+    let mut other = Shadow::default();
+    other.apply_reported([("power", &json!(1), T0)]);
+    s.put_shadows(&[
+        ("pk1".into(), "d1".into(), other.clone()),
+        ("pk1".into(), "d2".into(), sh.clone()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(s.shadow("pk1", "d1").await.unwrap(), other);
+    assert_eq!(s.shadow("pk1", "d2").await.unwrap(), sh);
+    s.put_shadows(&[]).await.unwrap();
 }
 
 async fn property_history_and_downsampling(t: Target) {

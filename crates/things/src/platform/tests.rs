@@ -75,16 +75,23 @@ async fn property_reports_are_answered_stored_and_shadowed() {
         f.platform.shadow("pk", "dn").await.unwrap().reported["watts"].value,
         json!(1200.5)
     );
-    assert_eq!(
+    assert!(
         f.platform
             .store()
             .shadow("pk", "dn")
             .await
             .unwrap()
-            .reported["watts"]
-            .time,
-        1_699_999_999_000,
-        "saved"
+            .reported
+            .is_empty(),
+        "saved on flush, not per report"
+    );
+    assert_eq!(f.platform.flush_shadows().await.unwrap(), 1);
+    let stored = f.platform.store().shadow("pk", "dn").await.unwrap();
+    assert_eq!(stored.reported["watts"].time, 1_699_999_999_000);
+    assert_eq!(
+        f.platform.flush_shadows().await.unwrap(),
+        0,
+        "nothing changed since"
     );
     f.platform.writer().flush().await;
     let history = f

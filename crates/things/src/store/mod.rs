@@ -588,6 +588,29 @@ impl Store {
         Ok(())
     }
 
+    /// Saves several shadows in one transaction.
+    pub async fn put_shadows(&self, shadows: &[(String, String, Shadow)]) -> Result<()> {
+        if shadows.is_empty() {
+            return Ok(());
+        }
+        let sql = self.sql(&format!(
+            "INSERT INTO shadows (product_key, device_name, doc, version) VALUES (?, ?, ?, ?){}",
+            self.upsert("product_key, device_name", &["doc", "version"])
+        ));
+        let mut tx = self.pool.begin().await?;
+        for (pk, dn, shadow) in shadows {
+            sqlx::query(&sql)
+                .bind(pk.as_str())
+                .bind(dn.as_str())
+                .bind(serde_json::to_string(shadow).expect("shadow serializes"))
+                .bind(i64::try_from(shadow.version).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     // ---- history ----
 
     /// Writes history rows in one transaction.
