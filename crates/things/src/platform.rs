@@ -6,7 +6,8 @@
 //! subscribes to `/sys/+/+/thing/#` and `/sys/+/+/rrpc/response/+`, passes each message to
 //! [`Platform::handle_message`], reports connects and disconnects with
 //! [`Platform::device_online`] / [`Platform::device_offline`], publishes what arrives on the
-//! outbox receiver, and calls [`Platform::expire`] (call timeouts) and
+//! outbox receiver (the broker's `$SYS/brokers/clients/…` events can be passed to
+//! [`Platform::handle_client_event`] for that), and calls [`Platform::expire`] (call timeouts) and
 //! [`Platform::flush_shadows`] periodically.
 //!
 //! State sits behind one async mutex. That is fine for the rates one node sees from devices
@@ -89,6 +90,10 @@ struct State {
     /// Shadows changed by reports and not saved yet (see [`Platform::flush_shadows`]).
     dirty: HashSet<(String, String)>,
     online: HashSet<(String, String)>,
+    /// `connected_at` of each device's current connection, from the broker's client events,
+    /// so the `disconnected` of a connection that was taken over does not mark the device
+    /// offline.
+    connections: HashMap<(String, String), i64>,
     pending: PendingCalls,
     waiters: HashMap<(String, String, String), oneshot::Sender<CallResult>>,
     next_id: u64,
@@ -303,6 +308,59 @@ impl Platform {
         });
     }
 
+    /// Handles the broker's client lifecycle events (`$SYS/brokers/clients/connected` and
+    /// `…/disconnected`, JSON with `username`, `peer`, `connected_at`): device clients
+    /// (username `deviceName&productKey`) go online or offline. A `disconnected` for an older
+    /// connection than the device's current one (a takeover) is ignored. Other topics and
+    /// clients are ignored.
+    pub async fn handle_client_event(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        now_ms: i64,
+    ) -> Result<()> {
+        let Some(kind) = topic.strip_prefix(CLIENT_EVENTS) else {
+            return Ok(());
+        };
+        let Ok(event) = serde_json::from_slice::<Value>(payload) else {
+            return Ok(());
+        };
+        let Some((pk, dn)) = event
+            .get("username")
+            .and_then(Value::as_str)
+            .and_then(crate::device_auth::parse_username)
+        else {
+            return Ok(());
+        };
+        let connected_at = event
+            .get("connected_at")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        match kind {
+            "/connected" => {
+                let ip = event.get("peer").and_then(Value::as_str).map(peer_ip);
+                self.state
+                    .lock()
+                    .await
+                    .connections
+                    .insert(key(pk, dn), connected_at);
+                self.device_online(pk, dn, ip.as_deref(), now_ms).await
+            }
+            "/disconnected" => {
+                {
+                    let mut state = self.state.lock().await;
+                    match state.connections.get(&key(pk, dn)) {
+                        Some(current) if *current != connected_at => return Ok(()),
+                        _ => state.connections.remove(&key(pk, dn)),
+                    };
+                }
+                self.device_offline(pk, dn, "disconnect", now_ms).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the device is connected.
     pub async fn is_online(&self, pk: &str, dn: &str) -> bool {
         self.state.lock().await.online.contains(&key(pk, dn))
@@ -425,6 +483,17 @@ impl Platform {
         }
         state.pending.next_deadline()
     }
+}
+
+/// The broker's client lifecycle event topics (`…/connected`, `…/disconnected`).
+pub const CLIENT_EVENTS: &str = "$SYS/brokers/clients";
+
+/// `1.2.3.4:5678` or `[::1]:5678` → the address without the port.
+fn peer_ip(peer: &str) -> String {
+    let host = peer.rsplit_once(':').map_or(peer, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }
 
 /// Message ids: numeric strings in Alink's range 0 … 2³²−1. The sequence starts at a random

@@ -1,8 +1,9 @@
 //! The device layer in a real MQTT loop: a broker on 127.0.0.1:0 with `DeviceAuth` as its
 //! access hook, the `Platform` linked to it by an ordinary MQTT client (a stand-in for the
 //! in-process link the server will provide), and a rumqttc device whose Alink signature Python
-//! computes. Covers property post (ok and 460), event post, property set and its reply, a sync
-//! RRPC call, and desired values delivered on reconnect.
+//! computes. Online/offline comes from the broker's `$SYS/brokers/clients/…` events. Covers
+//! property post (ok and 460), event post, property set and its reply, a sync RRPC call, and
+//! desired values delivered when the device reconnects.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -85,6 +86,9 @@ impl Drop for Client {
     }
 }
 
+/// `creds` makes a device client: it keeps its session (clean session off) so its
+/// subscriptions are in place the moment it reconnects, when the platform sends its desired
+/// values.
 async fn client(
     addr: SocketAddr,
     id: &str,
@@ -93,6 +97,7 @@ async fn client(
 ) -> Client {
     let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(30));
+    o.set_clean_session(creds.is_none());
     if let Some((u, p)) = creds {
         o.set_credentials(u, p);
     }
@@ -169,6 +174,15 @@ impl Client {
     }
 }
 
+async fn wait_online(platform: &Platform, online: bool) {
+    within("the device's online state", async {
+        while platform.is_online("pkPlug", "plug-1").await != online {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_reports_is_commanded_and_answers_through_the_platform() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,7 +234,11 @@ async fn a_device_reports_is_commanded_and_answers_through_the_platform() {
         addr,
         "platform-link",
         None,
-        &["/sys/+/+/thing/#", "/sys/+/+/rrpc/response/+"],
+        &[
+            "/sys/+/+/thing/#",
+            "/sys/+/+/rrpc/response/+",
+            "$SYS/brokers/clients/+",
+        ],
     )
     .await;
     let link_out = link.client.clone();
@@ -241,7 +259,13 @@ async fn a_device_reports_is_commanded_and_answers_through_the_platform() {
     );
     let feeding = tokio::spawn(async move {
         while let Some((topic, payload)) = incoming.recv().await {
-            p2.handle_message(&topic, &payload, now_ms()).await.unwrap();
+            if topic.starts_with("$SYS/") {
+                p2.handle_client_event(&topic, &payload, now_ms())
+                    .await
+                    .unwrap();
+            } else {
+                p2.handle_message(&topic, &payload, now_ms()).await.unwrap();
+            }
         }
     });
 
@@ -252,20 +276,24 @@ async fn a_device_reports_is_commanded_and_answers_through_the_platform() {
         &format!("clientIdplug-sn-1deviceNameplug-1productKeypkPlugtimestamp{ts}"),
     );
     let client_id = format!("plug-sn-1|securemode=3,signmethod=hmacsha256,timestamp={ts}|");
-    let mut dev = client(
-        addr,
-        &client_id,
-        Some(("plug-1&pkPlug", &password)),
-        &[
-            "/sys/pkPlug/plug-1/thing/#",
-            "/sys/pkPlug/plug-1/rrpc/request/+",
-        ],
-    )
-    .await;
-    platform
-        .device_online("pkPlug", "plug-1", Some("127.0.0.1"), now_ms())
-        .await
-        .unwrap();
+    let device = |addr| {
+        let (client_id, password) = (client_id.clone(), password.clone());
+        async move {
+            client(
+                addr,
+                &client_id,
+                Some(("plug-1&pkPlug", &password)),
+                &[
+                    "/sys/pkPlug/plug-1/thing/#",
+                    "/sys/pkPlug/plug-1/rrpc/request/+",
+                ],
+            )
+            .await
+        }
+    };
+    let mut dev = device(addr).await;
+    // The broker's client event tells the platform the device is online.
+    wait_online(&platform, true).await;
 
     // property post: accepted, then one out of range (strict: 460)
     dev.publish("/sys/pkPlug/plug-1/thing/event/property/post", json!({"id": "1", "version": "1.0", "params": {"watts": 1200.5, "power": 1}, "method": "thing.event.property.post"})).await;
@@ -354,10 +382,9 @@ async fn a_device_reports_is_commanded_and_answers_through_the_platform() {
     };
     assert_eq!(reply.data, json!({"uptime": 42}));
 
-    // offline: the set becomes desired and is delivered on reconnect
-    platform
-        .device_offline("pkPlug", "plug-1", "disconnect", now_ms())
-        .await;
+    // offline (the connection drops): the set becomes desired and is delivered on reconnect
+    drop(dev);
+    wait_online(&platform, false).await;
     let mut values = Map::new();
     // (the device last *reported* power 1; the set to 0 above is not a report)
     values.insert("power".into(), json!(0));
@@ -368,10 +395,7 @@ async fn a_device_reports_is_commanded_and_answers_through_the_platform() {
             .unwrap(),
         SetOutcome::Desired(vec![("power".into(), 1)])
     );
-    platform
-        .device_online("pkPlug", "plug-1", Some("127.0.0.1"), now_ms())
-        .await
-        .unwrap();
+    let mut dev = device(addr).await;
     let set = dev
         .next_on("/sys/pkPlug/plug-1/thing/service/property/set")
         .await;

@@ -328,3 +328,67 @@ async fn a_full_outbox_drops_and_counts() {
     assert_eq!(f.platform.stats().outbox_dropped.load(Ordering::Relaxed), 1);
     drop(f.outbox);
 }
+
+fn client_event(user: &str, connected_at: i64) -> Vec<u8> {
+    json!({"clientid": "c", "username": user, "peer": "[::1]:50123", "protocol": 4, "keep_alive": 60, "connected_at": connected_at, "ts": NOW})
+        .to_string()
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn broker_client_events_drive_online_state_and_ignore_taken_over_connections() {
+    let f = fixture().await;
+    let p = &f.platform;
+    let (on, off) = (
+        "$SYS/brokers/clients/connected",
+        "$SYS/brokers/clients/disconnected",
+    );
+    p.handle_client_event(on, &client_event("dn&pk", 1), NOW)
+        .await
+        .unwrap();
+    assert!(p.is_online("pk", "dn").await);
+    assert_eq!(
+        p.store()
+            .device("pk", "dn")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_ip
+            .as_deref(),
+        Some("::1")
+    );
+    // a second connection takes over; the first one's disconnect arrives afterwards
+    p.handle_client_event(on, &client_event("dn&pk", 2), NOW + 1)
+        .await
+        .unwrap();
+    p.handle_client_event(off, &client_event("dn&pk", 1), NOW + 2)
+        .await
+        .unwrap();
+    assert!(
+        p.is_online("pk", "dn").await,
+        "the current connection is still up"
+    );
+    p.handle_client_event(off, &client_event("dn&pk", 2), NOW + 3)
+        .await
+        .unwrap();
+    assert!(!p.is_online("pk", "dn").await);
+    // not devices, not events
+    p.handle_client_event(on, &client_event("alice", 5), NOW)
+        .await
+        .unwrap();
+    p.handle_client_event("$SYS/brokers/uptime", b"12", NOW)
+        .await
+        .unwrap();
+    p.handle_client_event(on, b"not json", NOW).await.unwrap();
+    p.writer().flush().await;
+    let changes = p
+        .store()
+        .status_changes("pk", "dn", 0, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        changes.iter().map(|c| c.online).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    assert_eq!(peer_ip("10.1.2.3:1883"), "10.1.2.3");
+}
