@@ -6,18 +6,19 @@
 //! Downlink requests (property set/get, service calls) are built by [`downlink`] and tracked
 //! until their reply or timeout by [`PendingCalls`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Map, Value};
 
 use crate::alink::{
-    code, event_params, property_values, DeviceTopic, EnvelopeError, Reply, Request, TopicKind,
+    code, event_params, property_values, DeviceTopic, EnvelopeError, EventParams, PropertyValue,
+    Reply, Request, TopicKind,
 };
 use crate::registry::Product;
 use crate::shadow::Shadow;
 use crate::store::{Record, ServiceCallRecord, StoredEvent};
 use crate::tsl::CallType;
-use crate::validate::{check_event, check_properties, ValidationMode};
+use crate::validate::{check_event, check_properties, ValidationMode, Violation};
 
 /// A message to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,6 +188,83 @@ fn event_post(
     } else {
         Ok(json!({ "checkFailedData": checked.check_failed_data(&ev.value) }))
     }
+}
+
+/// One device's part of a pack report, checked: what to store and apply, and what weak mode
+/// let through with failures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedReport {
+    /// History rows (properties and events).
+    pub records: Vec<Record>,
+    /// Accepted property values with their times, for the shadow.
+    pub reported: Vec<(String, Value, i64)>,
+    /// `checkFailedData` for this device, when weak mode found failures.
+    pub failed: Option<Value>,
+}
+
+/// Checks one device's properties and events of a `pack/post` against its product. Strict
+/// mode refuses the first violation (with the event identifier prefixed for event arguments).
+pub fn check_report(
+    product: &Product,
+    device_name: &str,
+    properties: &BTreeMap<String, PropertyValue>,
+    events: &BTreeMap<String, EventParams>,
+) -> Result<CheckedReport, Violation> {
+    let pk = &product.product_key;
+    let plain: Map<String, Value> = properties
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect();
+    let checked = check_properties(&product.model, product.validation, &plain)?;
+    let mut records = Vec::new();
+    let mut reported = Vec::new();
+    for k in checked.accepted.keys() {
+        let pv = &properties[k];
+        records.push(Record::Property {
+            product_key: pk.clone(),
+            device_name: device_name.to_string(),
+            identifier: k.clone(),
+            time: pv.time,
+            value: pv.value.clone(),
+        });
+        reported.push((k.clone(), pv.value.clone(), pv.time));
+    }
+    let mut failed = Map::new();
+    if !checked.failed.is_empty() {
+        if let Value::Object(m) = checked.check_failed_data(&plain) {
+            failed.extend(m);
+        }
+    }
+    for (id, ev) in events {
+        let c = check_event(&product.model, product.validation, id, &ev.value).map_err(|v| {
+            Violation {
+                path: format!("{id}.{}", v.path),
+                rule: v.rule,
+            }
+        })?;
+        let event_type = match (product.validation, product.model.event(id)) {
+            (ValidationMode::None, _) | (_, None) => "info",
+            (_, Some(e)) => e.event_type.as_str(),
+        };
+        if !c.failed.is_empty() {
+            failed.insert(id.clone(), c.check_failed_data(&ev.value));
+        }
+        records.push(Record::Event {
+            product_key: pk.clone(),
+            device_name: device_name.to_string(),
+            event: StoredEvent {
+                identifier: id.clone(),
+                event_type: event_type.to_string(),
+                time: ev.time,
+                output: Value::Object(c.accepted),
+            },
+        });
+    }
+    Ok(CheckedReport {
+        records,
+        reported,
+        failed: (!failed.is_empty()).then_some(Value::Object(failed)),
+    })
 }
 
 /// `{"properties":["power",…]}` → `{"power":{"value":…,"version":…}}`; all when the list is

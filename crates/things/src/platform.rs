@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::alink::{DeviceTopic, Reply};
+use crate::alink::{code, pack_post, DeviceTopic, Reply, Request, TopicKind};
 use crate::engine::{self, downlink, PendingCalls, Publish};
 use crate::registry::Product;
 use crate::shadow::Shadow;
@@ -198,6 +198,18 @@ impl Platform {
             }
             Err(e) => return Err(e),
         };
+        if topic.kind == TopicKind::PackPost {
+            let reply = self
+                .pack_post(&mut state, &product, &topic, payload, now_ms)
+                .await?;
+            if let (Some(reply), Some(reply_topic)) = (reply, topic.reply()) {
+                self.send(Publish {
+                    topic: reply_topic.to_string(),
+                    payload: reply.to_json().to_string().into_bytes(),
+                });
+            }
+            return Ok(());
+        }
         self.load_shadow(&mut state, pk, dn).await?;
         let shadow = state.shadows.get_mut(&key(pk, dn)).expect("just loaded");
         let out = engine::handle_uplink(&product, shadow, &topic, payload, now_ms);
@@ -223,6 +235,102 @@ impl Platform {
             }
         }
         Ok(())
+    }
+
+    /// A gateway's `pack/post`: its own properties and events plus its sub-devices'. Each
+    /// sub-device must be registered with this gateway (`Device::gateway`) and enabled. The
+    /// pack is checked as a whole first: in strict mode one violation refuses all of it.
+    /// Returns the reply to send (`None` when the gateway asked for no ack).
+    async fn pack_post(
+        &self,
+        state: &mut State,
+        gateway: &Product,
+        topic: &DeviceTopic,
+        payload: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<Reply>> {
+        let req = match Request::parse(payload) {
+            Ok(r) => r,
+            Err(e) => return Ok(Some(Reply::error("", e.code(), e.to_string()))),
+        };
+        let answer = |reply: Reply| Ok(req.ack.then_some(reply));
+        let pack = match req.params_object().and_then(|p| pack_post(p, now_ms)) {
+            Ok(p) => p,
+            Err(e) => return answer(Reply::error(&req.id, e.code(), e.to_string())),
+        };
+        let gw = (topic.product_key.clone(), topic.device_name.clone());
+        let mut parts = vec![(
+            Arc::new(gateway.clone()),
+            gw.1.clone(),
+            pack.properties,
+            pack.events,
+        )];
+        for sub in pack.sub_devices {
+            let name = format!("{}/{}", sub.product_key, sub.device_name);
+            let device = self
+                .store
+                .device(&sub.product_key, &sub.device_name)
+                .await?;
+            let refuse = match &device {
+                None => Some((
+                    code::DEVICE_NOT_FOUND,
+                    format!("sub-device {name} not found"),
+                )),
+                Some(d) if d.gateway.as_ref() != Some(&gw) => Some((
+                    code::INVALID_PARAMS,
+                    format!("{name} is not a sub-device of this gateway"),
+                )),
+                Some(d) if !d.enabled => Some((
+                    code::DEVICE_DISABLED,
+                    format!("sub-device {name} is disabled"),
+                )),
+                Some(_) => None,
+            };
+            if let Some((c, m)) = refuse {
+                return answer(Reply::error(&req.id, c, m));
+            }
+            let product = match self.product(state, &sub.product_key).await {
+                Ok(p) => p,
+                Err(PlatformError::NotFound(_)) => {
+                    let m = format!("product of sub-device {name} not found");
+                    return answer(Reply::error(&req.id, code::DEVICE_NOT_FOUND, m));
+                }
+                Err(e) => return Err(e),
+            };
+            parts.push((product, sub.device_name, sub.properties, sub.events));
+        }
+        let mut checked = Vec::new();
+        for (product, dn, props, events) in &parts {
+            match engine::check_report(product, dn, props, events) {
+                Ok(c) => checked.push((product.product_key.clone(), dn.clone(), c)),
+                Err(v) => {
+                    let m = format!("invalid params: {}/{dn}: {v}", product.product_key);
+                    return answer(Reply::error(&req.id, code::INVALID_PARAMS, m));
+                }
+            }
+        }
+        let mut failed = Map::new();
+        for (pk, dn, c) in checked {
+            self.load_shadow(state, &pk, &dn).await?;
+            let shadow = state.shadows.get_mut(&key(&pk, &dn)).expect("just loaded");
+            let before = shadow.version;
+            shadow.apply_reported(c.reported.iter().map(|(k, v, t)| (k.as_str(), v, *t)));
+            if shadow.version != before {
+                state.dirty.insert(key(&pk, &dn));
+            }
+            for r in c.records {
+                self.writer.submit(r);
+            }
+            if let Some(f) = c.failed {
+                failed.insert(format!("{pk}/{dn}"), f);
+            }
+        }
+        let data = if failed.is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::json!({ "checkFailedData": failed })
+        };
+        answer(Reply::ok(&req.id, data))
     }
 
     /// Saves the shadows that reports changed since the last call, in one transaction. The

@@ -75,6 +75,9 @@ pub struct Device {
     pub last_online_ms: Option<i64>,
     /// Peer address of the last connection.
     pub last_ip: Option<String>,
+    /// For a sub-device: the gateway (productKey, deviceName) allowed to report for it in
+    /// `thing/event/property/pack/post`.
+    pub gateway: Option<(String, String)>,
 }
 
 /// The secret stays out of logs.
@@ -89,6 +92,7 @@ impl std::fmt::Debug for Device {
             .field("created_ms", &self.created_ms)
             .field("last_online_ms", &self.last_online_ms)
             .field("last_ip", &self.last_ip)
+            .field("gateway", &self.gateway)
             .finish()
     }
 }
@@ -105,6 +109,7 @@ impl Device {
             created_ms: now_ms,
             last_online_ms: None,
             last_ip: None,
+            gateway: None,
         }
     }
 }

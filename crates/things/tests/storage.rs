@@ -175,6 +175,7 @@ async fn devices_round_trip_and_feed_credentials(t: Target) {
     s.put_product(&product("pk1")).await.unwrap();
     let mut d = Device::new("pk1", "d1", T0);
     d.tags.insert("room".into(), "kitchen".into());
+    d.gateway = Some(("gw".into(), "hub-1".into()));
     s.insert_device(&d).await.unwrap();
     assert!(matches!(
         s.insert_device(&d).await,

@@ -360,3 +360,48 @@ fn pending_calls_complete_on_answer_or_time_out() {
         .unwrap();
     assert_eq!((err.status.as_str(), err.code), ("error", Some(460)));
 }
+
+#[test]
+fn pack_parts_are_checked_per_device_with_events() {
+    use crate::alink::{EventParams, PropertyValue};
+    use std::collections::BTreeMap;
+    let props: BTreeMap<String, PropertyValue> = [(
+        "temp".to_string(),
+        PropertyValue {
+            value: json!(20.0),
+            time: NOW - 1,
+        },
+    )]
+    .into();
+    let events: BTreeMap<String, EventParams> = [(
+        "overheat".to_string(),
+        EventParams {
+            value: json!({"temp": 300.0}).as_object().unwrap().clone(),
+            time: NOW,
+        },
+    )]
+    .into();
+    let err = check_report(&product(ValidationMode::Strict), "dn", &props, &events).unwrap_err();
+    assert_eq!(err.to_string(), "overheat.temp: must be <= max 200");
+    let ok = check_report(&product(ValidationMode::Weak), "dn", &props, &events).unwrap();
+    assert_eq!(ok.reported, [("temp".to_string(), json!(20.0), NOW - 1)]);
+    assert_eq!(ok.records.len(), 2, "the property and the event");
+    assert!(ok.failed.is_none(), "weak mode does not check ranges");
+    let bad_type: BTreeMap<String, PropertyValue> = [(
+        "temp".to_string(),
+        PropertyValue {
+            value: json!("hot"),
+            time: NOW,
+        },
+    )]
+    .into();
+    let weak = check_report(
+        &product(ValidationMode::Weak),
+        "dn",
+        &bad_type,
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    assert!(weak.reported.is_empty());
+    assert_eq!(weak.failed.unwrap()["temp"]["code"], 460);
+}

@@ -392,3 +392,135 @@ async fn broker_client_events_drive_online_state_and_ignore_taken_over_connectio
     );
     assert_eq!(peer_ip("10.1.2.3:1883"), "10.1.2.3");
 }
+
+#[tokio::test]
+async fn gateways_report_for_their_own_sub_devices_only() {
+    let mut f = fixture().await;
+    let store = f.platform.store().clone();
+    store
+        .put_product(&Product {
+            product_key: "gw".into(),
+            name: "gateway".into(),
+            node_type: NodeType::Gateway,
+            validation: ValidationMode::Strict,
+            model: ThingModel::from_value(&json!({"properties": [
+                {"identifier": "uptime", "accessMode": "r", "dataType": {"type": "int", "specs": {"min": "0"}}}
+            ]}))
+            .unwrap(),
+            created_ms: 0,
+        })
+        .await
+        .unwrap();
+    store
+        .insert_device(&Device::new("gw", "g1", 0))
+        .await
+        .unwrap();
+    let attached = |dn: &str, enabled: bool| {
+        let mut d = Device::new("pk", dn, 0);
+        d.gateway = Some(("gw".into(), "g1".into()));
+        d.enabled = enabled;
+        d
+    };
+    store.insert_device(&attached("s1", true)).await.unwrap();
+    store.insert_device(&attached("s3", false)).await.unwrap();
+    store
+        .insert_device(&Device::new("pk", "s2", 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.device("pk", "s1").await.unwrap().unwrap().gateway,
+        Some(("gw".into(), "g1".into()))
+    );
+
+    let topic = "/sys/gw/g1/thing/event/property/pack/post";
+    let pack = |id: &str, sub: &str, watts: f64| {
+        json!({"id": id, "params": {
+            "properties": {"uptime": 100},
+            "subDevices": [{"identity": {"productKey": "pk", "deviceName": sub},
+                            "properties": {"watts": {"value": watts, "time": NOW - 5}}}]
+        }})
+        .to_string()
+    };
+    f.platform
+        .handle_message(topic, pack("1", "s1", 20.5).as_bytes(), NOW)
+        .await
+        .unwrap();
+    let reply = f.outbox.try_recv().unwrap();
+    assert_eq!(
+        reply.topic,
+        "/sys/gw/g1/thing/event/property/pack/post_reply"
+    );
+    assert_eq!(json_of(&reply)["code"], 200);
+    assert_eq!(
+        f.platform.shadow("gw", "g1").await.unwrap().reported["uptime"].value,
+        json!(100)
+    );
+    let s1 = f.platform.shadow("pk", "s1").await.unwrap();
+    assert_eq!(
+        (
+            s1.reported["watts"].value.clone(),
+            s1.reported["watts"].time
+        ),
+        (json!(20.5), NOW - 5)
+    );
+    assert_eq!(f.platform.flush_shadows().await.unwrap(), 2);
+    f.platform.writer().flush().await;
+    assert_eq!(
+        store
+            .property_history("pk", "s1", "watts", 0, i64::MAX, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let cases = [
+        (
+            pack("2", "s1", 9999.0),
+            460,
+            "invalid params: pk/s1: watts: must be <= max 3680",
+        ),
+        (
+            pack("3", "s2", 1.0),
+            460,
+            "pk/s2 is not a sub-device of this gateway",
+        ),
+        (
+            pack("4", "ghost", 1.0),
+            6100,
+            "sub-device pk/ghost not found",
+        ),
+        (pack("5", "s3", 1.0), 6204, "sub-device pk/s3 is disabled"),
+    ];
+    for (payload, code, message) in cases {
+        f.platform
+            .handle_message(topic, payload.as_bytes(), NOW + 1)
+            .await
+            .unwrap();
+        let r = json_of(&f.outbox.try_recv().unwrap());
+        assert_eq!(
+            (r["code"].as_u64(), r["message"].as_str()),
+            (Some(code), Some(message))
+        );
+    }
+    // nothing from the refused packs was applied, not even the gateway's own part
+    assert_eq!(
+        f.platform.shadow("pk", "s1").await.unwrap().reported["watts"].value,
+        json!(20.5)
+    );
+    assert_eq!(f.platform.shadow("gw", "g1").await.unwrap().version, 1);
+    assert_eq!(f.platform.flush_shadows().await.unwrap(), 0);
+
+    // no ack asked: no reply
+    let quiet = json!({"id": "6", "sys": {"ack": 0}, "params": {"properties": {"uptime": 101}}})
+        .to_string();
+    f.platform
+        .handle_message(topic, quiet.as_bytes(), NOW + 2)
+        .await
+        .unwrap();
+    assert!(f.outbox.try_recv().is_err());
+    assert_eq!(
+        f.platform.shadow("gw", "g1").await.unwrap().reported["uptime"].value,
+        json!(101)
+    );
+}

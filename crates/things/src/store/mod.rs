@@ -410,7 +410,7 @@ impl Store {
     /// Registers a new device; [`StoreError::AlreadyExists`] if the name is taken (decided by
     /// the primary key, so two concurrent registrations cannot both succeed).
     pub async fn insert_device(&self, d: &Device) -> Result<()> {
-        let sql = "INSERT INTO devices (product_key, device_name, secret, enabled, tags, created_ms, last_online_ms, last_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+        let sql = "INSERT INTO devices (product_key, device_name, secret, enabled, tags, created_ms, last_online_ms, last_ip, gateway) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
         match self
             .bind_device(&self.sql(sql), d)
             .execute(&self.pool)
@@ -438,15 +438,17 @@ impl Store {
             .bind(d.created_ms)
             .bind(d.last_online_ms)
             .bind(d.last_ip.clone())
+            // `pk/dn`: neither may contain `/` (registry::valid_name).
+            .bind(d.gateway.as_ref().map(|(pk, dn)| format!("{pk}/{dn}")))
     }
 
     /// Creates or replaces a device.
     pub async fn put_device(&self, d: &Device) -> Result<()> {
         let sql = format!(
-            "INSERT INTO devices (product_key, device_name, secret, enabled, tags, created_ms, last_online_ms, last_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?){}",
+            "INSERT INTO devices (product_key, device_name, secret, enabled, tags, created_ms, last_online_ms, last_ip, gateway) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?){}",
             self.upsert(
                 "product_key, device_name",
-                &["secret", "enabled", "tags", "last_online_ms", "last_ip"]
+                &["secret", "enabled", "tags", "last_online_ms", "last_ip", "gateway"]
             )
         );
         let sql = self.sql(&sql);
@@ -466,6 +468,10 @@ impl Store {
             created_ms: row.try_get("created_ms")?,
             last_online_ms: row.try_get("last_online_ms")?,
             last_ip: opt_text(row, "last_ip")?,
+            gateway: opt_text(row, "gateway")?.and_then(|g| {
+                g.split_once('/')
+                    .map(|(pk, dn)| (pk.to_string(), dn.to_string()))
+            }),
         })
     }
 

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&[&str]] = &[&[
         created_ms BIGINT NOT NULL,
         last_online_ms BIGINT NULL,
         last_ip VARCHAR(64) NULL,
+        gateway VARCHAR(130) NULL,
         PRIMARY KEY (product_key, device_name))",
     "CREATE TABLE shadows (
         product_key VARCHAR(64) NOT NULL,
