@@ -82,8 +82,9 @@ pub fn handle_uplink(
                 Outcome::default()
             }
         },
-        // Downlink topics and batch/history reports: nothing for a single device to do here
-        // (pack and history posts need the sub-devices' products; not implemented yet).
+        // Downlink topics: nothing to do. Pack posts involve several devices' products and
+        // shadows, so `Platform` handles them (with `check_report`); history posts are not
+        // implemented.
         _ => Outcome::default(),
     }
 }
