@@ -1,0 +1,42 @@
+//! The thingmq device layer: what turns the broker into an IoT platform. Modelled on Alibaba
+//! Cloud IoT Platform's thing model and Alink protocol so devices written for it work
+//! unchanged.
+//!
+//! Pure parts (no I/O, time passed in):
+//! - [`registry`]: [`Product`], [`Device`], secret generation.
+//! - [`tsl`]: [`ThingModel`] parsed from and exported to TSL JSON, with errors naming the JSON
+//!   path of an invalid model.
+//! - [`validate`]: checking reports, events and service arguments against a model in
+//!   [`ValidationMode`] strict / weak / none.
+//! - [`alink`]: the topic contract ([`DeviceTopic`]), request/reply envelopes and codes.
+//! - [`shadow`]: reported / desired / delta per device.
+//! - [`device_auth`]: Alink signatures and plain secrets, as [`thingmq_auth::Authenticator`]
+//!   and [`thingmq_auth::Authorizer`] over a registry snapshot.
+//! - [`engine`]: what to do with a device's message (reply, history rows, shadow change),
+//!   downlink request builders and the pending-call tracker.
+//! - [`sim`]: a simulated device generating valid values from a thing model.
+//!
+//! [`platform::Platform`] ties them together for the runtime and applications: it handles
+//! device messages, connects/disconnects, property sets (desired when offline), sync and async
+//! service calls with timeouts, over a [`store::Store`] and its history writer.
+//!
+//! Storage ([`store`]): SQLite, PostgreSQL or MySQL/MariaDB through `sqlx`, chosen by URL, with
+//! a bounded, batching history writer.
+
+pub mod alink;
+pub mod device_auth;
+pub mod engine;
+pub mod platform;
+pub mod registry;
+pub mod shadow;
+pub mod sim;
+pub mod store;
+pub mod tsl;
+pub mod validate;
+
+pub use alink::{DeviceTopic, Reply, Request, TopicKind};
+pub use device_auth::DeviceAuth;
+pub use registry::{Device, NodeType, Product};
+pub use shadow::Shadow;
+pub use tsl::{DataType, ThingModel};
+pub use validate::ValidationMode;
