@@ -28,6 +28,7 @@ pub mod device_auth;
 pub mod engine;
 pub mod platform;
 pub mod registry;
+pub mod runtime;
 pub mod shadow;
 pub mod sim;
 pub mod store;

@@ -1,0 +1,364 @@
+//! The platform's tasks: one drives the MQTT link and hands device messages over a bounded
+//! queue; one handles them with the pure engine, times out calls and saves shadows.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde_json::Value;
+use thingmq_client::{Client, Event, EventLoop, MqttOptions, QoS, Reconnect};
+use thingmq_server::LocalLinker;
+use tokio::sync::mpsc;
+
+use super::{key, lock, now_ms, submit, Inner, Online, PlatformError};
+use crate::alink::{DeviceTopic, Direction};
+use crate::device_auth::parse_username;
+use crate::engine::{downlink, handle_uplink, Publish};
+use crate::store::{days_ms, Record, StatusChange};
+use crate::tsl::CallType;
+
+/// What the platform subscribes to: every device's uplink, and the broker's client events.
+const SUBSCRIPTIONS: [&str; 3] = [
+    "/sys/+/+/thing/#",
+    "/sys/+/+/rrpc/response/+",
+    "$SYS/brokers/clients/+",
+];
+/// Device messages waiting for the handler; beyond this they are dropped and counted.
+const QUEUE: usize = 65_536;
+const TICK: Duration = Duration::from_millis(200);
+const SHADOW_SAVE_EVERY: u32 = 5;
+const RETENTION_EVERY: u32 = 5 * 60 * 60;
+
+/// A message from the broker.
+struct Incoming {
+    topic: String,
+    payload: bytes::Bytes,
+}
+
+/// The platform's MQTT client over the in-process link, reconnecting through the linker.
+pub(super) fn connect(linker: LocalLinker) -> (Client, EventLoop) {
+    let mut options = MqttOptions::new("$thingmq/things");
+    options.reconnect = Some(Reconnect {
+        min_delay: Duration::from_millis(50),
+        max_delay: Duration::from_secs(2),
+    });
+    options.keep_alive = Duration::from_secs(60);
+    // Device traffic arrives here at the rate of the whole fleet.
+    options.receive_maximum = 1000;
+    options.max_inflight = 1000;
+    Client::with_connector(options, move || {
+        let stream = linker.connect();
+        async move { Ok(stream) }
+    })
+}
+
+/// Starts the link driver and the handler. Both stop when the platform is dropped.
+pub(super) fn spawn(inner: Weak<Inner>, mut events: EventLoop) {
+    let (tx, mut rx) = mpsc::channel::<Incoming>(QUEUE);
+    let driver = inner.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.poll().await {
+            let Some(inner) = driver.upgrade() else { break };
+            match event {
+                Event::Connected { .. } => {
+                    let client = inner.client.clone();
+                    tokio::spawn(async move {
+                        for filter in SUBSCRIPTIONS {
+                            if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+                                tracing::error!(filter, "device platform cannot subscribe: {e}");
+                            }
+                        }
+                    });
+                }
+                Event::Publish(p) => {
+                    let incoming = Incoming {
+                        topic: p.topic.to_string(),
+                        payload: p.payload,
+                    };
+                    if tx.try_send(incoming).is_err() {
+                        inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Event::Disconnected { error: Some(e) } => {
+                    tracing::warn!("device platform lost its broker link: {e}");
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        let mut ticks: u32 = 0;
+        loop {
+            tokio::select! {
+                m = rx.recv() => {
+                    let (Some(m), Some(inner)) = (m, inner.upgrade()) else { break };
+                    on_message(&inner, &m.topic, &m.payload);
+                }
+                _ = tick.tick() => {
+                    let Some(inner) = inner.upgrade() else { break };
+                    ticks = ticks.wrapping_add(1);
+                    expire_calls(&inner);
+                    if ticks.is_multiple_of(SHADOW_SAVE_EVERY) {
+                        if let Err(e) = save_shadows(&inner).await {
+                            tracing::warn!("device platform: saving shadows failed: {e}");
+                        }
+                    }
+                    if ticks % RETENTION_EVERY == 1 {
+                        apply_retention(&inner).await;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
+    if let Some(kind) = topic.strip_prefix("$SYS/brokers/clients/") {
+        client_event(inner, kind, payload);
+        return;
+    }
+    let Ok(topic) = DeviceTopic::parse(topic) else {
+        // A device's own custom topic under its prefix: not ours to interpret.
+        return;
+    };
+    if topic.direction() == Direction::Down {
+        // Our own requests to devices come back through the wildcard subscription.
+        return;
+    }
+    inner.stats.uplinks.fetch_add(1, Ordering::Relaxed);
+    let now = now_ms();
+    let k = key(&topic.product_key, &topic.device_name);
+    let mut guard = lock(&inner.state);
+    let state = &mut *guard;
+    let (Some(device), Some(product)) = (
+        state.devices.get(&k),
+        state.products.get(&topic.product_key),
+    ) else {
+        // Deleted while connected; it is being disconnected.
+        inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if !device.enabled {
+        inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let shadow = state.shadows.entry(k.clone()).or_default();
+    let outcome = handle_uplink(product, shadow, &topic, payload, now);
+    if outcome.shadow_changed {
+        state.dirty.insert(k.clone());
+    }
+    for record in outcome.records {
+        submit(&inner.writer, record);
+    }
+    if let Some((_, reply)) = outcome.answer {
+        if let Some(call) = state.pending.on_answer(&k.0, &k.1, &reply, now) {
+            submit(
+                &inner.writer,
+                Record::ServiceCall {
+                    product_key: k.0.clone(),
+                    device_name: k.1.clone(),
+                    call: call.clone(),
+                },
+            );
+            match state
+                .waiters
+                .remove(&(k.0.clone(), k.1.clone(), reply.id.clone()))
+            {
+                Some(waiter) => {
+                    let _ = waiter.send(Some(reply));
+                }
+                None => state.keep_result(call),
+            }
+        }
+    }
+    let desired = if state.awaiting_first_uplink.remove(&k) {
+        desired_delivery(inner, state, &k, now)
+    } else {
+        None
+    };
+    drop(guard);
+    if outcome.reply.is_some() || desired.is_some() {
+        let client = inner.client.clone();
+        tokio::spawn(async move {
+            if let Some(reply) = outcome.reply {
+                let _ = client
+                    .publish(reply.topic, QoS::AtMostOnce, false, reply.payload)
+                    .await;
+            }
+            if let Some(set) = desired {
+                // Desired values set while the device was away; it answers on set_reply and
+                // deletes them with thing/property/desired/delete once applied.
+                let _ = client
+                    .publish(set.topic, QoS::AtLeastOnce, false, set.payload)
+                    .await;
+            }
+        });
+    }
+}
+
+/// `$SYS/brokers/clients/connected|disconnected` for a device: online state, status history,
+/// and desired properties delivered on connect.
+fn client_event(inner: &Arc<Inner>, kind: &str, payload: &[u8]) {
+    let Ok(event) = serde_json::from_slice::<Value>(payload) else {
+        return;
+    };
+    let Some((pk, dn)) = event
+        .get("username")
+        .and_then(Value::as_str)
+        .and_then(parse_username)
+    else {
+        return;
+    };
+    let client_id = event
+        .get("clientid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let ip = event
+        .get("peer")
+        .and_then(Value::as_str)
+        .and_then(|p| p.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip().to_string());
+    let now = event
+        .get("ts")
+        .and_then(Value::as_i64)
+        .unwrap_or_else(now_ms);
+    let k = key(pk, dn);
+    let mut state = lock(&inner.state);
+    if !state.devices.contains_key(&k) {
+        return;
+    }
+    let online = match kind {
+        "connected" => true,
+        "disconnected" => {
+            // A takeover announces the old connection's end before the new one's start;
+            // anything else out of order must not mark a connected device offline.
+            if state
+                .online
+                .get(&k)
+                .is_some_and(|o| o.client_id != client_id)
+            {
+                return;
+            }
+            false
+        }
+        _ => return,
+    };
+    submit(
+        &inner.writer,
+        Record::Status {
+            product_key: k.0.clone(),
+            device_name: k.1.clone(),
+            change: StatusChange {
+                time: now,
+                online,
+                reason: if online { "connect" } else { "disconnect" }.to_string(),
+                ip: if online { ip.clone() } else { None },
+            },
+        },
+    );
+    if !online {
+        state.online.remove(&k);
+        state.awaiting_first_uplink.remove(&k);
+        return;
+    }
+    state.online.insert(k.clone(), Online { client_id });
+    // Desired values go out with the device's first message: by then it has subscribed to
+    // its topics, which it cannot have done when its CONNECT is announced.
+    state.awaiting_first_uplink.insert(k.clone());
+    if let Some(d) = state.devices.get_mut(&k) {
+        d.last_online_ms = Some(now);
+        d.last_ip.clone_from(&ip);
+    }
+    drop(state);
+    let store = inner.store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.mark_online(&k.0, &k.1, now, ip.as_deref()).await {
+            tracing::warn!("device platform: cannot record last online: {e}");
+        }
+    });
+}
+
+/// The `property/set` that carries a device's desired values that differ from what it
+/// reported, tracked as an async call so its answer is logged.
+fn desired_delivery(
+    inner: &Inner,
+    state: &mut super::State,
+    k: &super::Key,
+    now: i64,
+) -> Option<Publish> {
+    let delta = state.shadows.get(k).map(|s| s.delta()).unwrap_or_default();
+    if delta.is_empty() {
+        return None;
+    }
+    let id = format!("{}", now.saturating_mul(1000));
+    state.pending.start(
+        &k.0,
+        &k.1,
+        &id,
+        "set",
+        CallType::Async,
+        Value::Object(delta.clone()),
+        now,
+        super::duration_ms(inner.config.async_call_timeout),
+    );
+    Some(downlink::property_set(&k.0, &k.1, &id, delta))
+}
+
+fn expire_calls(inner: &Arc<Inner>) {
+    let mut state = lock(&inner.state);
+    for (pk, dn, call) in state.pending.expire(now_ms()) {
+        let waiter = state
+            .waiters
+            .remove(&(pk.clone(), dn.clone(), call.call_id.clone()));
+        match waiter {
+            Some(w) => {
+                let _ = w.send(None);
+            }
+            None => state.keep_result(call.clone()),
+        }
+        submit(
+            &inner.writer,
+            Record::ServiceCall {
+                product_key: pk,
+                device_name: dn,
+                call,
+            },
+        );
+    }
+}
+
+/// Writes the shadows that changed since the last save.
+pub(super) async fn save_shadows(inner: &Inner) -> Result<(), PlatformError> {
+    let changed: Vec<_> = {
+        let mut state = lock(&inner.state);
+        let dirty: Vec<_> = state.dirty.drain().collect();
+        dirty
+            .into_iter()
+            .filter_map(|k| state.shadows.get(&k).cloned().map(|s| (k, s)))
+            .collect()
+    };
+    for (i, (k, shadow)) in changed.iter().enumerate() {
+        if let Err(e) = inner.store.put_shadow(&k.0, &k.1, shadow).await {
+            // Save the rest next time.
+            let mut state = lock(&inner.state);
+            for (k, _) in &changed[i..] {
+                state.dirty.insert(k.clone());
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+async fn apply_retention(inner: &Inner) {
+    let Some(days) = inner.config.retention_days else {
+        return;
+    };
+    let cutoff = now_ms() - days_ms(days);
+    match inner.store.apply_retention(cutoff).await {
+        Ok(report) => tracing::info!(?report, days, "device history retention applied"),
+        Err(e) => tracing::warn!("device history retention failed: {e}"),
+    }
+}
