@@ -32,12 +32,14 @@ def thingmq_bin() -> str:
 class Broker:
     """A running `thingmq serve` process."""
 
-    def __init__(self, workdir: Path, config: str | None = None, name: str = "broker"):
+    def __init__(self, workdir: Path, config: str | None = None, name: str = "broker",
+                 data_dir: Path | None = None):
         workdir.mkdir(parents=True, exist_ok=True)
         self.ready_file = workdir / f"{name}-ready.json"
         self.log_path = workdir / f"{name}.log"
         self.clients: list = []
-        args = [thingmq_bin(), "serve", "--bind", "127.0.0.1:0", "--ready-file", str(self.ready_file)]
+        args = [thingmq_bin(), "serve", "--bind", "127.0.0.1:0", "--ready-file", str(self.ready_file),
+                "--data-dir", str(data_dir or workdir / f"{name}-data")]
         if config is not None:
             config_path = workdir / f"{name}.toml"
             config_path.write_text(config)
@@ -129,11 +131,12 @@ def _failed(request) -> bool:
 
 @pytest.fixture
 def start_broker(tmp_path, request):
-    """Factory: ``start_broker(toml_text=None) -> Broker``. All are stopped at teardown."""
+    """Factory: ``start_broker(toml_text=None, data_dir=None) -> Broker``. All are stopped at
+    teardown."""
     brokers: list[Broker] = []
 
-    def start(config: str | None = None) -> Broker:
-        b = Broker(tmp_path, config, name=f"broker{len(brokers)}")
+    def start(config: str | None = None, data_dir: Path | None = None) -> Broker:
+        b = Broker(tmp_path, config, name=f"broker{len(brokers)}", data_dir=data_dir)
         brokers.append(b)
         return b
 

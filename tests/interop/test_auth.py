@@ -122,7 +122,8 @@ def test_plain_text_password_file_stops_the_broker_with_a_clear_error(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[auth]\npassword_file = "{pw}"\n')
     done = subprocess.run(
-        [thingmq_bin(), "serve", "--bind", "127.0.0.1:0", "--config", str(cfg)],
+        [thingmq_bin(), "serve", "--bind", "127.0.0.1:0", "--config", str(cfg),
+         "--data-dir", str(tmp_path / "data")],
         capture_output=True, text=True, timeout=30,
     )
     assert done.returncode != 0

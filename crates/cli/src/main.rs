@@ -6,6 +6,7 @@ mod mqtt_conn;
 mod mqtt_pub;
 mod mqtt_sub;
 mod passwd;
+mod things;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -38,6 +39,12 @@ enum Command {
     Pub(mqtt_pub::PubArgs),
     /// Subscribe and print messages (flags as mosquitto_sub).
     Sub(mqtt_sub::SubArgs),
+    /// Products of the device registry (thing models).
+    #[command(subcommand)]
+    Product(things::ProductCommand),
+    /// Devices of the device registry.
+    #[command(subcommand)]
+    Device(things::DeviceCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +67,9 @@ struct ServeArgs {
     /// that bind port 0).
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
+    /// Directory for the embedded databases (default `data`, created when missing).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,6 +86,8 @@ fn main() -> anyhow::Result<()> {
         Command::ConsoleUser(args) => console_user::run(args),
         Command::Pub(args) => client_tool(mqtt_pub::run(args)),
         Command::Sub(args) => client_tool(mqtt_sub::run(args)),
+        Command::Product(cmd) => things::product(cmd),
+        Command::Device(cmd) => things::device(cmd),
     }
 }
 
@@ -112,6 +124,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.http.bind = None;
     }
     let http = config.http.clone();
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("data"));
     if let Some(bind) = http.bind {
         anyhow::ensure!(
             bind.ip().is_loopback() || http.api_keys_file.is_some() || http.users_file.is_some(),
@@ -132,7 +148,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let config_listeners = config.listeners.clone();
     runtime.block_on(async move {
+        let things = config.things.clone();
         let server = Server::start(config).await?;
+        let platform = if things.enabled {
+            Some(start_things(&server, &things, &data_dir).await?)
+        } else {
+            None
+        };
         let (stop_http, http_done) = tokio::sync::oneshot::channel::<()>();
         let http_addr = match http.bind {
             Some(bind) => {
@@ -155,6 +177,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         run_until_stopped(&server).await?;
         tracing::info!("shutting down");
         drop(http_done);
+        if let Some(platform) = &platform {
+            platform.shutdown().await;
+        }
         server.shutdown().await;
         Ok(())
     })
@@ -162,6 +187,51 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Binds the HTTP listener and serves the REST API, metrics and console until `stop` is
 /// dropped.
+/// Starts the device layer on the server's in-process link and lets devices authenticate.
+async fn start_things(
+    server: &thingmq_server::ServerHandle,
+    config: &thingmq_server::config::ThingsConfig,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<thingmq_things::runtime::Platform> {
+    let url = match &config.database_url {
+        Some(url) => url.clone(),
+        None => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+            format!("sqlite://{}?mode=rwc", data_dir.join("things.db").display())
+        }
+    };
+    let store = thingmq_things::store::Store::connect(&url)
+        .await
+        .with_context(|| format!("cannot open the device database {}", redact(&url)))?;
+    let platform = thingmq_things::runtime::Platform::start(
+        store,
+        server.local_linker(),
+        server.admin(),
+        thingmq_things::runtime::PlatformConfig {
+            call_timeout: config.call_timeout,
+            retention_days: config.retention_days,
+            ..Default::default()
+        },
+    )
+    .await?;
+    server.add_access_hook(std::sync::Arc::new(platform.access_hook()));
+    Ok(platform)
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Binds the HTTP listener and serves the REST API and metrics until `stop` is dropped.
 async fn start_http(
     server: &thingmq_server::ServerHandle,
     listeners: &[thingmq_server::config::ListenerConfig],

@@ -60,6 +60,33 @@ pub struct Config {
     /// Where sessions and retained messages are kept; `None` keeps them in memory only,
     /// without the store task (no `[storage]` section).
     pub storage: Option<StorageConfig>,
+    /// The device layer.
+    pub things: ThingsConfig,
+}
+
+/// The `[things]` section: the device layer (products, devices, thing models). The server
+/// only carries these settings; the binary starts the layer with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThingsConfig {
+    /// Run the device layer.
+    pub enabled: bool,
+    /// `sqlite://…`, `postgres://…` or `mysql://…`; `None`: SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// Delete device history older than this many days; `None` keeps it.
+    pub retention_days: Option<u32>,
+    /// How long a sync call to a device (property set/get, sync service) waits.
+    pub call_timeout: Duration,
+}
+
+impl Default for ThingsConfig {
+    fn default() -> Self {
+        ThingsConfig {
+            enabled: true,
+            database_url: None,
+            retention_days: None,
+            call_timeout: Duration::from_secs(8),
+        }
+    }
 }
 
 /// The `[http]` section: where the REST API and `/metrics` listen, and who may use them.
@@ -269,6 +296,7 @@ impl Default for Config {
             auth: Default::default(),
             http: HttpConfig::default(),
             storage: None,
+            things: ThingsConfig::default(),
         }
     }
 }
@@ -288,6 +316,16 @@ mod raw {
         pub(super) auth: Option<Auth>,
         pub(super) http: Option<Http>,
         pub(super) storage: Option<Storage>,
+        pub(super) things: Option<Things>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Things {
+        pub(super) enabled: Option<bool>,
+        pub(super) database_url: Option<String>,
+        pub(super) retention_days: Option<u32>,
+        pub(super) call_timeout_ms: Option<u64>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -507,6 +545,29 @@ impl Config {
                 password_file: a.password_file,
                 acl_file: a.acl_file,
             };
+        }
+        if let Some(t) = file.things {
+            set(&mut c.things.enabled, t.enabled);
+            if let Some(url) = t.database_url {
+                let known = ["sqlite:", "postgres:", "postgresql:", "mysql:", "mariadb:"];
+                if !known.iter().any(|p| url.starts_with(p)) {
+                    return Err(invalid(
+                        "things.database_url",
+                        "must start with sqlite:, postgres:, postgresql: or mysql:",
+                    ));
+                }
+                c.things.database_url = Some(url);
+            }
+            if t.retention_days == Some(0) {
+                return Err(invalid("things.retention_days", "must be at least 1"));
+            }
+            c.things.retention_days = t.retention_days;
+            if let Some(ms) = t.call_timeout_ms {
+                if !(100..=60_000).contains(&ms) {
+                    return Err(invalid("things.call_timeout_ms", "must be 100..=60000"));
+                }
+                c.things.call_timeout = Duration::from_millis(ms);
+            }
         }
         if let Some(h) = file.http {
             if let Some(bind) = h.bind {

@@ -281,8 +281,11 @@ impl SessionTask {
         self.reader = Some(reader);
         self.writer = Some(writer);
         self.me.0.online.store(true, Ordering::Relaxed);
-        Metrics::add(&self.broker.metrics.connections, 1);
-        Metrics::add(&self.broker.metrics.connections_total, 1);
+        // The platform's own links are not network connections.
+        if !internal {
+            Metrics::add(&self.broker.metrics.connections, 1);
+            Metrics::add(&self.broker.metrics.connections_total, 1);
+        }
         self.session
             .attach(now, &connect, assigned_id, session_present, &mut self.out);
         self.perform();
@@ -565,10 +568,12 @@ impl SessionTask {
             if let Some(info) = self.me.0.connection.lock().take() {
                 crate::sys::client_event(&self.broker, &self.me.0.client_id, "disconnected", &info);
             }
-            self.broker
-                .metrics
-                .connections
-                .fetch_sub(1, Ordering::Relaxed);
+            if !self.internal {
+                self.broker
+                    .metrics
+                    .connections
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
             let committed = committed(&self.broker, self.wait_seq);
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(CLOSE_LINGER, async {

@@ -1,0 +1,155 @@
+"""The device layer against the real binary, with paho-mqtt playing Alink devices: the
+registry is filled with `thingmq product add` / `thingmq device add`, and every signature
+is computed here with Python's own `hmac`, independently of thingmq's code."""
+
+import hashlib
+import hmac
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from paho.mqtt.client import MQTTv311
+
+from conftest import REPO, thingmq_bin
+from pahoclient import Client
+
+PK = "thermostat"
+
+
+def run(*args):
+    done = subprocess.run([thingmq_bin(), *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def platform(start_broker, tmp_path):
+    """A broker whose registry holds the thermostat product and devices t1, t2."""
+    data = tmp_path / "data"
+    run("product", "add", "--tsl", str(REPO / "examples/things/thermostat.json"),
+        "--data-dir", str(data))
+    secrets = {}
+    for name in ("t1", "t2"):
+        out = json.loads(run("device", "add", PK, name, "--data-dir", str(data)))
+        assert (out["productKey"], out["deviceName"]) == (PK, name)
+        secrets[name] = out["deviceSecret"]
+    broker = start_broker("[auth]\nallow_anonymous = false\n[sys]\ninterval_secs = 0\n",
+                          data_dir=data)
+    return broker, secrets
+
+
+def alink_login(broker, name, secret, method="hmacsha256", timestamp="1700000000000",
+                expect_success=True, tamper=False):
+    """Connects as device `name` with an Alink signed client id, username and password."""
+    client_id = f"sensor-{name}"
+    params = [f"securemode=3"]
+    if method is not None:
+        params.append(f"signmethod={method}")
+    if timestamp is not None:
+        params.append(f"timestamp={timestamp}")
+    mqtt_client_id = f"{client_id}|{','.join(params)}|"
+    content = f"clientId{client_id}deviceName{name}productKey{PK}"
+    if timestamp is not None:
+        content += f"timestamp{timestamp}"
+    digest = {"hmacsha256": hashlib.sha256, "hmacsha1": hashlib.sha1,
+              "hmacmd5": hashlib.md5, None: hashlib.md5}[method]
+    password = hmac.new(secret.encode(), content.encode(), digest).hexdigest()
+    if tamper:
+        password = password[:-1] + ("0" if password[-1] != "0" else "1")
+    c = Client(broker, mqtt_client_id, protocol=MQTTv311, connect=False)
+    c.c.username_pw_set(f"{name}&{PK}", password.upper() if method == "hmacsha1" else password)
+    c.connect(expect_success=expect_success)
+    return c
+
+
+def topic(name, rest):
+    return f"/sys/{PK}/{name}/{rest}"
+
+
+@pytest.mark.parametrize("method", ["hmacsha256", "hmacsha1", "hmacmd5", None])
+def test_alink_signatures_computed_by_python_let_devices_in(platform, method):
+    broker, secrets = platform
+    c = alink_login(broker, "t1", secrets["t1"], method=method,
+                    timestamp=None if method == "hmacmd5" else "1700000000000")
+    assert c.connack.reason_code == 0
+
+
+def test_wrong_signature_unknown_device_and_other_secret_are_refused(platform):
+    broker, secrets = platform
+    bad = alink_login(broker, "t1", secrets["t1"], tamper=True, expect_success=False)
+    assert bad.connack.reason_code == 0x86  # v3.1.1 return code 4, as paho reports it
+    ghost = alink_login(broker, "ghost", secrets["t1"], expect_success=False)
+    assert ghost.connack.reason_code == 0x86
+    swapped = alink_login(broker, "t1", secrets["t2"], expect_success=False)
+    assert swapped.connack.reason_code == 0x86
+
+
+def test_plain_secret_login_and_topics_confined_to_the_device(platform):
+    broker, secrets = platform
+    c = Client(broker, "plain-t2", protocol=MQTTv311, connect=False)
+    c.c.username_pw_set(f"t2&{PK}", secrets["t2"])
+    c.connect()
+    assert c.subscribe(topic("t2", "#"), 1) == [1]
+    assert c.subscribe(topic("t1", "#"), 1) == [0x80]
+    assert c.subscribe("#", 0) == [0x80]
+
+
+def test_property_report_event_and_strict_validation_replies(platform):
+    broker, secrets = platform
+    c = alink_login(broker, "t1", secrets["t1"])
+    c.subscribe(topic("t1", "thing/#"), 1)
+    c.publish(topic("t1", "thing/event/property/post"),
+              json.dumps({"id": "101", "version": "1.0",
+                          "params": {"CurrentTemperature": 20.5, "Humidity": 44},
+                          "method": "thing.event.property.post"}), qos=1)
+    reply = json.loads(expect_on(c, topic("t1", "thing/event/property/post_reply")).payload)
+    assert (reply["id"], reply["code"]) == ("101", 200)
+
+    c.publish(topic("t1", "thing/event/property/post"),
+              json.dumps({"id": "102", "params": {"Humidity": 140}}), qos=1)
+    reply = json.loads(expect_on(c, topic("t1", "thing/event/property/post_reply")).payload)
+    assert reply["code"] == 460 and "Humidity" in reply["message"], reply
+
+    c.publish(topic("t1", "thing/event/SensorFault/post"),
+              json.dumps({"id": "103", "params": {"value": {"Detail": "probe open"}}}), qos=1)
+    reply = json.loads(expect_on(c, topic("t1", "thing/event/SensorFault/post_reply")).payload)
+    assert (reply["id"], reply["code"]) == ("103", 200)
+
+    c.publish(topic("t1", "thing/event/property/post"), b"not json", qos=1)
+    reply = json.loads(expect_on(c, topic("t1", "thing/event/property/post_reply")).payload)
+    assert reply["code"] == 400
+
+
+def test_no_reply_when_the_device_asks_for_none(platform):
+    broker, secrets = platform
+    c = alink_login(broker, "t1", secrets["t1"])
+    c.subscribe(topic("t1", "thing/#"), 1)
+    c.publish(topic("t1", "thing/event/property/post"),
+              json.dumps({"id": "5", "params": {"Humidity": 40}, "sys": {"ack": 0}}), qos=1)
+    c.publish(topic("t1", "thing/event/property/post"),
+              json.dumps({"id": "6", "params": {"Humidity": 41}}), qos=1)
+    reply = json.loads(expect_on(c, topic("t1", "thing/event/property/post_reply")).payload)
+    assert reply["id"] == "6"
+
+
+def expect_on(client, wanted):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        m = client.expect_message(timeout=max(0.1, deadline - time.monotonic()))
+        if m.topic == wanted:
+            return m
+    raise AssertionError(f"nothing on {wanted}")
+
+
+def test_product_add_refuses_an_invalid_thing_model_naming_the_path(tmp_path):
+    tsl = tmp_path / "bad.json"
+    tsl.write_text(json.dumps({"profile": {"productKey": "p"}, "properties": [
+        {"identifier": "t", "name": "t", "accessMode": "r",
+         "dataType": {"type": "int", "specs": {"min": "10", "max": "1"}}}]}))
+    done = subprocess.run([thingmq_bin(), "product", "add", "--tsl", str(tsl),
+                           "--data-dir", str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "properties[0]" in done.stderr, done.stderr
