@@ -38,8 +38,11 @@ class Broker:
         self.ready_file = workdir / f"{name}-ready.json"
         self.log_path = workdir / f"{name}.log"
         self.clients: list = []
-        args = [thingmq_bin(), "serve", "--bind", "127.0.0.1:0", "--ready-file", str(self.ready_file),
-                "--data-dir", str(data_dir or workdir / f"{name}-data")]
+        args = [thingmq_bin(), "serve", "--bind", "127.0.0.1:0", "--ready-file", str(self.ready_file)]
+        # Each broker's own device database, unless the config names a [storage] data
+        # directory (which `--data-dir` would override) and the caller gave none.
+        if data_dir is not None or config is None or "[storage]" not in config:
+            args += ["--data-dir", str(data_dir or workdir / f"{name}-data")]
         if config is not None:
             config_path = workdir / f"{name}.toml"
             config_path.write_text(config)

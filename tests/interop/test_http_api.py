@@ -107,7 +107,8 @@ def test_broken_api_key_file_stops_the_server_with_a_clear_message(tmp_path):
     keys.write_text("ops:admin:tmq_not_a_digest\n")
     conf = tmp_path / "c.toml"
     conf.write_text(f'[http]\napi_keys_file = "{keys}"\n')
-    done = subprocess.run([thingmq_bin(), "serve", "--config", str(conf), "--bind", "127.0.0.1:0"],
+    done = subprocess.run([thingmq_bin(), "serve", "--config", str(conf), "--bind", "127.0.0.1:0",
+                           "--data-dir", str(tmp_path / "data")],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode != 0
     assert "line 1" in done.stderr and "SHA-256" in done.stderr, done.stderr

@@ -67,7 +67,10 @@ struct ServeArgs {
     /// that bind port 0).
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
-    /// Directory for the embedded databases (default `data`, created when missing).
+    /// Directory of the embedded databases: the device layer's SQLite file and, when
+    /// `[storage]` is configured, the session store. Default: `storage.data_dir`, else `data`
+    /// next to the config file (or in the working directory without one). Created when
+    /// missing.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 }
@@ -124,10 +127,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.http.bind = None;
     }
     let http = config.http.clone();
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("data"));
+    if let (Some(dir), Some(storage)) = (&args.data_dir, config.storage.as_mut()) {
+        if storage.data_dir.is_some() {
+            storage.data_dir = Some(dir.clone());
+        }
+    }
+    let data_dir = match (
+        &args.data_dir,
+        config.storage.as_ref().and_then(|s| s.data_dir.clone()),
+    ) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(dir)) => dir,
+        (None, None) => args
+            .config
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .unwrap_or(std::path::Path::new(""))
+            .join(thingmq_server::config::DEFAULT_DATA_DIR),
+    };
     if let Some(bind) = http.bind {
         anyhow::ensure!(
             bind.ip().is_loopback() || http.api_keys_file.is_some() || http.users_file.is_some(),

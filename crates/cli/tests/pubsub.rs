@@ -36,6 +36,7 @@ impl Broker {
         let mut cmd = Command::new(BIN);
         // No REST API: these tests need MQTT only, and its default port may be taken.
         cmd.args(["serve", "--no-http", "--ready-file"]).arg(&ready);
+        cmd.arg("--data-dir").arg(dir.path().join("data"));
         match config {
             Some(toml) => {
                 let path = dir.path().join("thingmq.toml");

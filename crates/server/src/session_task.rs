@@ -562,7 +562,7 @@ impl SessionTask {
     /// Drops the connection; unwritten bytes (e.g. a DISCONNECT with a reason) are written by
     /// a short-lived task so this one never blocks on a slow client.
     fn close_connection(&mut self) {
-        self.reader = None;
+        let reader = self.reader.take();
         if let Some(mut writer) = self.writer.take() {
             self.me.0.online.store(false, Ordering::Relaxed);
             if let Some(info) = self.me.0.connection.lock().take() {
@@ -580,6 +580,14 @@ impl SessionTask {
                     committed.await;
                     let _ = writer.io.write_all_buf(&mut writer.buf).await;
                     let _ = writer.io.shutdown().await;
+                    // Lingering close: read (and discard) what the client still sends until
+                    // it closes too. Closing a socket with unread bytes makes the kernel send
+                    // RST, which can destroy the DISCONNECT (reason code) before the client
+                    // reads it.
+                    if let Some(mut reader) = reader {
+                        let mut sink = [0u8; 4096];
+                        while matches!(reader.io.read(&mut sink).await, Ok(n) if n > 0) {}
+                    }
                 })
                 .await;
             });

@@ -16,9 +16,11 @@
 //!   downlink request builders and the pending-call tracker.
 //! - [`sim`]: a simulated device generating valid values from a thing model.
 //!
-//! [`platform::Platform`] ties them together for the runtime and applications: it handles
-//! device messages, connects/disconnects, property sets (desired when offline), sync and async
-//! service calls with timeouts, over a [`store::Store`] and its history writer.
+//! [`runtime::Platform`] runs them against the broker: an MQTT client on the server's
+//! in-process link feeds device messages through the engine, performs the effects (replies,
+//! history rows, shadows, call answers), tracks online state from the broker's client events,
+//! and offers the application API (registry, shadow, property set/get, sync and async
+//! service calls with timeouts, history). [`runtime::DeviceAccessHook`] lets devices in.
 //!
 //! Storage ([`store`]): SQLite, PostgreSQL or MySQL/MariaDB through `sqlx`, chosen by URL, with
 //! a bounded, batching history writer.
@@ -26,7 +28,6 @@
 pub mod alink;
 pub mod device_auth;
 pub mod engine;
-pub mod platform;
 pub mod registry;
 pub mod runtime;
 pub mod shadow;

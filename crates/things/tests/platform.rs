@@ -588,3 +588,98 @@ async fn registry_and_shadows_survive_a_platform_restart() {
     platform.shutdown().await;
     within("shutdown", server.shutdown()).await;
 }
+
+#[tokio::test]
+async fn a_gateway_reports_for_its_registered_sub_devices_in_one_pack() {
+    let h = Harness::start(ValidationMode::Strict).await;
+    let gateway_model =
+        ThingModel::from_json(include_str!("../../../examples/things/gateway.json")).unwrap();
+    h.platform
+        .put_product(
+            Product {
+                product_key: "gw".into(),
+                name: "Gateway".into(),
+                node_type: NodeType::Gateway,
+                validation: ValidationMode::Strict,
+                model: gateway_model,
+                created_ms: 0,
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let gw = h.platform.create_device("gw", "g1").await.unwrap();
+    h.platform
+        .create_device("thermostat", "sub1")
+        .await
+        .unwrap();
+    h.platform
+        .create_device("thermostat", "stranger")
+        .await
+        .unwrap();
+    h.platform
+        .set_device_gateway("thermostat", "sub1", Some(("gw".into(), "g1".into())))
+        .await
+        .unwrap();
+
+    // The gateway connects as a device of product gw.
+    let mut o = MqttOptions::new("gw-g1", h.addr.ip().to_string(), h.addr.port());
+    o.set_credentials("g1&gw", gw.device_secret.clone());
+    let (client, mut eventloop) = AsyncClient::new(o, 100);
+    let (tx, mut incoming) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok(e) = eventloop.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = e {
+                let _ = tx.send(serde_json::from_slice::<Value>(&p.payload).unwrap());
+            }
+        }
+    });
+    client
+        .subscribe(
+            "/sys/gw/g1/thing/event/property/pack/post_reply",
+            QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    // SUBSCRIBE and then PUBLISH on one connection: the broker handles them in that order.
+    let pack = |id: &str, sub: &str| {
+        json!({"id": id, "params": {
+            "properties": {"Uptime": 120},
+            "subDevices": [{"identity": {"productKey": "thermostat", "deviceName": sub},
+                            "properties": {"CurrentTemperature": 19.5}}]}})
+        .to_string()
+    };
+    let topic = "/sys/gw/g1/thing/event/property/pack/post";
+    client
+        .publish(topic, QoS::AtLeastOnce, false, pack("1", "sub1"))
+        .await
+        .unwrap();
+    let reply = within("pack reply", incoming.recv()).await.unwrap();
+    assert_eq!(
+        (reply["id"].as_str(), reply["code"].as_i64()),
+        (Some("1"), Some(200)),
+        "{reply}"
+    );
+    client
+        .publish(topic, QoS::AtLeastOnce, false, pack("2", "stranger"))
+        .await
+        .unwrap();
+    let reply = within("pack reply", incoming.recv()).await.unwrap();
+    assert_eq!(reply["code"], 460, "{reply}");
+    task.abort();
+
+    h.platform.flush().await.unwrap();
+    let sub = h.platform.shadow("thermostat", "sub1").unwrap();
+    assert_eq!(sub.reported["CurrentTemperature"].value, json!(19.5));
+    assert!(h
+        .platform
+        .shadow("thermostat", "stranger")
+        .unwrap()
+        .reported
+        .is_empty());
+    assert_eq!(
+        h.platform.shadow("gw", "g1").unwrap().reported["Uptime"].value,
+        json!(120)
+    );
+    h.stop().await;
+}

@@ -457,6 +457,29 @@ impl Platform {
         Ok(())
     }
 
+    /// Attaches a sub-device to the gateway allowed to report for it in `pack/post` (`None`
+    /// detaches it).
+    pub async fn set_device_gateway(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        gateway: Option<(String, String)>,
+    ) -> Result<(), PlatformError> {
+        let k = key(product_key, device_name);
+        if let Some(g) = &gateway {
+            if !self.state().devices.contains_key(g) {
+                return Err(PlatformError::NotFound(format!("gateway {}&{}", g.1, g.0)));
+            }
+        }
+        let mut device = self.state().devices.get(&k).cloned().ok_or_else(|| {
+            PlatformError::NotFound(format!("device {device_name}&{product_key}"))
+        })?;
+        device.gateway = gateway;
+        self.inner.store.put_device(&device).await?;
+        self.state().devices.insert(k, device);
+        Ok(())
+    }
+
     /// Deletes a device (its history stays until retention removes it) and disconnects it.
     pub async fn delete_device(
         &self,

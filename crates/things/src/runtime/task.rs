@@ -11,9 +11,9 @@ use thingmq_server::LocalLinker;
 use tokio::sync::mpsc;
 
 use super::{key, lock, now_ms, submit, Inner, Online, PlatformError};
-use crate::alink::{DeviceTopic, Direction};
+use crate::alink::{self, code, DeviceTopic, Direction, Reply, Request, TopicKind};
 use crate::device_auth::parse_username;
-use crate::engine::{downlink, handle_uplink, Publish};
+use crate::engine::{check_report, downlink, handle_uplink, Publish};
 use crate::store::{days_ms, Record, StatusChange};
 use crate::tsl::CallType;
 
@@ -141,6 +141,19 @@ fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
     };
     if !device.enabled {
         inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if topic.kind == TopicKind::PackPost {
+        let reply = pack_post(inner, state, &topic, payload, now);
+        drop(guard);
+        if let Some(reply) = reply {
+            let client = inner.client.clone();
+            tokio::spawn(async move {
+                let _ = client
+                    .publish(reply.topic, QoS::AtMostOnce, false, reply.payload)
+                    .await;
+            });
+        }
         return;
     }
     let shadow = state.shadows.entry(k.clone()).or_default();
@@ -306,6 +319,93 @@ fn desired_delivery(
     Some(downlink::property_set(&k.0, &k.1, &id, delta))
 }
 
+/// A gateway's `pack/post`: its own properties and events plus those of its sub-devices, each
+/// checked against its own product. A sub-device must be registered with this gateway
+/// (`Device::gateway`) and enabled. The pack is checked as a whole first: in strict mode one
+/// violation refuses all of it. Returns the reply to publish.
+fn pack_post(
+    inner: &Inner,
+    state: &mut super::State,
+    topic: &DeviceTopic,
+    payload: &[u8],
+    now: i64,
+) -> Option<Publish> {
+    let reply_topic = topic.reply()?.to_string();
+    let publish = |reply: Reply| Publish {
+        topic: reply_topic.clone(),
+        payload: reply.to_json().to_string().into_bytes(),
+    };
+    let req = match Request::parse(payload) {
+        Ok(r) => r,
+        Err(e) => return Some(publish(Reply::error("", e.code(), e.to_string()))),
+    };
+    let answer = |reply: Reply| req.ack.then(|| publish(reply));
+    let pack = match req.params_object().and_then(|p| alink::pack_post(p, now)) {
+        Ok(p) => p,
+        Err(e) => return answer(Reply::error(&req.id, e.code(), e.to_string())),
+    };
+    let gw = key(&topic.product_key, &topic.device_name);
+    let mut parts = vec![(gw.clone(), pack.properties, pack.events)];
+    for sub in pack.sub_devices {
+        let k = key(&sub.product_key, &sub.device_name);
+        let name = format!("{}/{}", k.0, k.1);
+        let refuse = match state.devices.get(&k) {
+            None => Some((
+                code::DEVICE_NOT_FOUND,
+                format!("sub-device {name} not found"),
+            )),
+            Some(d) if d.gateway.as_ref() != Some(&gw) => Some((
+                code::INVALID_PARAMS,
+                format!("{name} is not a sub-device of this gateway"),
+            )),
+            Some(d) if !d.enabled => Some((
+                code::DEVICE_DISABLED,
+                format!("sub-device {name} is disabled"),
+            )),
+            Some(_) => None,
+        };
+        if let Some((c, m)) = refuse {
+            return answer(Reply::error(&req.id, c, m));
+        }
+        parts.push((k, sub.properties, sub.events));
+    }
+    let mut checked = Vec::new();
+    for (k, props, events) in &parts {
+        let Some(product) = state.products.get(&k.0) else {
+            let m = format!("product of {}/{} not found", k.0, k.1);
+            return answer(Reply::error(&req.id, code::DEVICE_NOT_FOUND, m));
+        };
+        match check_report(product, &k.1, props, events) {
+            Ok(c) => checked.push((k.clone(), c)),
+            Err(v) => {
+                let m = format!("invalid params: {}/{}: {v}", k.0, k.1);
+                return answer(Reply::error(&req.id, code::INVALID_PARAMS, m));
+            }
+        }
+    }
+    let mut failed = serde_json::Map::new();
+    for (k, c) in checked {
+        let shadow = state.shadows.entry(k.clone()).or_default();
+        let before = shadow.version;
+        shadow.apply_reported(c.reported.iter().map(|(id, v, t)| (id.as_str(), v, *t)));
+        if shadow.version != before {
+            state.dirty.insert(k.clone());
+        }
+        for r in c.records {
+            submit(&inner.writer, r);
+        }
+        if let Some(f) = c.failed {
+            failed.insert(format!("{}/{}", k.0, k.1), f);
+        }
+    }
+    let data = if failed.is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::json!({ "checkFailedData": failed })
+    };
+    answer(Reply::ok(&req.id, data))
+}
+
 fn expire_calls(inner: &Arc<Inner>) {
     let mut state = lock(&inner.state);
     for (pk, dn, call) in state.pending.expire(now_ms()) {
@@ -339,15 +439,20 @@ pub(super) async fn save_shadows(inner: &Inner) -> Result<(), PlatformError> {
             .filter_map(|k| state.shadows.get(&k).cloned().map(|s| (k, s)))
             .collect()
     };
-    for (i, (k, shadow)) in changed.iter().enumerate() {
-        if let Err(e) = inner.store.put_shadow(&k.0, &k.1, shadow).await {
-            // Save the rest next time.
-            let mut state = lock(&inner.state);
-            for (k, _) in &changed[i..] {
-                state.dirty.insert(k.clone());
-            }
-            return Err(e.into());
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let batch: Vec<_> = changed
+        .into_iter()
+        .map(|((pk, dn), shadow)| (pk, dn, shadow))
+        .collect();
+    // One transaction for all of them; on failure they are saved next time.
+    if let Err(e) = inner.store.put_shadows(&batch).await {
+        let mut state = lock(&inner.state);
+        for (pk, dn, _) in batch {
+            state.dirty.insert((pk, dn));
         }
+        return Err(e.into());
     }
     Ok(())
 }
