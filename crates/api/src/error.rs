@@ -118,6 +118,16 @@ impl ApiError {
         }
     }
 
+    /// 409: it exists, something depends on it, or the device is offline.
+    pub fn conflict(message: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "conflict", message.to_string())
+    }
+
+    /// 504: a device did not answer in time.
+    pub fn timeout(message: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message.to_string())
+    }
+
     /// 503/504-style: the broker did not answer in time.
     pub fn unavailable(message: impl std::fmt::Display) -> ApiError {
         ApiError::new(

@@ -21,6 +21,7 @@ mod metrics;
 mod openapi;
 mod ratelimit;
 mod session;
+mod things;
 pub mod users;
 
 pub use auth::{Access, SESSION_COOKIE};
@@ -43,6 +44,8 @@ pub struct ApiState {
     pub access: Access,
     /// MQTT-over-WebSocket listeners, told to the console.
     pub mqtt_ws: Arc<[WsEndpoint]>,
+    /// The device layer, when it runs (`/api/v1/products`, `/api/v1/devices`, …).
+    pub platform: Option<thingmq_things::runtime::Platform>,
 }
 
 impl ApiState {
@@ -52,6 +55,7 @@ impl ApiState {
             admin,
             access,
             mqtt_ws: Arc::new([]),
+            platform: None,
         }
     }
 }
@@ -81,6 +85,59 @@ fn routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
         ),
         ("/api/v1/publish", post(broker::publish)),
         ("/api/v1/endpoints", get(console::endpoints)),
+        (
+            "/api/v1/products",
+            get(things::products).post(things::create_product),
+        ),
+        (
+            "/api/v1/products/{productKey}",
+            get(things::product)
+                .put(things::put_product)
+                .delete(things::delete_product),
+        ),
+        (
+            "/api/v1/products/{productKey}/devices",
+            post(things::create_device),
+        ),
+        ("/api/v1/devices", get(things::devices)),
+        (
+            "/api/v1/devices/{productKey}/{deviceName}",
+            get(things::device)
+                .patch(things::patch_device)
+                .delete(things::delete_device),
+        ),
+        (
+            "/api/v1/devices/{productKey}/{deviceName}/credentials",
+            post(things::credentials),
+        ),
+        (
+            "/api/v1/devices/{productKey}/{deviceName}/shadow",
+            get(things::shadow),
+        ),
+        (
+            "/api/v1/devices/{productKey}/{deviceName}/properties",
+            post(things::set_properties),
+        ),
+        (
+            "/api/v1/devices/{productKey}/{deviceName}/properties/{identifier}/history",
+            get(things::property_history),
+        ),
+        (
+            "/api/v1/devices/{productKey}/{deviceName}/services/{service}",
+            post(things::call_service),
+        ),
+        (
+            "/api/v1/devices/{productKey}/{deviceName}/calls/{callId}",
+            get(things::call_state),
+        ),
+        (
+            "/api/v1/devices/{productKey}/{deviceName}/events",
+            get(things::events),
+        ),
+        (
+            "/api/v1/devices/{productKey}/{deviceName}/log",
+            get(things::log),
+        ),
         ("/api/v1/openapi.json", get(openapi::openapi_json)),
         ("/metrics", get(metrics::prometheus)),
     ]

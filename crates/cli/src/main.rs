@@ -175,7 +175,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let (stop_http, http_done) = tokio::sync::oneshot::channel::<()>();
         let http_addr = match http.bind {
             Some(bind) => {
-                Some(start_http(&server, &config_listeners, bind, &http, stop_http).await?)
+                Some(start_http(
+                    &server,
+                    &config_listeners,
+                    bind,
+                    &http,
+                    platform.clone(),
+                    stop_http,
+                )
+                .await?)
             }
             None => None,
         };
@@ -254,6 +262,7 @@ async fn start_http(
     listeners: &[thingmq_server::config::ListenerConfig],
     bind: std::net::SocketAddr,
     http: &thingmq_server::config::HttpConfig,
+    platform: Option<thingmq_things::runtime::Platform>,
     stop: tokio::sync::oneshot::Sender<()>,
 ) -> anyhow::Result<std::net::SocketAddr> {
     use thingmq_server::config::ListenerTransport;
@@ -293,6 +302,7 @@ async fn start_http(
         admin: server.admin(),
         access,
         mqtt_ws: mqtt_ws.into(),
+        platform,
     };
     tokio::spawn(async move {
         let mut stop = stop;
