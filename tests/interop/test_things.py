@@ -153,3 +153,66 @@ def test_product_add_refuses_an_invalid_thing_model_naming_the_path(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "properties[0]" in done.stderr, done.stderr
+
+
+def api(broker, method, path, body=None):
+    import urllib.error
+    import urllib.request
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://{broker.http}{path}", data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def test_simulated_devices_report_and_answer_commands_over_the_rest_api(start_broker, tmp_path):
+    broker = start_broker("[sys]\ninterval_secs = 0\n")
+    tsl = json.loads((REPO / "examples/things/thermostat.json").read_text())
+    status, _ = api(broker, "POST", "/api/v1/products", {"productKey": PK, "tsl": tsl})
+    assert status == 201
+    sim = subprocess.Popen(
+        [thingmq_bin(), "simulate", "--product", PK, "--count", "3", "--interval-ms", "200",
+         "--host", broker.host, "--port", str(broker.port), "--api", f"http://{broker.http}",
+         "--duration-secs", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            status, devices = api(broker, "GET", f"/api/v1/devices?product={PK}&online=true")
+            if devices["total"] == 3:
+                break
+            assert time.monotonic() < deadline, f"simulated devices not online: {devices}"
+            time.sleep(0.2)
+        # The simulator validates the set against the thing model and answers it.
+        status, answer = api(broker, "POST", f"/api/v1/devices/{PK}/sim-1/properties",
+                             {"TargetTemperature": 23.5})
+        assert status == 200 and answer["reply"]["code"] == 200, answer
+        status, answer = api(broker, "POST", f"/api/v1/devices/{PK}/sim-2/services/Boost",
+                             {"Minutes": 15})
+        assert status == 200 and answer["reply"]["code"] == 200, answer
+        assert "EndsAt" in answer["reply"]["data"], answer
+        # Reports arrive in the shadow, and they pass strict validation.
+        deadline = time.monotonic() + 10
+        while True:
+            _, shadow = api(broker, "GET", f"/api/v1/devices/{PK}/sim-0/shadow")
+            if "CurrentTemperature" in shadow["reported"]:
+                break
+            assert time.monotonic() < deadline, shadow
+            time.sleep(0.2)
+        _, shadow = api(broker, "GET", f"/api/v1/devices/{PK}/sim-1/shadow")
+        deadline = time.monotonic() + 10
+        while shadow["reported"].get("TargetTemperature", {}).get("value") != 23.5:
+            assert time.monotonic() < deadline, shadow
+            time.sleep(0.2)
+            _, shadow = api(broker, "GET", f"/api/v1/devices/{PK}/sim-1/shadow")
+    finally:
+        sim.terminate()
+        try:
+            out, _ = sim.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+            out, _ = sim.communicate()
+    assert "simulating 3 devices" in out, out

@@ -6,6 +6,7 @@ mod mqtt_conn;
 mod mqtt_pub;
 mod mqtt_sub;
 mod passwd;
+mod simulate;
 mod things;
 
 use anyhow::Context;
@@ -45,6 +46,8 @@ enum Command {
     /// Devices of the device registry.
     #[command(subcommand)]
     Device(things::DeviceCommand),
+    /// Run simulated devices of a product (from its thing model) against a running server.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sub(args) => client_tool(mqtt_sub::run(args)),
         Command::Product(cmd) => things::product(cmd),
         Command::Device(cmd) => things::device(cmd),
+        Command::Simulate(args) => simulate::run(args),
     }
 }
 
