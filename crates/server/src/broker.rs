@@ -69,6 +69,8 @@ pub(crate) struct SessionHandle {
 pub(crate) struct Broker {
     pub(crate) settings: Arc<BrokerSettings>,
     pub(crate) outbound_queue: usize,
+    /// Per-connection publish limits: (messages/s, bytes/s), 0 = none (`[limits]`).
+    pub(crate) publish_limits: (u64, u64),
     pub(crate) router: RwLock<Router<SessionRef>>,
     pub(crate) retained: RwLock<RetainStore<Arc<Message>>>,
     pub(crate) registry: Mutex<HashMap<ByteString, SessionHandle>>,
@@ -86,6 +88,8 @@ pub(crate) struct Broker {
     pub(crate) client_events: bool,
     /// The store task, when sessions are persisted.
     pub(crate) store: Option<Arc<StoreHandle>>,
+    /// Keeps limits that bite often from flooding the log.
+    pub(crate) limit_logs: crate::rate::LimitLogs,
 }
 
 impl Broker {
@@ -98,6 +102,7 @@ impl Broker {
         Broker {
             settings: Arc::new(settings),
             outbound_queue,
+            publish_limits: (0, 0),
             router: RwLock::new(Router::new()),
             retained: RwLock::new(RetainStore::new()),
             registry: Mutex::new(HashMap::new()),
@@ -109,6 +114,7 @@ impl Broker {
             password_checks: tokio::sync::Semaphore::new(4),
             client_events: true,
             store,
+            limit_logs: Default::default(),
         }
     }
 
@@ -254,7 +260,14 @@ impl Broker {
     pub(crate) fn push(&self, to: &SessionRef, routed: Routed) {
         if !to.0.inbox.push(routed) {
             Metrics::add(&self.metrics.dropped_queue_full, 1);
-            tracing::debug!(client_id = %to.0.client_id, "inbox full: message dropped");
+            if let Some(more) = crate::rate::should_log(&self.limit_logs.queue_full) {
+                tracing::warn!(
+                    client_id = %to.0.client_id,
+                    also_dropped_since_last_line = more,
+                    "client's outbound queue is full (it reads too slowly): message dropped \
+                     (limits.outbound_queue for QoS 0, mqtt.max_queued_messages for QoS 1/2)"
+                );
+            }
         }
     }
 

@@ -270,6 +270,11 @@ pub struct Limits {
     pub max_connections: usize,
     /// Messages that may wait for a busy connection before QoS 0 ones are dropped.
     pub outbound_queue: usize,
+    /// PUBLISH packets per second one connection may send (0 = no limit). Enforced by not
+    /// reading the socket, never by buffering.
+    pub max_publish_rate: u64,
+    /// PUBLISH bytes (whole packets) per second one connection may send (0 = no limit).
+    pub max_publish_bytes_rate: u64,
 }
 
 impl Default for Config {
@@ -289,6 +294,8 @@ impl Default for Config {
                 connect_timeout: Duration::from_secs(10),
                 max_connections: 0,
                 outbound_queue: 1000,
+                max_publish_rate: 0,
+                max_publish_bytes_rate: 0,
             },
             sys_interval: Some(Duration::from_secs(10)),
             sys_client_events: true,
@@ -403,6 +410,8 @@ mod raw {
         pub(super) connect_timeout_ms: Option<u64>,
         pub(super) max_connections: Option<usize>,
         pub(super) outbound_queue: Option<usize>,
+        pub(super) max_publish_rate: Option<u64>,
+        pub(super) max_publish_bytes_rate: Option<u64>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -539,6 +548,11 @@ impl Config {
             }
             c.limits.outbound_queue = q;
         }
+        set(&mut c.limits.max_publish_rate, l.max_publish_rate);
+        set(
+            &mut c.limits.max_publish_bytes_rate,
+            l.max_publish_bytes_rate,
+        );
         if let Some(a) = file.auth {
             c.auth = crate::access::AuthConfig {
                 allow_anonymous: a.allow_anonymous,
@@ -875,9 +889,11 @@ mod tests {
     #[test]
     fn settings_are_applied() {
         let c = Config::from_toml(
-            "[mqtt]\nmax_qos = 1\nmax_keep_alive = 60\n[limits]\nconnect_timeout_ms = 500\n[sys]\ninterval_secs = 0\n",
+            "[mqtt]\nmax_qos = 1\nmax_keep_alive = 60\n[limits]\nconnect_timeout_ms = 500\nmax_publish_rate = 20\nmax_publish_bytes_rate = 4096\n[sys]\ninterval_secs = 0\n",
         )
         .unwrap();
+        assert_eq!(c.limits.max_publish_rate, 20);
+        assert_eq!(c.limits.max_publish_bytes_rate, 4096);
         assert_eq!(c.broker.max_qos, QoS::AtLeastOnce);
         assert_eq!(c.broker.max_keep_alive, 60);
         assert_eq!(c.limits.connect_timeout, Duration::from_millis(500));

@@ -104,7 +104,7 @@ pub(crate) async fn handshake(
     let first = tokio::select! {
         r = tokio::time::timeout(connect_timeout, read_packet(&mut reader, max)) => match r {
             Err(_) => {
-                tracing::debug!(%peer, "no CONNECT within the connect timeout; closing");
+                connect_timed_out(&broker, peer, "no complete CONNECT");
                 return;
             }
             Ok(r) => r,
@@ -121,6 +121,7 @@ pub(crate) async fn handshake(
         Err(DecodeError::Mqtt_3_1_2_2(level)) => {
             // [MQTT-3.1.2-2]: answer with return code 1 (v3 format: the client's level is
             // unknown to us) and close.
+            Metrics::add(&broker.metrics.connects_refused, 1);
             tracing::info!(%peer, level, "unsupported protocol level; refusing");
             refuse(
                 &mut writer,
@@ -130,12 +131,19 @@ pub(crate) async fn handshake(
             .await;
             return;
         }
+        Err(e @ DecodeError::PacketTooLarge { .. }) => {
+            Metrics::add(&broker.metrics.packets_too_large, 1);
+            tracing::info!(%peer, "CONNECT larger than mqtt.max_packet_size: {e}; closing");
+            return;
+        }
         Err(e) => {
+            Metrics::add(&broker.metrics.protocol_errors, 1);
             tracing::info!(%peer, "bad first packet: {e}; closing [MQTT-3.1.0-1]");
             return;
         }
     };
     if let Err(code) = validate_connect(&connect, &broker.settings) {
+        Metrics::add(&broker.metrics.connects_refused, 1);
         tracing::info!(%peer, client_id = %connect.client_id, reason = %code, "connection refused");
         refuse(&mut writer, connect.protocol, code).await;
         return;
@@ -293,8 +301,19 @@ async fn refuse(writer: &mut WritePart, version: ProtocolVersion, code: ReasonCo
     }
 }
 
-/// Counts a refused connection (limit reached).
-pub(crate) fn refused(broker: &Broker, peer: SocketAddr) {
+/// Counts a refused connection (limit reached). `which` names the limit's config key.
+pub(crate) fn refused(broker: &Broker, peer: SocketAddr, which: &str) {
     Metrics::add(&broker.metrics.refused_connections, 1);
-    tracing::warn!(%peer, "connection limit reached; connection refused");
+    if let Some(more) = crate::rate::should_log(&broker.limit_logs.connections_refused) {
+        tracing::warn!(%peer, limit = which, also_refused_since_last_line = more, "connection limit reached; connection refused");
+    }
+}
+
+/// Counts and logs (rate-limited: a connection flood is exactly when this bites) a
+/// connection closed by the connect timeout; `stage` says what it had not finished.
+pub(crate) fn connect_timed_out(broker: &Broker, peer: SocketAddr, stage: &str) {
+    Metrics::add(&broker.metrics.connect_timeouts, 1);
+    if let Some(more) = crate::rate::should_log(&broker.limit_logs.connect_timeout) {
+        tracing::info!(%peer, also_timed_out_since_last_line = more, "{stage} within limits.connect_timeout_ms; closing");
+    }
 }

@@ -16,6 +16,7 @@ mod inbox;
 mod listener;
 pub mod metrics;
 mod persist;
+mod rate;
 mod session_task;
 mod sys;
 mod transport;
@@ -132,6 +133,10 @@ impl Server {
         };
         let mut broker = Broker::new(settings, config.limits.outbound_queue, access, store);
         broker.client_events = config.sys_client_events;
+        broker.publish_limits = (
+            config.limits.max_publish_rate,
+            config.limits.max_publish_bytes_rate,
+        );
         let broker = Arc::new(broker);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (alive, done) = mpsc::channel(1);
@@ -246,6 +251,11 @@ impl ServerHandle {
     /// Number of client connections right now.
     pub fn connections(&self) -> u64 {
         metrics::Metrics::get(&self.broker.metrics.connections)
+    }
+
+    /// The broker's counters (what `$SYS/broker/...` publishes), for tests and embedders.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.broker.metrics
     }
 
     /// Stops accepting, sends v5 clients DISCONNECT 0x8B (server shutting down), publishes

@@ -2,7 +2,7 @@
 
 use crate::broker::Broker;
 use crate::config::ListenerConfig;
-use crate::connection::{handshake, refused, Origin};
+use crate::connection::{connect_timed_out, handshake, refused, Origin};
 use crate::transport::Acceptor;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,15 +46,22 @@ impl ListenerTask {
                 }
             };
             let mut permits = Vec::new();
-            for sem in [&self.global, &local].into_iter().flatten() {
+            let mut full = None;
+            for (sem, key) in [
+                (&self.global, "limits.max_connections"),
+                (&local, "listeners.max_connections"),
+            ] {
+                let Some(sem) = sem else { continue };
                 match sem.clone().try_acquire_owned() {
                     Ok(p) => permits.push(p),
-                    Err(_) => break,
+                    Err(_) => {
+                        full = Some(key);
+                        break;
+                    }
                 }
             }
-            let wanted = usize::from(self.global.is_some()) + usize::from(local.is_some());
-            if permits.len() < wanted {
-                refused(&self.broker, peer);
+            if let Some(key) = full {
+                refused(&self.broker, peer, key);
                 continue;
             }
             tokio::spawn(connect(
@@ -101,7 +108,7 @@ async fn connect(
             return;
         }
         Err(_) => {
-            tracing::debug!(%peer, "transport handshake not done within the connect timeout");
+            connect_timed_out(&broker, peer, "no complete TLS/WebSocket handshake");
             return;
         }
     };

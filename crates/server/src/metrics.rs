@@ -36,6 +36,20 @@ pub struct Metrics {
     pub denied: AtomicU64,
     /// Connections refused for bad credentials or as not authorized.
     pub auth_failures: AtomicU64,
+    /// Connections closed because their TLS/WebSocket handshake and CONNECT did not complete
+    /// within `limits.connect_timeout_ms`.
+    pub connect_timeouts: AtomicU64,
+    /// CONNECTs refused for what they ask (client id too long, keep-alive above the maximum,
+    /// unsupported protocol version, …).
+    pub connects_refused: AtomicU64,
+    /// Packets from clients larger than `mqtt.max_packet_size` (their connection is closed).
+    pub packets_too_large: AtomicU64,
+    /// v5 clients that sent more unacknowledged QoS 1/2 PUBLISHes than our Receive Maximum
+    /// (their connection is closed).
+    pub receive_maximum_exceeded: AtomicU64,
+    /// Times a connection's socket reads were paused by `limits.max_publish_rate` or
+    /// `limits.max_publish_bytes_rate`.
+    pub publish_throttled: AtomicU64,
 }
 
 impl Metrics {

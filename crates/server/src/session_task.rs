@@ -9,6 +9,7 @@ use crate::admin::{ConnectionInfo, Inspected, SubscriptionInfo};
 use crate::broker::{Broker, SessionHandle, SessionRef};
 use crate::connection::{admit, Accepted, ReadPart, WritePart};
 use crate::metrics::Metrics;
+use crate::rate::{LogLimiter, PublishLimiter};
 use bytes::BytesMut;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thingmq_broker::session::{DropReason, Output, Session, SubscriptionRecord};
 use thingmq_broker::{Routed, Violation};
-use thingmq_codec::{decode, encode, Packet, ReasonCode, RetainHandling};
+use thingmq_codec::{decode, encode, DecodeError, Packet, ReasonCode, RetainHandling};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -28,6 +29,8 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 const DELIVERY_BATCH: usize = 256;
 /// How long a closing connection may take to receive its last packets.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// How often one session logs that a limit bites (throttled, messages dropped).
+const LIMIT_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Messages to a session task.
 #[derive(Debug)]
@@ -66,6 +69,12 @@ pub(crate) struct SessionTask {
     /// Store batch that must be applied before more bytes go to the client: our own changes
     /// and those of messages routed to us.
     wait_seq: u64,
+    /// The connection's publish rate limits.
+    limiter: PublishLimiter,
+    /// Set while the publish limits keep us from reading the client: when reading resumes.
+    throttled_until: Option<Instant>,
+    throttle_log: LogLimiter,
+    drop_log: LogLimiter,
     /// Keeps the server's shutdown waiting until this task is gone.
     _alive: mpsc::Sender<()>,
 }
@@ -105,6 +114,10 @@ impl SessionTask {
             access_generation: 0,
             ops: Vec::new(),
             wait_seq: 0,
+            limiter: PublishLimiter::new(0, 0, Instant::now()),
+            throttled_until: None,
+            throttle_log: LogLimiter::new(LIMIT_LOG_EVERY),
+            drop_log: LogLimiter::new(LIMIT_LOG_EVERY),
             _alive: alive,
         }
     }
@@ -177,6 +190,9 @@ impl SessionTask {
                 .as_ref()
                 .is_none_or(|s| s.is_committed(self.wait_seq));
             let committed = committed(&self.broker, self.wait_seq);
+            // Over its publish rate the client is not read at all (TCP slows it down); the
+            // bytes already read wait, undecoded, in the read buffer.
+            let throttled = self.throttled_until.is_some();
             tokio::select! {
                 ctl = self.control.recv() => match ctl {
                     Some(Control::Attach(a)) => self.attach(*a, true),
@@ -197,8 +213,14 @@ impl SessionTask {
                 _ = self.shutdown.changed() => stopping = true,
                 // While our last batch is not stored, the client's next packets wait in its socket:
                 // what we read but have not stored is bounded by one read buffer.
-                n = read_some(&mut self.reader), if can_take && durable => self.on_read(n),
+                n = read_some(&mut self.reader), if can_take && durable && !throttled => {
+                    self.on_read(n)
+                }
                 _ = committed, if !durable => {}
+                _ = sleep_until(self.throttled_until), if throttled && durable => {
+                    self.throttled_until = None;
+                    self.decode_all();
+                }
                 r = write_some(&mut self.writer), if durable => match r {
                     Ok(n) => {
                         Metrics::add(&self.broker.metrics.bytes_sent, n as u64);
@@ -215,6 +237,11 @@ impl SessionTask {
                     self.on_inbox()
                 }
                 _ = sleep_until(deadline) => {
+                    if throttled {
+                        // We are the ones not reading: its PINGREQs may be waiting in the
+                        // socket, so a throttled client is not timed out for keep-alive.
+                        self.session.touch(Instant::now());
+                    }
                     self.session.tick(Instant::now(), &mut self.out);
                     self.perform();
                 }
@@ -278,6 +305,9 @@ impl SessionTask {
         *self.me.0.connection.lock() = Some(info);
         self.internal = internal;
         self.bind_policy();
+        let (max_rate, max_bytes_rate) = self.broker.publish_limits;
+        self.limiter = PublishLimiter::new(max_rate, max_bytes_rate, now);
+        self.throttled_until = None;
         self.reader = Some(reader);
         self.writer = Some(writer);
         self.me.0.online.store(true, Ordering::Relaxed);
@@ -358,10 +388,18 @@ impl SessionTask {
         let max = self.broker.settings.max_packet_size;
         while let Some(reader) = self.reader.as_mut() {
             let now = Instant::now();
+            if self.limiter.is_active() {
+                if let Some(until) = self.limiter.blocked_until(now) {
+                    self.throttle(now, until);
+                    break;
+                }
+            }
+            let before = reader.buf.len();
             match decode(&mut reader.buf, self.session.protocol(), max) {
                 Ok(Some(packet)) => {
                     if matches!(packet, Packet::Publish(_)) {
                         Metrics::add(&self.broker.metrics.messages_received, 1);
+                        self.limiter.publish(now, before - reader.buf.len());
                     }
                     if let Err(v) = self.session.handle_packet(now, packet, &mut self.out) {
                         self.log_violation(&v);
@@ -379,8 +417,31 @@ impl SessionTask {
         }
     }
 
+    /// Stops reading the client until `until`: it publishes faster than its limits.
+    fn throttle(&mut self, now: Instant, until: Instant) {
+        self.throttled_until = Some(until);
+        Metrics::add(&self.broker.metrics.publish_throttled, 1);
+        if let Some(more) = self.throttle_log.check(now) {
+            tracing::info!(
+                client_id = %self.session.client_id(),
+                pause = ?until.saturating_duration_since(now),
+                also_throttled_since_last_line = more,
+                "publish rate limit reached (limits.max_publish_rate / max_publish_bytes_rate); \
+                 not reading from the client until it is back under"
+            );
+        }
+    }
+
     fn log_violation(&self, v: &Violation) {
-        Metrics::add(&self.broker.metrics.protocol_errors, 1);
+        let m = &self.broker.metrics;
+        match v {
+            Violation::Decode(DecodeError::PacketTooLarge { .. }) => {
+                Metrics::add(&m.packets_too_large, 1)
+            }
+            Violation::Mqtt_3_3_4_7 => Metrics::add(&m.receive_maximum_exceeded, 1),
+            _ => {}
+        }
+        Metrics::add(&m.protocol_errors, 1);
         tracing::info!(
             client_id = %self.session.client_id(),
             reason = %v.reason_code(),
@@ -486,6 +547,17 @@ impl SessionTask {
                     DropReason::NotAuthorized => &m.denied,
                 };
                 Metrics::add(counter, 1);
+                if matches!(reason, DropReason::QueueFull | DropReason::TooLarge) {
+                    if let Some(more) = self.drop_log.check(now) {
+                        tracing::warn!(
+                            client_id = %self.session.client_id(),
+                            ?reason,
+                            also_dropped_since_last_line = more,
+                            "message dropped for this client (mqtt.max_queued_messages / \
+                             max_queued_bytes, or larger than its Maximum Packet Size)"
+                        );
+                    }
+                }
             }
             Output::Denied { action, topic } => {
                 Metrics::add(&self.broker.metrics.denied, 1);

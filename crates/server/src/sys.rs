@@ -84,7 +84,7 @@ pub(crate) fn publish_all(broker: &Broker) {
     let counter = |c: &AtomicU64| Metrics::get(c).to_string();
     let subscriptions = broker.router.read().len().to_string();
     let retained = broker.retained.read().len().to_string();
-    let topics: [(&str, String); 13] = [
+    let topics: [(&str, String); 23] = [
         ("version", VERSION.to_string()),
         (
             "uptime",
@@ -107,6 +107,23 @@ pub(crate) fn publish_all(broker: &Broker) {
         ("subscriptions/count", subscriptions),
         ("retained messages/count", retained),
         ("connections/refused", counter(&m.refused_connections)),
+        // What each limit did (docs/config.md lists them with the key that sets the limit).
+        ("connections/timed_out", counter(&m.connect_timeouts)),
+        ("connections/connect_refused", counter(&m.connects_refused)),
+        ("connections/auth_failures", counter(&m.auth_failures)),
+        (
+            "messages/dropped/queue_full",
+            counter(&m.dropped_queue_full),
+        ),
+        ("messages/dropped/too_large", counter(&m.dropped_too_large)),
+        ("messages/denied", counter(&m.denied)),
+        ("packets/too_large", counter(&m.packets_too_large)),
+        ("packets/protocol_errors", counter(&m.protocol_errors)),
+        (
+            "packets/receive_maximum_exceeded",
+            counter(&m.receive_maximum_exceeded),
+        ),
+        ("publish/throttled", counter(&m.publish_throttled)),
     ];
     for (topic, value) in topics {
         let message = Message {
