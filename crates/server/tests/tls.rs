@@ -327,6 +327,45 @@ async fn identity_as_username_listener_accepts_a_client_certificate() {
 }
 
 #[tokio::test]
+async fn certificate_common_name_is_the_username_the_acl_applies_to() {
+    let pki = Pki::new();
+    pki.write(
+        "acl",
+        "user device-42\ntopic readwrite devices/device-42/#\n\nuser intruder\ntopic readwrite #\n",
+    );
+    let toml = format!(
+        "{}\n[auth]\nacl_file = {:?}\n",
+        pki.mtls_listener("use_identity_as_username = true"),
+        pki.path("acl")
+    );
+    let (server, port) = start(&toml).await;
+    // The username in CONNECT is not the one that counts: the certificate's CN is.
+    let mut o = options("cn-acl", port, &pki.ca_pem, Some(&pki.client));
+    o.set_credentials("intruder", "whatever");
+    let (client, mut eventloop) = connect(o)
+        .await
+        .expect("client with a certificate connects");
+    round_trip(&client, &mut eventloop, "devices/device-42/telemetry").await;
+    client
+        .subscribe("devices/other/telemetry", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(ack)) =
+            within("SUBACK", eventloop.poll()).await.unwrap()
+        {
+            assert_eq!(
+                ack.return_codes,
+                vec![rumqttc::SubscribeReasonCode::Failure],
+                "device-42 may not read another device's topics"
+            );
+            break;
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn silent_client_is_dropped_by_the_connect_timeout_during_the_tls_handshake() {
     let pki = Pki::new();
     let toml = pki
