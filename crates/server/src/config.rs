@@ -154,6 +154,9 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// What carries MQTT on this listener.
     pub transport: ListenerTransport,
+    /// Connections start with a PROXY protocol v1 or v2 header (the listener is behind
+    /// HAProxy, nginx, …); one without a valid header is closed.
+    pub proxy_protocol: bool,
 }
 
 impl ListenerConfig {
@@ -163,6 +166,7 @@ impl ListenerConfig {
             bind,
             max_connections: 0,
             transport: ListenerTransport::Tcp,
+            proxy_protocol: false,
         }
     }
 }
@@ -287,6 +291,7 @@ impl Default for Config {
                     bind: SocketAddr::from(([127, 0, 0, 1], 8083)),
                     max_connections: 0,
                     transport: ListenerTransport::Ws(WsSettings::default()),
+                    proxy_protocol: false,
                 },
             ],
             broker: BrokerSettings::default(),
@@ -381,6 +386,7 @@ mod raw {
         pub(super) use_identity_as_username: Option<bool>,
         pub(super) path: Option<String>,
         pub(super) allowed_origins: Option<Vec<String>>,
+        pub(super) proxy_protocol: Option<bool>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -734,6 +740,7 @@ fn validate_listener(key: &str, l: raw::Listener) -> Result<ListenerConfig, Conf
         bind,
         max_connections: l.max_connections.unwrap_or(0),
         transport,
+        proxy_protocol: l.proxy_protocol.unwrap_or(false),
     })
 }
 

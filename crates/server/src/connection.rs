@@ -67,10 +67,26 @@ pub(crate) struct Origin {
     /// The client's address.
     pub(crate) peer: SocketAddr,
     /// The listener is bound to a loopback address: anonymous clients are allowed there
-    /// unless `auth.allow_anonymous` says otherwise.
+    /// unless `auth.allow_anonymous` says otherwise. Behind a proxy, only when the real
+    /// client address is loopback too.
     pub(crate) loopback_listener: bool,
     /// An in-process link from the platform itself, not a network client.
     pub(crate) internal: bool,
+}
+
+impl Origin {
+    /// The origin of a connection that came through a proxy whose PROXY header named
+    /// `source` (`None`: the proxy's own connection, e.g. a health check). A proxied client
+    /// is never taken for a local one unless its real address is loopback, since the proxy
+    /// itself usually runs on the same machine.
+    pub(crate) fn behind_proxy(self, source: Option<SocketAddr>) -> Origin {
+        let peer = source.unwrap_or(self.peer);
+        Origin {
+            peer,
+            loopback_listener: self.loopback_listener && peer.ip().is_loopback(),
+            ..self
+        }
+    }
 }
 
 /// Runs the CONNECT phase of a new connection.

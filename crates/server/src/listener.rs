@@ -3,7 +3,8 @@
 use crate::broker::Broker;
 use crate::config::ListenerConfig;
 use crate::connection::{connect_timed_out, handshake, refused, Origin};
-use crate::transport::Acceptor;
+use crate::metrics::Metrics;
+use crate::transport::{proxy, Acceptor};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -67,6 +68,7 @@ impl ListenerTask {
             tokio::spawn(connect(
                 acceptor.clone(),
                 socket,
+                self.config.proxy_protocol,
                 Origin {
                     peer,
                     loopback_listener: self.config.bind.ip().is_loopback(),
@@ -87,16 +89,39 @@ impl ListenerTask {
 #[allow(clippy::too_many_arguments)] // each is a distinct piece of the connection's context
 async fn connect(
     acceptor: Acceptor,
-    socket: TcpStream,
-    origin: Origin,
+    mut socket: TcpStream,
+    proxy_protocol: bool,
+    mut origin: Origin,
     permits: Vec<OwnedSemaphorePermit>,
     connect_timeout: Duration,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
 ) {
-    let peer = origin.peer;
     let deadline = Instant::now() + connect_timeout;
+    if proxy_protocol {
+        let header = tokio::select! {
+            r = tokio::time::timeout_at(deadline, proxy::read_header(&mut socket)) => r,
+            _ = shutdown.changed() => return,
+        };
+        match header {
+            Ok(Ok(Ok(header))) => origin = origin.behind_proxy(header.source),
+            Ok(Ok(Err(e))) => {
+                Metrics::add(&broker.metrics.protocol_errors, 1);
+                tracing::info!(peer = %origin.peer, "closing connection: {e} (listener has proxy_protocol = true)");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %origin.peer, "connection lost in the PROXY header: {e}");
+                return;
+            }
+            Err(_) => {
+                connect_timed_out(&broker, origin.peer, "no complete PROXY header");
+                return;
+            }
+        }
+    }
+    let peer = origin.peer;
     let upgraded = tokio::select! {
         r = tokio::time::timeout_at(deadline, acceptor.upgrade(socket)) => r,
         _ = shutdown.changed() => return,

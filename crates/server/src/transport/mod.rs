@@ -13,7 +13,11 @@
 //! - `tokio-tungstenite` (handshake only, no client or TLS features): the RFC 6455 upgrade
 //!   and framing, including masking, fragmentation and ping/pong.
 //! - `futures-util` (sink feature only): the `Stream`/`Sink` traits `WsStream` drives.
+//!
+//! With `proxy_protocol = true` on a listener, a PROXY protocol v1/v2 header (`proxy`, our
+//! own small parser) is read before any of this.
 
+pub(crate) mod proxy;
 mod tls;
 mod ws;
 
