@@ -320,8 +320,8 @@ async fn start_http(
     Ok(addr)
 }
 
-/// Waits for SIGINT or SIGTERM; SIGHUP reloads the password file and ACL meanwhile (a broken
-/// file keeps the old rules; the server logs why).
+/// Waits for SIGINT or SIGTERM; SIGHUP reloads the password file, the ACL and the TLS
+/// certificates meanwhile (a broken file keeps the old ones; the server logs why).
 async fn run_until_stopped(server: &thingmq_server::ServerHandle) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -331,8 +331,10 @@ async fn run_until_stopped(server: &thingmq_server::ServerHandle) -> anyhow::Res
             r = tokio::signal::ctrl_c() => return r.context("cannot handle SIGINT"),
             _ = term.recv() => return Ok(()),
             _ = hup.recv() => {
-                // The error is logged by the server; the old rules stay in force.
+                // Errors are logged by the server; the old rules and certificates stay in
+                // force.
                 let _ = server.reload_access();
+                let _ = server.reload_certificates();
             }
         }
     }

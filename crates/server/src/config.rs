@@ -1,6 +1,7 @@
 //! Configuration: a raw serde mirror of the TOML file (unknown keys are errors), then
 //! validated, typed [`Config`]. Every key is documented in `docs/config.md`.
 
+use parking_lot::RwLock;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -186,6 +187,14 @@ pub enum ListenerTransport {
 }
 
 impl ListenerTransport {
+    /// The TLS settings of a `tls` or `wss` listener.
+    pub fn tls(&self) -> Option<&TlsSettings> {
+        match self {
+            ListenerTransport::Tls(t) | ListenerTransport::Wss(t, _) => Some(t),
+            ListenerTransport::Tcp | ListenerTransport::Ws(_) => None,
+        }
+    }
+
     /// The `protocol` name: `tcp`, `tls`, `ws` or `wss`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -207,7 +216,9 @@ pub struct TlsSettings {
     client_ca_file: Option<PathBuf>,
     require_client_cert: bool,
     use_identity_as_username: bool,
-    pub(crate) server_config: Arc<tokio_rustls::rustls::ServerConfig>,
+    /// The certificates in force. Shared by every clone of these settings (the listener's
+    /// acceptor takes a snapshot per connection), replaced as a whole by [`Self::reload`].
+    pub(crate) server_config: Arc<RwLock<Arc<tokio_rustls::rustls::ServerConfig>>>,
 }
 
 impl std::fmt::Debug for TlsSettings {
@@ -242,6 +253,26 @@ impl TlsSettings {
     /// Whether the client certificate's subject CN is the client's MQTT username.
     pub fn use_identity_as_username(&self) -> bool {
         self.use_identity_as_username
+    }
+
+    /// Reads the certificate, key and client CA files again and, if they load, makes new
+    /// connections use them. Connections already up keep the session they negotiated. On
+    /// error nothing changes and the message names the key and the file.
+    pub fn reload(&self) -> Result<(), String> {
+        let fresh = crate::transport::server_config(
+            &self.cert_file,
+            &self.key_file,
+            self.client_ca_file.as_deref(),
+            self.require_client_cert,
+        )
+        .map_err(|e| format!("{}: {}", e.key, e.message))?;
+        *self.server_config.write() = fresh;
+        Ok(())
+    }
+
+    /// The certificates in force now.
+    pub(crate) fn current(&self) -> Arc<tokio_rustls::rustls::ServerConfig> {
+        self.server_config.read().clone()
     }
 }
 
@@ -783,7 +814,7 @@ fn tls_settings(key: &str, l: &raw::Listener) -> Result<TlsSettings, ConfigError
         client_ca_file: l.client_ca_file.clone(),
         require_client_cert,
         use_identity_as_username,
-        server_config,
+        server_config: Arc::new(RwLock::new(server_config)),
     })
 }
 

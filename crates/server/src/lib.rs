@@ -111,6 +111,8 @@ pub struct ServerHandle {
     done: mpsc::Receiver<()>,
     broker: Arc<Broker>,
     connect_timeout: Duration,
+    /// The listeners as configured, for reloading their certificates.
+    listeners: Vec<config::ListenerConfig>,
 }
 
 impl Server {
@@ -184,6 +186,7 @@ impl Server {
             done,
             broker,
             connect_timeout: config.limits.connect_timeout,
+            listeners: config.listeners.clone(),
         })
     }
 }
@@ -246,6 +249,31 @@ impl ServerHandle {
     /// device was disabled or its permissions changed.
     pub fn access_changed(&self) {
         self.broker.access_changed();
+    }
+
+    /// Reloads the certificate and key files of every `tls` and `wss` listener (SIGHUP).
+    /// New connections get the new certificates; existing ones stay up. A listener whose
+    /// files fail to load keeps its previous certificates; the errors are returned (and
+    /// logged), one per failed listener, naming it and the file.
+    pub fn reload_certificates(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        for (i, (l, addr)) in self.listeners.iter().zip(&self.addrs).enumerate() {
+            let Some(tls) = l.transport.tls() else {
+                continue;
+            };
+            match tls.reload() {
+                Ok(()) => tracing::info!(%addr, "TLS certificates reloaded"),
+                Err(e) => {
+                    tracing::error!(%addr, "TLS reload failed, keeping the previous certificates: {e}");
+                    errors.push(format!("listeners[{i}] ({addr}): {e}"));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     /// Number of client connections right now.

@@ -386,6 +386,83 @@ async fn silent_client_is_dropped_by_the_connect_timeout_during_the_tls_handshak
     server.shutdown().await;
 }
 
+/// Connects with a plain TLS client trusting `ca_pem` and returns the subject CN of the
+/// certificate the server presented.
+async fn presented_common_name(port: u16, ca_pem: &str) -> String {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = within(
+        "TLS handshake",
+        connector.connect(ServerName::try_from("localhost").unwrap(), tcp),
+    )
+    .await
+    .expect("handshake with the CA's certificate");
+    let cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).unwrap();
+    let cn = cert.subject().iter_common_name().next().unwrap();
+    cn.as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_reload_without_dropping_connections_and_a_broken_file_keeps_the_old_ones() {
+    let pki = Pki::new();
+    let ca = ca("reload CA");
+    let ca_pem = ca.cert.pem();
+    let server_cert = |cn: &str| {
+        leaf(
+            &ca,
+            cn,
+            &["localhost"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            false,
+        )
+    };
+    let one = server_cert("server one");
+    pki.write("server.pem", &one.cert);
+    pki.write("server.key", &one.key);
+    let (server, port) = start(&pki.listener("")).await;
+    assert_eq!(presented_common_name(port, &ca_pem).await, "server one");
+    let (client, mut eventloop) = connect(options("long-lived", port, &ca_pem, None))
+        .await
+        .expect("connects");
+    round_trip(&client, &mut eventloop, "reload/before").await;
+
+    let two = server_cert("server two");
+    pki.write("server.pem", &two.cert);
+    pki.write("server.key", &two.key);
+    server.reload_certificates().expect("new files load");
+    assert_eq!(presented_common_name(port, &ca_pem).await, "server two");
+    // The connection made before the reload is still up and served.
+    round_trip(&client, &mut eventloop, "reload/after").await;
+
+    // A broken file: the error names the listener and the file; the certificates in force
+    // stay.
+    pki.write("server.pem", "-----BEGIN CERTIFICATE-----\ngarbage\n");
+    let errors = server.reload_certificates().unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].contains("listeners[0]") && errors[0].contains("server.pem"),
+        "{errors:?}"
+    );
+    assert_eq!(presented_common_name(port, &ca_pem).await, "server two");
+    round_trip(&client, &mut eventloop, "reload/broken").await;
+    server.shutdown().await;
+}
+
 fn config_error(toml: &str) -> String {
     Config::from_toml(toml).unwrap_err().to_string()
 }

@@ -23,7 +23,7 @@ mod ws;
 
 pub(crate) use tls::server_config;
 
-use crate::config::{ListenerTransport, WsSettings};
+use crate::config::{ListenerTransport, TlsSettings, WsSettings};
 use crate::connection::Transport;
 use std::io;
 use std::sync::Arc;
@@ -41,7 +41,8 @@ pub(crate) struct Upgraded {
 /// Cheap to clone: every connection task gets one.
 #[derive(Clone)]
 pub(crate) struct Acceptor {
-    tls: Option<(TlsAcceptor, bool)>,
+    /// The listener's TLS settings (reloadable certificates) and `use_identity_as_username`.
+    tls: Option<(TlsSettings, bool)>,
     ws: Option<Arc<WsSettings>>,
 }
 
@@ -56,12 +57,7 @@ impl std::fmt::Debug for Acceptor {
 
 impl Acceptor {
     pub(crate) fn new(transport: &ListenerTransport) -> Acceptor {
-        let tls = |t: &crate::config::TlsSettings| {
-            (
-                TlsAcceptor::from(t.server_config.clone()),
-                t.use_identity_as_username(),
-            )
-        };
+        let tls = |t: &TlsSettings| (t.clone(), t.use_identity_as_username());
         let (tls, ws) = match transport {
             ListenerTransport::Tcp => (None, None),
             ListenerTransport::Tls(t) => (Some(tls(t)), None),
@@ -77,13 +73,16 @@ impl Acceptor {
         let _ = socket.set_nodelay(true);
         let (stream, peer_identity): (Box<dyn Transport>, _) = match (&self.tls, &self.ws) {
             (None, None) => (Box::new(socket), None),
-            (Some((acceptor, identity)), None) => {
-                let (s, id) = tls::accept(acceptor, socket, *identity).await?;
+            (Some((settings, identity)), None) => {
+                // A snapshot: a reload mid-handshake does not change this connection.
+                let acceptor = TlsAcceptor::from(settings.current());
+                let (s, id) = tls::accept(&acceptor, socket, *identity).await?;
                 (Box::new(s), id)
             }
             (None, Some(settings)) => (Box::new(ws::accept(socket, settings).await?), None),
-            (Some((acceptor, identity)), Some(settings)) => {
-                let (s, id) = tls::accept(acceptor, socket, *identity).await?;
+            (Some((tls_settings, identity)), Some(settings)) => {
+                let acceptor = TlsAcceptor::from(tls_settings.current());
+                let (s, id) = tls::accept(&acceptor, socket, *identity).await?;
                 (Box::new(ws::accept(s, settings).await?), id)
             }
         };
