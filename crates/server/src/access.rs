@@ -1,5 +1,6 @@
 //! Authentication and authorization as the server applies them: the password file and ACL
-//! from `[auth]`, loaded at start and reloaded on SIGHUP (a broken file keeps the old rules),
+//! from `[auth]` (or a listener's own overrides), loaded at start and reloaded on SIGHUP (a
+//! broken file keeps the old rules),
 //! bound to each client as a [`thingmq_broker::AccessPolicy`]; and [`AccessHook`]s, through
 //! which other credential sources (the device registry) claim their own clients.
 
@@ -8,8 +9,8 @@ use std::sync::Arc;
 use thingmq_auth::{Access, AclFile, Authenticator, Authorizer, ClientInfo, PasswordFile, Refusal};
 use thingmq_broker::{AccessPolicy, AllowAll};
 
-/// The `[auth]` settings.
-#[derive(Debug, Clone, Default)]
+/// The `[auth]` settings, or a listener's overrides of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthConfig {
     /// Whether clients without a username may connect. `None`: only on loopback listeners
     /// (as Mosquitto 2 does).
@@ -36,18 +37,115 @@ pub trait AccessHook: Send + Sync + std::fmt::Debug {
     fn policy(&self, client: &ClientInfo) -> Option<Arc<dyn AccessPolicy>>;
 }
 
-/// The loaded rules.
+impl AuthConfig {
+    /// These settings with each key a listener sets in `overrides` replaced.
+    pub fn with_overrides(&self, overrides: &AuthConfig) -> AuthConfig {
+        AuthConfig {
+            allow_anonymous: overrides.allow_anonymous.or(self.allow_anonymous),
+            password_file: overrides
+                .password_file
+                .clone()
+                .or_else(|| self.password_file.clone()),
+            acl_file: overrides.acl_file.clone().or_else(|| self.acl_file.clone()),
+        }
+    }
+}
+
+/// The loaded rules: the hooks, asked first on every listener, then each listener's files
+/// (listeners without overrides share `[auth]`'s).
 #[derive(Debug, Clone)]
 pub(crate) struct AccessControl {
-    config: AuthConfig,
-    passwords: Option<Arc<PasswordFile>>,
-    acl: Option<Arc<AclFile>>,
+    /// Indexed by listener, in config order; an index past the end (an in-process link,
+    /// which has no listener) uses the first.
+    listeners: Vec<Arc<Rules>>,
     hooks: Vec<Arc<dyn AccessHook>>,
 }
 
 impl AccessControl {
+    /// Loads the files each listener's effective settings name (the same settings are loaded
+    /// once); an error names the file and line.
+    pub(crate) fn load(configs: &[AuthConfig]) -> Result<AccessControl, thingmq_auth::AuthError> {
+        let mut loaded: Vec<Arc<Rules>> = Vec::new();
+        let mut listeners = Vec::new();
+        for config in configs {
+            let rules = match loaded.iter().find(|r| r.config == *config) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = Arc::new(Rules::load(config)?);
+                    loaded.push(r.clone());
+                    r
+                }
+            };
+            listeners.push(rules);
+        }
+        if listeners.is_empty() {
+            listeners.push(Arc::new(Rules::load(&AuthConfig::default())?));
+        }
+        Ok(AccessControl {
+            listeners,
+            hooks: Vec::new(),
+        })
+    }
+
+    /// Loads the same files again (SIGHUP); hooks stay.
+    pub(crate) fn reload(&self) -> Result<AccessControl, thingmq_auth::AuthError> {
+        let configs: Vec<AuthConfig> = self.listeners.iter().map(|r| r.config.clone()).collect();
+        let mut fresh = AccessControl::load(&configs)?;
+        fresh.hooks = self.hooks.clone();
+        Ok(fresh)
+    }
+
+    /// These rules with one more hook.
+    pub(crate) fn with_hook(&self, hook: Arc<dyn AccessHook>) -> AccessControl {
+        let mut next = self.clone();
+        next.hooks.push(hook);
+        next
+    }
+
+    fn rules(&self, listener: usize) -> &Rules {
+        self.listeners.get(listener).unwrap_or(&self.listeners[0])
+    }
+
+    /// Checks a CONNECT's credentials: the hooks first, then the rules of the listener it
+    /// came in on. `loopback` says whether the listener is bound to a loopback address
+    /// (and, behind a proxy, the client's real address is loopback), which decides
+    /// anonymous access when it is not configured.
+    pub(crate) fn authenticate(
+        &self,
+        listener: usize,
+        loopback: bool,
+        client: &ClientInfo,
+        password: Option<&[u8]>,
+    ) -> Result<(), Refusal> {
+        for hook in &self.hooks {
+            if let Some(verdict) = hook.authenticate(client, password) {
+                return verdict;
+            }
+        }
+        self.rules(listener)
+            .authenticate(loopback, client, password)
+    }
+
+    /// The policy for one client of a listener.
+    pub(crate) fn policy_for(&self, listener: usize, client: ClientInfo) -> Arc<dyn AccessPolicy> {
+        if let Some(policy) = self.hooks.iter().find_map(|h| h.policy(&client)) {
+            return policy;
+        }
+        self.rules(listener).policy_for(client)
+    }
+}
+
+/// One listener's password file and ACL.
+#[derive(Debug)]
+struct Rules {
+    config: AuthConfig,
+    passwords: Option<Arc<PasswordFile>>,
+    acl: Option<Arc<AclFile>>,
+}
+
+impl Rules {
     /// Loads the files named in `config`; an error names the file and line.
-    pub(crate) fn load(config: &AuthConfig) -> Result<AccessControl, thingmq_auth::AuthError> {
+    fn load(config: &AuthConfig) -> Result<Rules, thingmq_auth::AuthError> {
         let passwords = config
             .password_file
             .as_deref()
@@ -60,41 +158,19 @@ impl AccessControl {
             .map(AclFile::load)
             .transpose()?
             .map(Arc::new);
-        Ok(AccessControl {
+        Ok(Rules {
             config: config.clone(),
             passwords,
             acl,
-            hooks: Vec::new(),
         })
     }
 
-    /// Loads the same files again (SIGHUP); hooks stay.
-    pub(crate) fn reload(&self) -> Result<AccessControl, thingmq_auth::AuthError> {
-        let mut fresh = AccessControl::load(&self.config)?;
-        fresh.hooks = self.hooks.clone();
-        Ok(fresh)
-    }
-
-    /// These rules with one more hook.
-    pub(crate) fn with_hook(&self, hook: Arc<dyn AccessHook>) -> AccessControl {
-        let mut next = self.clone();
-        next.hooks.push(hook);
-        next
-    }
-
-    /// Checks a CONNECT's credentials. `loopback` says whether the listener is bound to a
-    /// loopback address, which decides anonymous access when it is not configured.
-    pub(crate) fn authenticate(
+    fn authenticate(
         &self,
         loopback: bool,
         client: &ClientInfo,
         password: Option<&[u8]>,
     ) -> Result<(), Refusal> {
-        for hook in &self.hooks {
-            if let Some(verdict) = hook.authenticate(client, password) {
-                return verdict;
-            }
-        }
         let allow_anonymous = self.config.allow_anonymous.unwrap_or(loopback);
         match (&client.username, &self.passwords) {
             (None, _) | (Some(_), None) if allow_anonymous => Ok(()),
@@ -103,11 +179,7 @@ impl AccessControl {
         }
     }
 
-    /// The policy for one client.
-    pub(crate) fn policy_for(&self, client: ClientInfo) -> Arc<dyn AccessPolicy> {
-        if let Some(policy) = self.hooks.iter().find_map(|h| h.policy(&client)) {
-            return policy;
-        }
+    fn policy_for(&self, client: ClientInfo) -> Arc<dyn AccessPolicy> {
         match &self.acl {
             Some(acl) => Arc::new(AclPolicy {
                 client,

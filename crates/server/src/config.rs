@@ -155,6 +155,9 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// What carries MQTT on this listener.
     pub transport: ListenerTransport,
+    /// This listener's own `allow_anonymous`, `password_file`, `acl_file`; unset keys are
+    /// taken from `[auth]`.
+    pub auth: crate::access::AuthConfig,
     /// Connections start with a PROXY protocol v1 or v2 header (the listener is behind
     /// HAProxy, nginx, …); one without a valid header is closed.
     pub proxy_protocol: bool,
@@ -167,6 +170,7 @@ impl ListenerConfig {
             bind,
             max_connections: 0,
             transport: ListenerTransport::Tcp,
+            auth: Default::default(),
             proxy_protocol: false,
         }
     }
@@ -322,6 +326,7 @@ impl Default for Config {
                     bind: SocketAddr::from(([127, 0, 0, 1], 8083)),
                     max_connections: 0,
                     transport: ListenerTransport::Ws(WsSettings::default()),
+                    auth: Default::default(),
                     proxy_protocol: false,
                 },
             ],
@@ -418,6 +423,9 @@ mod raw {
         pub(super) path: Option<String>,
         pub(super) allowed_origins: Option<Vec<String>>,
         pub(super) proxy_protocol: Option<bool>,
+        pub(super) allow_anonymous: Option<bool>,
+        pub(super) password_file: Option<std::path::PathBuf>,
+        pub(super) acl_file: Option<std::path::PathBuf>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -771,6 +779,11 @@ fn validate_listener(key: &str, l: raw::Listener) -> Result<ListenerConfig, Conf
         bind,
         max_connections: l.max_connections.unwrap_or(0),
         transport,
+        auth: crate::access::AuthConfig {
+            allow_anonymous: l.allow_anonymous,
+            password_file: l.password_file,
+            acl_file: l.acl_file,
+        },
         proxy_protocol: l.proxy_protocol.unwrap_or(false),
     })
 }

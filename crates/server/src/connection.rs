@@ -50,6 +50,8 @@ pub(crate) struct Accepted {
     /// The platform's own in-process link ([`crate::ServerHandle::connect_local`]): no
     /// credentials are checked and every topic is allowed.
     pub(crate) internal: bool,
+    /// Index of the listener it came in on (its access rules may be its own).
+    pub(crate) listener: usize,
 }
 
 impl std::fmt::Debug for Accepted {
@@ -66,6 +68,8 @@ impl std::fmt::Debug for Accepted {
 pub(crate) struct Origin {
     /// The client's address.
     pub(crate) peer: SocketAddr,
+    /// Index of the listener, in config order.
+    pub(crate) listener: usize,
     /// The listener is bound to a loopback address: anonymous clients are allowed there
     /// unless `auth.allow_anonymous` says otherwise. Behind a proxy, only when the real
     /// client address is loopback too.
@@ -189,6 +193,7 @@ pub(crate) async fn handshake(
         assigned_id,
         peer,
         internal: origin.internal,
+        listener: origin.listener,
     };
     admit(broker, accepted, shutdown, alive).await;
 }
@@ -268,11 +273,12 @@ async fn authenticate(
     };
     let password = connect.password.clone();
     let loopback = origin.loopback_listener;
+    let listener = origin.listener;
     let Ok(_slot) = broker.password_checks.acquire().await else {
         return Err(ReasonCode::ServerUnavailable);
     };
     let verdict = tokio::task::spawn_blocking(move || {
-        access.authenticate(loopback, &client, password.as_deref())
+        access.authenticate(listener, loopback, &client, password.as_deref())
     })
     .await;
     match verdict {

@@ -84,6 +84,8 @@ impl LocalLinker {
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
             loopback_listener: true,
             internal: true,
+            // No listener; internal links are trusted past the access rules anyway.
+            listener: usize::MAX,
         };
         let conn = transport::Upgraded {
             stream: Box::new(ours),
@@ -118,7 +120,12 @@ pub struct ServerHandle {
 impl Server {
     /// Binds every listener and starts serving. Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
-        let access = access::AccessControl::load(&config.auth)?;
+        let auth: Vec<access::AuthConfig> = config
+            .listeners
+            .iter()
+            .map(|l| config.auth.with_overrides(&l.auth))
+            .collect();
+        let access = access::AccessControl::load(&auth)?;
         let mut settings = config.broker.clone();
         settings.durable = config.storage.is_some();
         // Everything stored is loaded before any listener accepts a client.
@@ -149,7 +156,7 @@ impl Server {
             .then(|| Arc::new(Semaphore::new(config.limits.max_connections)));
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
-        for l in &config.listeners {
+        for (index, l) in config.listeners.iter().enumerate() {
             let listener = TcpListener::bind(l.bind)
                 .await
                 .map_err(|source| ServerError::Bind {
@@ -164,6 +171,7 @@ impl Server {
             addrs.push(addr);
             tasks.push(ListenerTask {
                 listener,
+                index,
                 config: l.clone(),
                 broker: broker.clone(),
                 global: global.clone(),

@@ -13,6 +13,8 @@ use tokio::time::Instant;
 
 pub(crate) struct ListenerTask {
     pub(crate) listener: TcpListener,
+    /// Position in the config's listeners.
+    pub(crate) index: usize,
     pub(crate) config: ListenerConfig,
     pub(crate) broker: Arc<Broker>,
     /// Global connection cap shared by all listeners.
@@ -71,6 +73,7 @@ impl ListenerTask {
                 self.config.proxy_protocol,
                 Origin {
                     peer,
+                    listener: self.index,
                     loopback_listener: self.config.bind.ip().is_loopback(),
                     internal: false,
                 },

@@ -61,6 +61,8 @@ pub(crate) struct SessionTask {
     client: Option<thingmq_auth::ClientInfo>,
     /// The connection is the platform's in-process link: every topic is allowed.
     internal: bool,
+    /// The listener the connection came in on: whose access rules apply.
+    listener: usize,
     /// Generation of the rules the session's policy was built from.
     access_generation: u64,
     /// Store changes of this session not yet submitted (submitted at the end of each
@@ -111,6 +113,7 @@ impl SessionTask {
             backlog: std::collections::VecDeque::new(),
             client: None,
             internal: false,
+            listener: 0,
             access_generation: 0,
             ops: Vec::new(),
             wait_seq: 0,
@@ -280,8 +283,10 @@ impl SessionTask {
             assigned_id,
             peer,
             internal,
+            listener,
         } = a;
         tracing::debug!(%client_id, %peer, protocol = ?connect.protocol, session_present, "client connected");
+        self.listener = listener;
         self.client = Some(thingmq_auth::ClientInfo {
             client_id: connect.client_id.to_string(),
             username: connect.username.as_deref().map(str::to_owned),
@@ -350,7 +355,8 @@ impl SessionTask {
         if self.internal {
             self.session.set_policy(Arc::new(thingmq_broker::AllowAll));
         } else if let Some(client) = &self.client {
-            self.session.set_policy(access.policy_for(client.clone()));
+            self.session
+                .set_policy(access.policy_for(self.listener, client.clone()));
         }
     }
 
