@@ -48,7 +48,7 @@ interval_secs = 0
 `);
   const ready = join(dir, 'ready.json');
   let log = '';
-  broker = spawn(bin, ['serve', '--config', join(dir, 'thingmq.toml'), '--ready-file', ready], {
+  broker = spawn(bin, ['serve', '--config', join(dir, 'thingmq.toml'), '--ready-file', ready, '--no-http'], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   broker.stderr.on('data', (d) => { log += d; });

@@ -48,6 +48,14 @@ enum Command {
     Device(things::DeviceCommand),
     /// Run simulated devices of a product (from its thing model) against a running server.
     Simulate(simulate::SimulateArgs),
+    /// Make a running broker reload its password files, ACLs and TLS certificates (sends
+    /// it SIGHUP; see `serve --pid-file`). Connections stay up; a broken file keeps the old
+    /// rules and the broker logs why.
+    Reload {
+        /// The file `serve --pid-file` wrote.
+        #[arg(long, value_name = "PATH")]
+        pid_file: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +84,9 @@ struct ServeArgs {
     /// missing.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Write the broker's process id to this file (for `thingmq reload`); removed on exit.
+    #[arg(long, value_name = "PATH")]
+    pid_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -95,6 +106,46 @@ fn main() -> anyhow::Result<()> {
         Command::Product(cmd) => things::product(cmd),
         Command::Device(cmd) => things::device(cmd),
         Command::Simulate(args) => simulate::run(args),
+        Command::Reload { pid_file } => reload(&pid_file),
+    }
+}
+
+/// Sends SIGHUP to the broker whose process id is in `pid_file`.
+fn reload(pid_file: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(pid_file)
+        .with_context(|| format!("cannot read pid file {}", pid_file.display()))?;
+    let pid = text
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .with_context(|| {
+            format!(
+                "{}: not a process id: {:?}",
+                pid_file.display(),
+                text.trim()
+            )
+        })?;
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).with_context(|| {
+        format!(
+            "cannot signal process {} (from {}); is the broker running?",
+            pid.as_raw_nonzero(),
+            pid_file.display()
+        )
+    })?;
+    println!(
+        "asked thingmq (pid {}) to reload; its log says whether the files loaded",
+        pid.as_raw_nonzero()
+    );
+    Ok(())
+}
+
+/// Removes the pid file when the broker stops, also on an error path.
+struct PidFile(PathBuf);
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -188,6 +239,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     stop_http,
                 )
                 .await?)
+            }
+            None => None,
+        };
+        let _pid_file = match &args.pid_file {
+            Some(path) => {
+                std::fs::write(path, format!("{}\n", std::process::id()))
+                    .with_context(|| format!("cannot write pid file {}", path.display()))?;
+                Some(PidFile(path.clone()))
             }
             None => None,
         };
