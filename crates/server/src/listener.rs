@@ -132,6 +132,7 @@ async fn connect(
     let conn = match upgraded {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
+            Metrics::add(&broker.metrics.handshake_failures, 1);
             tracing::info!(%peer, "transport handshake failed: {e}");
             return;
         }

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub denied: AtomicU64,
     /// Connections refused for bad credentials or as not authorized.
     pub auth_failures: AtomicU64,
+    /// Connections whose TLS handshake or WebSocket upgrade failed (untrusted or expired
+    /// client certificate, wrong path, origin not allowed, not TLS at all, …).
+    pub handshake_failures: AtomicU64,
     /// Connections closed because their TLS/WebSocket handshake and CONNECT did not complete
     /// within `limits.connect_timeout_ms`.
     pub connect_timeouts: AtomicU64,

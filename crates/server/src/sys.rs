@@ -84,7 +84,7 @@ pub(crate) fn publish_all(broker: &Broker) {
     let counter = |c: &AtomicU64| Metrics::get(c).to_string();
     let subscriptions = broker.router.read().len().to_string();
     let retained = broker.retained.read().len().to_string();
-    let topics: [(&str, String); 23] = [
+    let topics: [(&str, String); 24] = [
         ("version", VERSION.to_string()),
         (
             "uptime",
@@ -109,6 +109,10 @@ pub(crate) fn publish_all(broker: &Broker) {
         ("connections/refused", counter(&m.refused_connections)),
         // What each limit did (docs/config.md lists them with the key that sets the limit).
         ("connections/timed_out", counter(&m.connect_timeouts)),
+        (
+            "connections/handshake_failed",
+            counter(&m.handshake_failures),
+        ),
         ("connections/connect_refused", counter(&m.connects_refused)),
         ("connections/auth_failures", counter(&m.auth_failures)),
         (

@@ -291,6 +291,18 @@ async fn mutual_tls_accepts_only_valid_certificates_from_the_client_ca() {
     ))
     .await;
     assert!(expired.is_err(), "an expired certificate is refused");
+    // Each refusal is counted (the server may finish its side just after the client).
+    within("three handshake failures counted", async {
+        while server
+            .metrics()
+            .handshake_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 3
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     server.shutdown().await;
 }
 
