@@ -364,6 +364,13 @@ async fn metrics_are_in_prometheus_text_format() {
     );
     assert!(text.contains("# TYPE thingmq_messages_received_total counter\n"));
     assert!(text.contains("thingmq_subscriptions 0\n"));
+    // The limit counters are there too.
+    for name in ["connect_timeouts", "publish_throttled", "packets_too_large"] {
+        assert!(
+            text.contains(&format!("thingmq_{name}_total 0\n")),
+            "{name}: {text}"
+        );
+    }
     within("shutdown", server.shutdown()).await;
 }
 

@@ -64,7 +64,7 @@ impl Metrics {
     /// Calls `f(name, help, kind, value)` for every counter, named as in Prometheus
     /// (without the `thingmq_` prefix); `kind` is `counter` or `gauge`.
     pub fn for_each(&self, mut f: impl FnMut(&'static str, &'static str, &'static str, u64)) {
-        let all: [(&str, &str, &str, &AtomicU64); 15] = [
+        let all: [(&str, &str, &str, &AtomicU64); 21] = [
             (
                 "connections",
                 "Network connections with an accepted CONNECT",
@@ -154,6 +154,42 @@ impl Metrics {
                 "Connections refused for credentials",
                 "counter",
                 &self.auth_failures,
+            ),
+            (
+                "handshake_failures_total",
+                "TLS handshakes and WebSocket upgrades that failed",
+                "counter",
+                &self.handshake_failures,
+            ),
+            (
+                "connect_timeouts_total",
+                "Connections closed by the connect timeout",
+                "counter",
+                &self.connect_timeouts,
+            ),
+            (
+                "connects_refused_total",
+                "CONNECTs refused for what they ask (client id, keep-alive, version)",
+                "counter",
+                &self.connects_refused,
+            ),
+            (
+                "packets_too_large_total",
+                "Packets over the maximum packet size",
+                "counter",
+                &self.packets_too_large,
+            ),
+            (
+                "receive_maximum_exceeded_total",
+                "Clients that exceeded our Receive Maximum",
+                "counter",
+                &self.receive_maximum_exceeded,
+            ),
+            (
+                "publish_throttled_total",
+                "Pauses in reading a client over its publish rate limits",
+                "counter",
+                &self.publish_throttled,
             ),
         ];
         for (name, help, kind, value) in all {
