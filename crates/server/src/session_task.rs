@@ -310,7 +310,12 @@ impl SessionTask {
         *self.me.0.connection.lock() = Some(info);
         self.internal = internal;
         self.bind_policy();
-        let (max_rate, max_bytes_rate) = self.broker.publish_limits;
+        // The platform's own components (in-process links) are not held to client limits.
+        let (max_rate, max_bytes_rate) = if internal {
+            (0, 0)
+        } else {
+            self.broker.publish_limits
+        };
         self.limiter = PublishLimiter::new(max_rate, max_bytes_rate, now);
         self.throttled_until = None;
         self.reader = Some(reader);

@@ -158,6 +158,37 @@ async fn throttled_client_is_not_timed_out_for_keep_alive_while_we_do_not_read_i
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_links_are_not_held_to_the_client_publish_rate() {
+    let (server, addr) = start("[limits]\nmax_publish_rate = 5\n[sys]\ninterval_secs = 0").await;
+    let mut sub = raw_connect(addr, "watcher").await;
+    raw_subscribe(&mut sub, "platform/#", 0).await;
+    let mut link = server.connect_local();
+    link.write_all(&connect_packet("platform")).await.unwrap();
+    let mut connack = [0u8; 4];
+    within(
+        "CONNACK",
+        tokio::io::AsyncReadExt::read_exact(&mut link, &mut connack),
+    )
+    .await
+    .unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    let batch = publish_packet("platform/x", b"p", None).repeat(100);
+    link.write_all(&batch).await.unwrap();
+    // 100 messages at 5/s would take 19 s; unthrottled they arrive at once.
+    let started = Instant::now();
+    for _ in 0..100 {
+        within("the link's messages", read_publish(&mut sub)).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(Metrics::get(&server.metrics().publish_throttled), 0);
+    server.shutdown().await;
+}
+
 /// Reads `$SYS/broker/...` messages until each topic in `want` has had its value.
 async fn wait_for_sys(s: &mut TcpStream, want: &[(&str, &str)]) {
     let mut seen: HashMap<String, String> = HashMap::new();
