@@ -246,6 +246,9 @@ async fn each_limit_that_bites_is_counted_and_shown_in_sys() {
     drop(long);
 
     // Max connections: the watcher and two more are the limit; a fourth is closed at once.
+    // The closed connections above give their slots back when their tasks end, which may be
+    // a moment after the client saw the close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let _a = raw_connect(addr, "a").await;
     let _b = raw_connect(addr, "b").await;
     // A refused connection may be accepted by the kernel before the broker closes it.

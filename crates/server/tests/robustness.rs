@@ -1,5 +1,6 @@
 //! Hostile or broken clients over TCP: a slowloris CONNECT, a thousand half-open
-//! connections. The broker closes them by its connect timeout and keeps serving others.
+//! connections, random bytes before and after CONNECT. The broker closes them (by its
+//! connect timeout or as protocol errors) and keeps serving others.
 
 mod common;
 
@@ -92,5 +93,49 @@ async fn a_thousand_half_open_connections_do_not_keep_a_normal_client_out() {
         .unwrap();
     let (_, payload) = within("message after the timeouts", read_publish(&mut client)).await;
     assert_eq!(payload, b"after");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_before_and_after_connect_close_only_their_own_connection() {
+    use rand::{Rng, SeedableRng};
+    let (server, addr) =
+        start("[limits]\nconnect_timeout_ms = 2000\n[sys]\ninterval_secs = 0").await;
+    let mut client = raw_connect(addr, "bystander").await;
+    raw_subscribe(&mut client, "calm/t", 0).await;
+    // A fixed seed: a failure can be replayed.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7417_6d71);
+    for i in 0..100 {
+        let mut junk = vec![0u8; rng.gen_range(1..2048)];
+        rng.fill(&mut junk[..]);
+        let mut s = if i % 2 == 0 {
+            // Garbage instead of CONNECT.
+            TcpStream::connect(addr).await.unwrap()
+        } else {
+            // Garbage after a good CONNECT with a 1 s keep-alive: junk that looks like the
+            // start of a long packet is closed by the keep-alive (1.5 s), the rest at once.
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let mut connect = connect_packet(&format!("junk-{i}"));
+            connect[10] = 0;
+            connect[11] = 1;
+            s.write_all(&connect).await.unwrap();
+            let (first, _) = within("CONNACK", read_packet(&mut s)).await.unwrap();
+            assert_eq!(first, 0x20);
+            s
+        };
+        // The broker may close before reading everything: a reset is fine.
+        let _ = s.write_all(&junk).await;
+        within("the junk sender to be closed", closed_by_server(&mut s)).await;
+        if i % 10 == 0 {
+            client
+                .write_all(&publish_packet("calm/t", b"still here", None))
+                .await
+                .unwrap();
+            let (_, payload) =
+                within("a message between the junk", read_publish(&mut client)).await;
+            assert_eq!(payload, b"still here");
+        }
+    }
+    assert_eq!(server.connections(), 1, "only the bystander is left");
     server.shutdown().await;
 }

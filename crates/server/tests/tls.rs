@@ -401,6 +401,14 @@ async fn silent_client_is_dropped_by_the_connect_timeout_during_the_tls_handshak
 /// Connects with a plain TLS client trusting `ca_pem` and returns the subject CN of the
 /// certificate the server presented.
 async fn presented_common_name(port: u16, ca_pem: &str) -> String {
+    tls_handshake_after(port, ca_pem, b"")
+        .await
+        .expect("handshake with the CA's certificate")
+}
+
+/// Writes `prefix` (e.g. a PROXY header), then runs a TLS handshake trusting `ca_pem`;
+/// returns the server certificate's subject CN, or the handshake error.
+async fn tls_handshake_after(port: u16, ca_pem: &str, prefix: &[u8]) -> std::io::Result<String> {
     use rustls_pki_types::pem::PemObject;
     use tokio_rustls::rustls::{self, pki_types::ServerName, RootCertStore};
     let mut roots = RootCertStore::empty();
@@ -414,19 +422,35 @@ async fn presented_common_name(port: u16, ca_pem: &str) -> String {
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, prefix)
         .await
         .unwrap();
     let tls = within(
         "TLS handshake",
         connector.connect(ServerName::try_from("localhost").unwrap(), tcp),
     )
-    .await
-    .expect("handshake with the CA's certificate");
+    .await?;
     let cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
     let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).unwrap();
     let cn = cert.subject().iter_common_name().next().unwrap();
-    cn.as_str().unwrap().to_owned()
+    Ok(cn.as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_header_is_read_before_the_tls_handshake() {
+    let pki = Pki::new();
+    let (server, port) = start(&pki.listener("proxy_protocol = true")).await;
+    let header = b"PROXY TCP4 203.0.113.7 127.0.0.1 51234 8883\r\n";
+    let cn = tls_handshake_after(port, &pki.ca_pem, header)
+        .await
+        .expect("TLS works behind the header");
+    assert_eq!(cn, "thingmq test server");
+    // Without the header the ClientHello is not a PROXY header: closed, no handshake.
+    assert!(tls_handshake_after(port, &pki.ca_pem, b"").await.is_err());
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
