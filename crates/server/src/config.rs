@@ -938,6 +938,24 @@ mod tests {
     }
 
     #[test]
+    fn listener_proxy_protocol_and_auth_overrides_are_read() {
+        let c = Config::from_toml(
+            "[[listeners]]\nbind = \"127.0.0.1:0\"\n[[listeners]]\nbind = \"127.0.0.1:0\"\nproxy_protocol = true\nallow_anonymous = false\npassword_file = \"p\"\nacl_file = \"a\"\n[auth]\nacl_file = \"global\"\n",
+        )
+        .unwrap();
+        assert!(!c.listeners[0].proxy_protocol);
+        assert_eq!(c.listeners[0].auth, crate::access::AuthConfig::default());
+        assert!(c.listeners[1].proxy_protocol);
+        let own = c.auth.with_overrides(&c.listeners[1].auth);
+        assert_eq!(own.allow_anonymous, Some(false));
+        assert_eq!(own.password_file.as_deref(), Some(Path::new("p")));
+        assert_eq!(own.acl_file.as_deref(), Some(Path::new("a")));
+        let inherited = c.auth.with_overrides(&c.listeners[0].auth);
+        assert_eq!(inherited.acl_file.as_deref(), Some(Path::new("global")));
+        assert_eq!(inherited.allow_anonymous, None);
+    }
+
+    #[test]
     fn settings_are_applied() {
         let c = Config::from_toml(
             "[mqtt]\nmax_qos = 1\nmax_keep_alive = 60\n[limits]\nconnect_timeout_ms = 500\nmax_publish_rate = 20\nmax_publish_bytes_rate = 4096\n[sys]\ninterval_secs = 0\n",
