@@ -4,6 +4,7 @@ use crate::broker::Broker;
 use crate::config::ListenerConfig;
 use crate::connection::{connect_timed_out, handshake, refused, Origin};
 use crate::metrics::Metrics;
+use crate::rate::should_log;
 use crate::transport::{proxy, Acceptor};
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,7 +112,9 @@ async fn connect(
             Ok(Ok(Ok(header))) => origin = origin.behind_proxy(header.source),
             Ok(Ok(Err(e))) => {
                 Metrics::add(&broker.metrics.protocol_errors, 1);
-                tracing::info!(peer = %origin.peer, "closing connection: {e} (listener has proxy_protocol = true)");
+                if let Some(more) = should_log(&broker.limit_logs.handshake_failed) {
+                    tracing::info!(peer = %origin.peer, also_failed_since_last_line = more, "closing connection: {e} (listener has proxy_protocol = true)");
+                }
                 return;
             }
             Ok(Err(e)) => {
@@ -133,7 +136,9 @@ async fn connect(
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             Metrics::add(&broker.metrics.handshake_failures, 1);
-            tracing::info!(%peer, "transport handshake failed: {e}");
+            if let Some(more) = should_log(&broker.limit_logs.handshake_failed) {
+                tracing::info!(%peer, also_failed_since_last_line = more, "transport handshake failed: {e}");
+            }
             return;
         }
         Err(_) => {

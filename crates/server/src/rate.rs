@@ -150,6 +150,8 @@ pub(crate) struct LimitLogs {
     pub(crate) connect_timeout: Mutex<LogLimiter>,
     pub(crate) connections_refused: Mutex<LogLimiter>,
     pub(crate) queue_full: Mutex<LogLimiter>,
+    /// Failed TLS/WebSocket handshakes and bad PROXY headers: cheap for a scanner to cause.
+    pub(crate) handshake_failed: Mutex<LogLimiter>,
 }
 
 impl Default for LimitLogs {
@@ -159,6 +161,7 @@ impl Default for LimitLogs {
             connect_timeout: l(),
             connections_refused: l(),
             queue_full: l(),
+            handshake_failed: l(),
         }
     }
 }
