@@ -70,7 +70,7 @@ protocol = "ws"
 interval_secs = 0
 `);
   const ready = join(dir, 'ready.json');
-  broker = spawn(bin, ['serve', '--config', join(dir, 'thingmq.toml'), '--ready-file', ready, '--no-http'], {
+  broker = spawn(bin, ['serve', '--config', join(dir, 'thingmq.toml'), '--ready-file', ready, '--no-http', '--data-dir', join(dir, 'data')], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   broker.stderr.on('data', (d) => { brokerLog += d; });

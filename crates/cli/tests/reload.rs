@@ -89,6 +89,9 @@ fn reload_command_makes_the_broker_reload_its_password_file_without_dropping_con
             .arg("--pid-file")
             .arg(&pid_file)
             .arg("--no-http")
+            // Not the working directory's `data`: the test leaves nothing behind.
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
