@@ -229,8 +229,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         let (stop_http, http_done) = tokio::sync::oneshot::channel::<()>();
         let http_addr = match http.bind {
-            Some(bind) => {
-                Some(start_http(
+            Some(bind) => Some(
+                start_http(
                     &server,
                     &config_listeners,
                     bind,
@@ -238,8 +238,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     platform.clone(),
                     stop_http,
                 )
-                .await?)
-            }
+                .await?,
+            ),
             None => None,
         };
         let _pid_file = match &args.pid_file {

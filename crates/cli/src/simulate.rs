@@ -66,7 +66,12 @@ fn now_ms() -> i64 {
 }
 
 /// One blocking REST call; returns the status and the JSON body.
-fn rest(args: &SimulateArgs, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+fn rest(
+    args: &SimulateArgs,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
     let url = format!("{}{path}", args.api.trim_end_matches('/'));
     let mut req = ureq::request(method, &url).set("X-Requested-With", "thingmq-simulate");
     let env_key = std::env::var("THINGMQ_API_KEY").ok();
@@ -123,7 +128,12 @@ pub(crate) fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (status, product) = rest(&args, "GET", &format!("/api/v1/products/{}", args.product), None)?;
+    let (status, product) = rest(
+        &args,
+        "GET",
+        &format!("/api/v1/products/{}", args.product),
+        None,
+    )?;
     if status != 200 {
         bail!("product {:?}: {status} {product}", args.product);
     }
@@ -273,16 +283,29 @@ async fn device(
 }
 
 /// The device's answer to a command from the platform.
-fn answer(sim: &mut SimDevice, prefix: &str, topic: &str, payload: &[u8]) -> Option<(String, Value)> {
+fn answer(
+    sim: &mut SimDevice,
+    prefix: &str,
+    topic: &str,
+    payload: &[u8],
+) -> Option<(String, Value)> {
     let rest = topic.strip_prefix(prefix)?;
     let request: Value = serde_json::from_slice(payload).ok()?;
     let id = request.get("id").cloned().unwrap_or(Value::Null);
     let empty = Map::new();
-    let params = request.get("params").and_then(Value::as_object).unwrap_or(&empty);
+    let params = request
+        .get("params")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let now = now_ms();
     let (reply_topic, data, code, message) = match rest {
         "thing/service/property/set" => match sim.set(params) {
-            Ok(()) => (format!("{topic}_reply"), json!({}), 200, "success".to_string()),
+            Ok(()) => (
+                format!("{topic}_reply"),
+                json!({}),
+                200,
+                "success".to_string(),
+            ),
             Err(v) => (format!("{topic}_reply"), json!({}), 460, v.to_string()),
         },
         "thing/service/property/get" => {
@@ -291,7 +314,12 @@ fn answer(sim: &mut SimDevice, prefix: &str, topic: &str, payload: &[u8]) -> Opt
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            (format!("{topic}_reply"), Value::Object(sim.get(&ids)), 200, "success".into())
+            (
+                format!("{topic}_reply"),
+                Value::Object(sim.get(&ids)),
+                200,
+                "success".into(),
+            )
         }
         _ if rest.starts_with("rrpc/request/") => {
             let service = request
@@ -303,7 +331,12 @@ fn answer(sim: &mut SimDevice, prefix: &str, topic: &str, payload: &[u8]) -> Opt
             let reply_topic = topic.replacen("/rrpc/request/", "/rrpc/response/", 1);
             match sim.call(&service, now) {
                 Some(out) => (reply_topic, Value::Object(out), 200, "success".into()),
-                None => (reply_topic, json!({}), 460, format!("unknown service {service}")),
+                None => (
+                    reply_topic,
+                    json!({}),
+                    460,
+                    format!("unknown service {service}"),
+                ),
             }
         }
         _ => {
@@ -312,8 +345,18 @@ fn answer(sim: &mut SimDevice, prefix: &str, topic: &str, payload: &[u8]) -> Opt
                 return None;
             }
             match sim.call(service, now) {
-                Some(out) => (format!("{topic}_reply"), Value::Object(out), 200, "success".into()),
-                None => (format!("{topic}_reply"), json!({}), 460, format!("unknown service {service}")),
+                Some(out) => (
+                    format!("{topic}_reply"),
+                    Value::Object(out),
+                    200,
+                    "success".into(),
+                ),
+                None => (
+                    format!("{topic}_reply"),
+                    json!({}),
+                    460,
+                    format!("unknown service {service}"),
+                ),
             }
         }
     };
