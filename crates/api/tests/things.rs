@@ -436,6 +436,21 @@ async fn an_online_device_answers_sets_reports_history_and_a_silent_one_times_ou
         )
         .await;
     assert_eq!(history["points"][0]["value"], 55);
+    let metrics = {
+        let req = Request::builder()
+            .uri("/metrics")
+            .header(header::HOST, "127.0.0.1")
+            .body(Body::empty())
+            .unwrap();
+        let resp = app(h.state.clone()).oneshot(req).await.unwrap();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    assert!(
+        metrics.contains("\nthingmq_things_devices_online 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("# TYPE thingmq_things_history_rows_written_total counter"));
     let (_, log) = h
         .call(
             Method::GET,

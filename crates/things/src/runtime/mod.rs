@@ -276,6 +276,16 @@ impl Platform {
         &self.inner.stats
     }
 
+    /// The history writer's counters (rows written, dropped, failed; last batch time).
+    pub fn writer_stats(&self) -> &crate::store::WriterStats {
+        self.inner.writer.stats()
+    }
+
+    /// Devices connected now.
+    pub fn online_count(&self) -> usize {
+        self.state().online.len()
+    }
+
     /// Writes what the history writer holds and the changed shadows (for tests and shutdown).
     pub async fn flush(&self) -> Result<(), PlatformError> {
         self.inner.writer.flush().await;
