@@ -1,6 +1,7 @@
 //! The `thingmq` binary.
 
 mod api_key;
+mod bench;
 mod console_user;
 mod mqtt_conn;
 mod mqtt_pub;
@@ -56,6 +57,9 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         pid_file: PathBuf,
     },
+    /// Load-test an MQTT broker (any broker, not only thingmq) and report throughput, latency
+    /// and errors.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         Command::Product(cmd) => things::product(cmd),
         Command::Device(cmd) => things::device(cmd),
         Command::Simulate(args) => simulate::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Reload { pid_file } => reload(&pid_file),
     }
 }
