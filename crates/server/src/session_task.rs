@@ -712,7 +712,9 @@ impl Drop for SessionTask {
 async fn read_some(reader: &mut Option<ReadPart>) -> io::Result<usize> {
     match reader {
         Some(r) => {
-            if r.buf.capacity() - r.buf.len() < 1024 {
+            // An idle client keeps reading into what is left of its CONNECT buffer; the 8 KiB
+            // buffer a busy one needs is allocated only once that runs low.
+            if r.buf.capacity() - r.buf.len() < 256 {
                 r.buf.reserve(8 * 1024);
             }
             r.io.read_buf(&mut r.buf).await
