@@ -510,7 +510,6 @@ impl SessionTask {
     }
 
     fn apply(&mut self, output: Output) {
-        let now = Instant::now();
         match output {
             Output::Send(packet) => self.send(&packet),
             Output::Publish { message, ack } => {
@@ -539,7 +538,9 @@ impl SessionTask {
                 let (_, seq) = self.broker.publish(&message, None, &mut self.ops);
                 self.wait_seq = self.wait_seq.max(seq);
             }
-            Output::Subscribe(record) => self.subscribe(now, record),
+            // Only SUBSCRIBE needs the time: reading the clock for every output (each
+            // delivered PUBLISH) cost ~7% of a fan-out profile.
+            Output::Subscribe(record) => self.subscribe(Instant::now(), record),
             Output::Unsubscribe(record) => {
                 self.broker.router.write().unsubscribe(
                     &record.filter,
