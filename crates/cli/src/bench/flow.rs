@@ -61,7 +61,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) -> anyhow::Result<Report> {
         if a.topics > 0 { a.topics } else { npub },
         "bench",
     ));
-    let conns = connect_many(ctx, "pub", npub).await?;
+    let conns = connect_many(ctx, "pub", npub, &tokio::runtime::Handle::current()).await?;
 
     let start = Instant::now() + Duration::from_millis(20);
     let duration = Duration::from_secs_f64(a.duration);
@@ -151,23 +151,28 @@ impl TopicCycle {
 
 /// Connects `n` clients, `--concurrency` handshakes at a time. Any failure fails the run: a
 /// throughput figure over fewer clients than asked for would mislead.
+/// The sockets belong to the runtime `on` (the one whose tasks will drive them).
 pub(crate) async fn connect_many(
     ctx: &Arc<Ctx>,
     role: &str,
     n: usize,
+    on: &tokio::runtime::Handle,
 ) -> anyhow::Result<Vec<Conn>> {
     let limit = Arc::new(Semaphore::new(ctx.args.concurrency.max(1)));
     let mut set = JoinSet::new();
     for i in 0..n {
         let (ctx, limit, id) = (ctx.clone(), limit.clone(), ctx.client_id(role, i));
-        set.spawn(async move {
-            let _permit = limit.acquire().await.expect("semaphore never closed");
-            let conn = Conn::connect(ctx.addr, &id, ctx.version).await;
-            if conn.is_ok() {
-                Counters::add(&ctx.counters.connected, 1);
-            }
-            (i, conn)
-        });
+        set.spawn_on(
+            async move {
+                let _permit = limit.acquire().await.expect("semaphore never closed");
+                let conn = Conn::connect(ctx.addr, &id, ctx.version).await;
+                if conn.is_ok() {
+                    Counters::add(&ctx.counters.connected, 1);
+                }
+                (i, conn)
+            },
+            on,
+        );
     }
     let mut conns: Vec<Option<Conn>> = (0..n).map(|_| None).collect();
     while let Some(r) = set.join_next().await {
@@ -362,22 +367,25 @@ pub(crate) async fn start_subscribers(
     filter: impl Fn(usize) -> String,
     record_latency: bool,
 ) -> anyhow::Result<Subscribers> {
-    let conns = connect_many(ctx, "sub", n).await?;
+    let conns = connect_many(ctx, "sub", n, &ctx.sub_runtime).await?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut ready = Vec::with_capacity(n);
     for (i, conn) in conns.into_iter().enumerate() {
         let (tx, rx) = oneshot::channel();
         ready.push(rx);
-        tasks.spawn(subscribe(
-            conn,
-            filter(i),
-            ctx.qos,
-            tx,
-            stop_rx.clone(),
-            ctx.counters.clone(),
-            record_latency,
-        ));
+        tasks.spawn_on(
+            subscribe(
+                conn,
+                filter(i),
+                ctx.qos,
+                tx,
+                stop_rx.clone(),
+                ctx.counters.clone(),
+                record_latency,
+            ),
+            &ctx.sub_runtime,
+        );
     }
     let subs = Subscribers { stop, tasks };
     let deadline = Instant::now() + SUBSCRIBE_TIMEOUT;

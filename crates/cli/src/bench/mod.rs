@@ -127,6 +127,11 @@ pub(crate) struct Ctx {
     pub(crate) probe: Option<Arc<Mutex<procfs::Probe>>>,
     /// Makes client ids unique across concurrent bench processes.
     pub(crate) run_id: String,
+    /// Subscribers run on their own runtime thread. On the publishers' runtime, 100
+    /// unthrottled publisher tasks would get 100 turns for each of the subscriber's, and the
+    /// generator, not the broker, would cap what is received; as a separate thread the
+    /// subscribers get their share of the CPU from the kernel scheduler.
+    pub(crate) sub_runtime: tokio::runtime::Handle,
 }
 
 impl Ctx {
@@ -145,8 +150,17 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let sub_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-sub")
+        .enable_all()
+        .build()
+        .context("cannot start the subscribers' runtime")?;
     let json = args.json;
-    let report = runtime.block_on(run_async(args))?;
+    let report = runtime.block_on(run_async(args, sub_runtime.handle().clone()));
+    // Subscriber tasks still reading (after an error) must not keep the process waiting.
+    sub_runtime.shutdown_background();
+    let report = report?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -155,7 +169,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_async(args: BenchArgs) -> anyhow::Result<Report> {
+async fn run_async(args: BenchArgs, sub_runtime: tokio::runtime::Handle) -> anyhow::Result<Report> {
     let addr = tokio::net::lookup_host((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot resolve {}", args.host))?
@@ -182,6 +196,7 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<Report> {
         qos,
         counters: Arc::new(Counters::default()),
         probe,
+        sub_runtime,
     });
     let progress = Progress::start(&ctx);
     let result = match ctx.args.scenario {

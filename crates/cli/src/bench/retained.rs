@@ -21,7 +21,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) -> anyhow::Result<Report> {
     let topics = if a.topics > 0 { a.topics } else { 10_000 };
     let nsub = a.subscribers.unwrap_or(1);
 
-    let mut conns = flow::connect_many(ctx, "store", 1).await?;
+    let mut conns = flow::connect_many(ctx, "store", 1, &tokio::runtime::Handle::current()).await?;
     let conn = conns.pop().expect("one connection");
     let start = Instant::now();
     let spec = PubSpec {
