@@ -27,6 +27,8 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Most messages taken from the inbox (or the retained backlog) per turn, so one turn adds a
 /// bounded amount to the write buffer.
 const DELIVERY_BATCH: usize = 256;
+/// Most batches per turn, so one busy subscriber cannot hold its worker thread for long.
+const MAX_BATCHES_PER_TURN: usize = 16;
 /// How long a closing connection may take to receive its last packets.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// How often one session logs that a limit bites (throttled, messages dropped).
@@ -462,22 +464,36 @@ impl SessionTask {
 
     fn on_inbox(&mut self) {
         let now = Instant::now();
-        if let Some(store) = &self.broker.store {
-            // Whoever routed these submitted their store changes before pushing them.
-            self.wait_seq = self.wait_seq.max(store.submitted());
+        // Keep taking batches while the client's write buffer has room: a subscriber fed by
+        // many publishers gets one turn for each of theirs, and one batch per turn made its
+        // bounded inbox overflow while the broker still had CPU to spare.
+        for _ in 0..MAX_BATCHES_PER_TURN {
+            if let Some(store) = &self.broker.store {
+                // Whoever routed these submitted their store changes before pushing them
+                // (read again per batch: publishers on other threads keep pushing).
+                self.wait_seq = self.wait_seq.max(store.submitted());
+            }
+            let mut routed = std::mem::take(&mut self.routed);
+            let from_backlog = self.backlog.len().min(DELIVERY_BATCH);
+            routed.extend(self.backlog.drain(..from_backlog));
+            self.me
+                .0
+                .inbox
+                .drain_into(&mut routed, DELIVERY_BATCH - from_backlog);
+            let taken = routed.len();
+            for r in routed.drain(..) {
+                self.session.deliver(now, r, &mut self.out);
+            }
+            self.routed = routed;
+            self.perform();
+            let room = self
+                .writer
+                .as_ref()
+                .is_some_and(|w| w.buf.len() < WRITE_HIGH_WATER);
+            if taken < DELIVERY_BATCH || !room {
+                break;
+            }
         }
-        let mut routed = std::mem::take(&mut self.routed);
-        let from_backlog = self.backlog.len().min(DELIVERY_BATCH);
-        routed.extend(self.backlog.drain(..from_backlog));
-        self.me
-            .0
-            .inbox
-            .drain_into(&mut routed, DELIVERY_BATCH - from_backlog);
-        for r in routed.drain(..) {
-            self.session.deliver(now, r, &mut self.out);
-        }
-        self.routed = routed;
-        self.perform();
     }
 
     fn lost(&mut self) {
