@@ -113,8 +113,9 @@ fn paced_fanin_qos1_sends_at_the_asked_rate_and_delivers_all() {
         &["fanin", "-q", "1", "-P", "10", "-d", "2", "--rate", "1000"],
     );
     let sent = u(&r, "sent");
-    // 1,000 msg/s for 2 s, paced: close to 2,000 (the schedule catches up after late wakes).
-    assert!((1800..=2010).contains(&sent), "sent {sent}");
+    // 1,000 msg/s for 2 s, paced: close to 2,000 (the schedule catches up after late wakes;
+    // the slack is for a loaded machine). Unpaced, it would be far more.
+    assert!((1500..=2010).contains(&sent), "sent {sent}");
     assert_all_delivered(&r, 1);
 }
 
@@ -168,13 +169,13 @@ fn pub_qos1_gets_every_publish_acknowledged() {
 #[test]
 fn sub_counts_what_a_separate_pub_process_sends() {
     let b = broker();
-    let sub = bench_command(&b, &["sub", "-q", "1", "-S", "2", "-d", "3"])
+    let sub = bench_command(&b, &["sub", "-q", "1", "-S", "2", "-d", "5"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Give the subscribers time to subscribe before publishing.
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(2000));
     let p = bench(
         &b,
         &["pub", "-q", "1", "-P", "2", "-d", "1", "--rate", "200"],
