@@ -26,7 +26,13 @@ fn broker() -> Broker {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready.json");
     let child = Command::new(BIN)
-        .args(["serve", "--no-http", "--bind", "127.0.0.1:0", "--ready-file"])
+        .args([
+            "serve",
+            "--no-http",
+            "--bind",
+            "127.0.0.1:0",
+            "--ready-file",
+        ])
         .arg(&ready)
         .arg("--data-dir")
         .arg(dir.path().join("data"))

@@ -576,7 +576,7 @@ impl SessionTask {
                 };
                 Metrics::add(counter, 1);
                 if matches!(reason, DropReason::QueueFull | DropReason::TooLarge) {
-                    if let Some(more) = self.drop_log.check(now) {
+                    if let Some(more) = self.drop_log.check(Instant::now()) {
                         tracing::warn!(
                             client_id = %self.session.client_id(),
                             ?reason,
