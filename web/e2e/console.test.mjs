@@ -8,71 +8,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import mqtt from 'mqtt';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const bin = process.env.THINGMQ_BIN ?? path.join(root, 'target/debug/thingmq');
-const browserPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const shots = process.env.UPDATE_SCREENSHOTS === '1'
-  ? path.join(root, 'docs/screenshots')
-  : fs.mkdtempSync(path.join(os.tmpdir(), 'thingmq-screenshots-'));
-const PASSWORD = 'console-e2e-password';
-
-async function until(what, f, ms = 15000) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function startServer(dir) {
-  for (const [name, role] of [['admin', 'admin'], ['watcher', 'viewer']]) {
-    execFileSync(bin, ['console-user', '--file', path.join(dir, 'users'), 'add', name, '--role', role, '--stdin'], {
-      input: `${PASSWORD}\n`,
-    });
-  }
-  const config = `
-[[listeners]]
-bind = "127.0.0.1:0"
-
-[[listeners]]
-bind = "127.0.0.1:0"
-protocol = "ws"
-path = "/mqtt"
-
-[http]
-bind = "127.0.0.1:0"
-users_file = "${path.join(dir, 'users')}"
-
-[sys]
-interval_secs = 1
-`;
-  fs.writeFileSync(path.join(dir, 'thingmq.toml'), config);
-  const ready = path.join(dir, 'ready.json');
-  const log = fs.openSync(path.join(dir, 'server.log'), 'w');
-  const proc = spawn(bin, ['serve', '-c', path.join(dir, 'thingmq.toml'), '--ready-file', ready], {
-    stdio: ['ignore', log, log],
-  });
-  return { proc, ready };
-}
-
-async function stopServer(proc) {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = new Promise((r) => proc.once('exit', r));
-  proc.kill('SIGTERM');
-  const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
+import { bin, browserPath, PASSWORD, until, startServer, stopProcess, launchBrowser, watchPage, screenshotDir, EXPECTED_401 } from './harness.mjs';
 
 function connectDevice(url, clientId, topic) {
   return new Promise((resolve, reject) => {
@@ -86,37 +26,20 @@ function connectDevice(url, clientId, topic) {
 test('console: login, dashboard, clients, kick, publish, live tail, retained', { timeout: 180_000 }, async () => {
   assert.ok(fs.existsSync(bin), `${bin} missing: build it first (cargo build -p thingmq)`);
   assert.ok(fs.existsSync(browserPath), `${browserPath} missing: apt-get install chromium`);
-  fs.mkdirSync(shots, { recursive: true });
+  const shots = screenshotDir();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'thingmq-console-e2e-'));
-  const { proc, ready } = startServer(dir);
+  let server;
   let context;
   let device;
   try {
-    const addrs = await until('the ready file', () => {
-      if (proc.exitCode !== null) throw new Error(`server exited: ${fs.readFileSync(path.join(dir, 'server.log'), 'utf8')}`);
-      try {
-        return JSON.parse(fs.readFileSync(ready, 'utf8'));
-      } catch {
-        return null;
-      }
-    });
+    server = await startServer(dir);
+    const addrs = server.addrs;
     const [mqttAddr] = addrs.mqtt;
     const base = `http://${addrs.http}`;
 
-    context = await chromium.launchPersistentContext(path.join(dir, 'profile'), {
-      executablePath: browserPath,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 1280, height: 800 },
-    });
+    context = await launchBrowser(dir);
     const errors = [];
-    const watch = (page) => {
-      page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
-      page.on('console', (m) => {
-        if (m.type() === 'error') errors.push(`console: ${m.text()}`);
-      });
-      page.on('dialog', (d) => void d.accept());
-    };
+    const watch = (page) => watchPage(page, errors);
     const page = context.pages()[0] ?? (await context.newPage());
     watch(page);
 
@@ -134,8 +57,7 @@ test('console: login, dashboard, clients, kick, publish, live tail, retained', {
     await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
     // Chromium logs every 401 answer as a failed resource: the "who am I" check before
     // signing in and the wrong password are expected to; nothing else may log an error.
-    const expected401 = 'console: Failed to load resource: the server responded with a status of 401 (Unauthorized)';
-    assert.ok(errors.length <= 2 && errors.every((e) => e === expected401), errors.join('\n'));
+    assert.ok(errors.length <= 2 && errors.every((e) => e === EXPECTED_401), errors.join('\n'));
     errors.length = 0;
 
     // Dashboard: a device connects, the connection count and the rate chart show it.
@@ -238,7 +160,7 @@ test('console: login, dashboard, clients, kick, publish, live tail, retained', {
   } finally {
     device?.end(true);
     await context?.close();
-    await stopServer(proc);
+    await stopProcess(server?.proc);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

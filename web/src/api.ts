@@ -124,3 +124,71 @@ export interface WsEndpoint {
   path: string;
   tls: boolean;
 }
+
+export interface Product {
+  productKey: string;
+  name: string;
+  nodeType: string;
+  validation: string;
+  createdMs: number;
+  properties: number;
+  events: number;
+  services: number;
+}
+
+/** A TSL data type: `specs` holds strings (min/max/step/unit), enum labels, or struct members. */
+export interface DataType {
+  type: string;
+  specs?: Record<string, unknown> | Param[];
+}
+
+export interface Param {
+  identifier: string;
+  name?: string;
+  dataType: DataType;
+}
+
+export interface TslProperty extends Param {
+  accessMode?: string;
+}
+
+export interface TslService {
+  identifier: string;
+  name?: string;
+  callType?: string;
+  inputData?: Param[];
+  outputData?: Param[];
+}
+
+export interface Tsl {
+  properties?: TslProperty[];
+  events?: { identifier: string; name?: string; type?: string; outputData?: Param[] }[];
+  services?: TslService[];
+}
+
+export interface ProductDetail extends Product {
+  tsl: Tsl;
+}
+
+export interface Device {
+  productKey: string;
+  deviceName: string;
+  enabled: boolean;
+  online: boolean;
+  tags: Record<string, string>;
+  createdMs: number;
+  lastOnlineMs: number | null;
+  lastIp: string | null;
+}
+
+export interface Shadow {
+  reported: Record<string, { value: unknown; time: number }>;
+  desired: Record<string, unknown>;
+  delta: Record<string, unknown>;
+  version: number;
+}
+
+/** Path segments of a device's API routes. */
+export function devicePath(pk: string, dn: string): string {
+  return `/api/v1/devices/${encodeURIComponent(pk)}/${encodeURIComponent(dn)}`;
+}

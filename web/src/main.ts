@@ -1,6 +1,6 @@
 // The console shell: checks who is signed in, draws the navigation and routes by URL hash
-// (`#/clients`), so the server only ever serves `/` and hashed assets. New sections (devices,
-// products) add an entry to `routes` and `nav`.
+// (`#/clients`), so the server only ever serves `/` and hashed assets. New sections add an entry
+// to `routes` and `nav`.
 
 import './style.css';
 import { api, ApiError, setUnauthorizedHandler, type Me } from './api';
@@ -10,6 +10,8 @@ import { dashboardPage } from './pages/dashboard';
 import { clientsPage, clientPage } from './pages/clients';
 import { retainedPage, retainedMessagePage } from './pages/retained';
 import { publishPage } from './pages/publish';
+import { productsPage, productPage } from './pages/products';
+import { devicesPage } from './pages/devices';
 
 type Page = (root: HTMLElement, param: string) => Cleanup | Promise<Cleanup>;
 
@@ -20,12 +22,19 @@ const routes: { pattern: RegExp; page: Page; title: string }[] = [
   { pattern: /^\/retained$/, page: retainedPage, title: 'Retained messages' },
   { pattern: /^\/retained\/(.+)$/, page: retainedMessagePage, title: 'Retained message' },
   { pattern: /^\/publish$/, page: publishPage, title: 'Publish' },
+  { pattern: /^\/products$/, page: productsPage, title: 'Products' },
+  { pattern: /^\/products\/(.+)$/, page: productPage, title: 'Product' },
+  { pattern: /^\/devices$/, page: devicesPage, title: 'Devices' },
+  // The device page subscribes over MQTT and draws charts: loaded with MQTT.js and uPlot.
+  { pattern: /^\/devices\/([^/]+\/.+)$/, page: async (root, param) => (await import('./pages/device')).devicePage(root, param), title: 'Device' },
   // MQTT.js is most of the bundle: loaded only when the live tail is opened.
   { pattern: /^\/tail$/, page: async (root) => (await import('./pages/tail')).tailPage(root), title: 'Live tail' },
 ];
 
 const nav: [string, string][] = [
   ['#/', 'Dashboard'],
+  ['#/devices', 'Devices'],
+  ['#/products', 'Products'],
   ['#/clients', 'Clients'],
   ['#/retained', 'Retained'],
   ['#/publish', 'Publish'],
