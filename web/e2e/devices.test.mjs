@@ -290,3 +290,58 @@ test('device page without an MQTT-over-WebSocket listener polls the shadow', { t
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('device page: a switch and an async service against `thingmq simulate`', { timeout: 120_000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'thingmq-devices-light-e2e-'));
+  let server;
+  let context;
+  let sim;
+  try {
+    server = await startServer(dir);
+    const [mqttAddr] = server.addrs.mqtt;
+    const base = `http://${server.addrs.http}`;
+    const tsl = JSON.parse(fs.readFileSync(path.join(root, 'examples/things/light.json'), 'utf8'));
+    const r = await fetch(`${base}/api/v1/products`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${server.apiKey}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ productKey: 'smartLight', tsl }),
+    });
+    assert.equal(r.status, 201, await r.text());
+    const simLog = fs.openSync(path.join(dir, 'simulate.log'), 'w');
+    sim = spawn(bin, ['simulate', '--product', 'smartLight', '--count', '1', '--prefix', 'e2e-light-', '--interval-ms', '500', '--api', base, '--api-key', server.apiKey, '--host', mqttAddr.split(':')[0], '--port', mqttAddr.split(':')[1]], {
+      stdio: ['ignore', simLog, simLog],
+    });
+
+    context = await launchBrowser(dir);
+    const errors = [];
+    const page = context.pages()[0] ?? (await context.newPage());
+    watchPage(page, errors);
+    await signIn(page, base);
+    errors.length = 0;
+    await until('the simulated light online', async () => {
+      const d = await (await fetch(`${base}/api/v1/devices/smartLight/e2e-light-0`, { headers: { Authorization: `Bearer ${server.apiKey}` } })).json();
+      return d.online === true;
+    }, 30000);
+    await page.goto(`${base}/#/devices/smartLight/e2e-light-0`);
+    await page.getByText('Live: values update as the device reports them.').waitFor();
+
+    // The switch: flipping it sends the set at once; the simulator answers and reports it.
+    const sw = page.getByRole('switch', { name: 'Switch' });
+    const wasOn = await sw.isChecked();
+    await sw.click();
+    await page.locator('[data-answer="LightSwitch"]').getByText('Device answered: code 200').waitFor();
+    const cell = page.locator('td[data-property="LightSwitch"]');
+    await until('the reported switch', async () => (await cell.textContent()).endsWith(`(${wasOn ? 0 : 1})`));
+
+    // The async Blink service: a call id, followed until the device's reply.
+    await page.getByLabel('Times').fill('3');
+    await page.getByRole('button', { name: 'Call Blink' }).click();
+    await page.locator('[data-output="Blink"]').getByText(/^Call .+ \(code 200\)$/).waitFor();
+    assert.deepEqual(errors, [], 'the console logged errors');
+  } finally {
+    await stopProcess(sim);
+    await context?.close();
+    await stopProcess(server?.proc);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
