@@ -28,6 +28,8 @@ const QUEUE: usize = 65_536;
 const TICK: Duration = Duration::from_millis(200);
 const SHADOW_SAVE_EVERY: u32 = 5;
 const RETENTION_EVERY: u32 = 5 * 60 * 60;
+/// Every 10 s: the counters line at debug level (what bench/things-load reads).
+const STATS_EVERY: u32 = 50;
 
 /// A message from the broker.
 struct Incoming {
@@ -104,6 +106,9 @@ pub(super) fn spawn(inner: Weak<Inner>, mut events: EventLoop) {
                             tracing::warn!("device platform: saving shadows failed: {e}");
                         }
                     }
+                    if ticks.is_multiple_of(STATS_EVERY) {
+                        log_stats(&inner);
+                    }
                     if ticks % RETENTION_EVERY == 1 {
                         apply_retention(&inner).await;
                     }
@@ -111,6 +116,23 @@ pub(super) fn spawn(inner: Weak<Inner>, mut events: EventLoop) {
             }
         }
     });
+}
+
+/// The platform's and the history writer's counters, cumulative, for load measurements.
+fn log_stats(inner: &Inner) {
+    let p = &inner.stats;
+    let w = inner.writer.stats();
+    tracing::debug!(
+        uplinks = p.uplinks.load(Ordering::Relaxed),
+        dropped = p.dropped.load(Ordering::Relaxed),
+        rejected = p.rejected.load(Ordering::Relaxed),
+        history_written = w.written.load(Ordering::Relaxed),
+        history_dropped = w.dropped.load(Ordering::Relaxed),
+        history_failed = w.failed.load(Ordering::Relaxed),
+        history_batches = w.batches.load(Ordering::Relaxed),
+        last_batch_us = w.last_batch_us.load(Ordering::Relaxed),
+        "device platform counters"
+    );
 }
 
 fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
@@ -447,7 +469,14 @@ pub(super) async fn save_shadows(inner: &Inner) -> Result<(), PlatformError> {
         .map(|((pk, dn), shadow)| (pk, dn, shadow))
         .collect();
     // One transaction for all of them; on failure they are saved next time.
-    if let Err(e) = inner.store.put_shadows(&batch).await {
+    let started = std::time::Instant::now();
+    let result = inner.store.put_shadows(&batch).await;
+    tracing::debug!(
+        shadows = batch.len(),
+        us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "shadows saved"
+    );
+    if let Err(e) = result {
         let mut state = lock(&inner.state);
         for (pk, dn, _) in batch {
             state.dirty.insert((pk, dn));
