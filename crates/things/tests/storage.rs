@@ -242,6 +242,22 @@ async fn shadows_round_trip(t: Target) {
     assert_eq!(s.shadow("pk1", "d1").await.unwrap(), other);
     assert_eq!(s.shadow("pk1", "d2").await.unwrap(), sh);
     s.put_shadows(&[]).await.unwrap();
+
+    // More shadows than one statement takes, new and existing ones mixed.
+    let mut many: Vec<(String, String, Shadow)> = (0..450)
+        .map(|i| {
+            let mut x = Shadow::default();
+            x.apply_reported([("temp", &serde_json::json!(i), 1_000 + i64::from(i))]);
+            ("pk1".to_string(), format!("m{i}"), x)
+        })
+        .collect();
+    many.push(("pk1".into(), "d1".into(), sh.clone()));
+    s.put_shadows(&many).await.unwrap();
+    for i in [0, 199, 200, 449] {
+        let got = s.shadow("pk1", &format!("m{i}")).await.unwrap();
+        assert_eq!(got.reported["temp"].value, serde_json::json!(i), "m{i}");
+    }
+    assert_eq!(s.shadow("pk1", "d1").await.unwrap(), sh);
 }
 
 async fn property_history_and_downsampling(t: Target) {

@@ -599,19 +599,25 @@ impl Store {
         if shadows.is_empty() {
             return Ok(());
         }
-        let sql = self.sql(&format!(
-            "INSERT INTO shadows (product_key, device_name, doc, version) VALUES (?, ?, ?, ?){}",
-            self.upsert("product_key, device_name", &["doc", "version"])
-        ));
         let mut tx = self.pool.begin().await?;
-        for (pk, dn, shadow) in shadows {
-            sqlx::query(&sql)
-                .bind(pk.as_str())
-                .bind(dn.as_str())
-                .bind(serde_json::to_string(shadow).expect("shadow serializes"))
-                .bind(i64::try_from(shadow.version).unwrap_or(i64::MAX))
-                .execute(&mut *tx)
-                .await?;
+        // Multi-row upserts: with 10,000 devices one statement per shadow held the database's
+        // write lock for ~200 ms a second (docs/benchmarks.md). Keys in one batch are unique
+        // (PostgreSQL refuses to update a row twice in one statement).
+        for chunk in shadows.chunks(SHADOW_ROWS_PER_UPSERT) {
+            let sql = self.sql(&format!(
+                "INSERT INTO shadows (product_key, device_name, doc, version) VALUES {}{}",
+                vec!["(?, ?, ?, ?)"; chunk.len()].join(", "),
+                self.upsert("product_key, device_name", &["doc", "version"])
+            ));
+            let mut query = sqlx::query(&sql);
+            for (pk, dn, shadow) in chunk {
+                query = query
+                    .bind(pk.as_str())
+                    .bind(dn.as_str())
+                    .bind(serde_json::to_string(shadow).expect("shadow serializes"))
+                    .bind(i64::try_from(shadow.version).unwrap_or(i64::MAX));
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -932,6 +938,8 @@ impl Store {
 /// Rows per multi-row property INSERT: 6 parameters each stays far below every backend's
 /// parameter limit (SQLite 32 766, PostgreSQL and MySQL 65 535).
 const PROPERTY_ROWS_PER_INSERT: usize = 500;
+/// Shadows per upsert statement (4 parameters each).
+const SHADOW_ROWS_PER_UPSERT: usize = 200;
 
 /// Milliseconds in `days` days, for retention cutoffs.
 pub fn days_ms(days: u32) -> i64 {
