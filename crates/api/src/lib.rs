@@ -116,7 +116,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
         ),
         (
             "/api/v1/devices/{productKey}/{deviceName}/properties",
-            post(things::set_properties),
+            get(things::get_properties).post(things::set_properties),
         ),
         (
             "/api/v1/devices/{productKey}/{deviceName}/properties/{identifier}/history",

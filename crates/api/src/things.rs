@@ -661,3 +661,39 @@ pub(crate) async fn credentials(
         "deviceSecret": d.device.device_secret,
     })))
 }
+
+/// `?identifiers=a,b` (all properties when absent).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct Identifiers {
+    /// Comma-separated property identifiers.
+    identifiers: Option<String>,
+}
+
+/// Asks the online device for property values now (`thing/service/property/get`); the shadow
+/// has the last reported ones without asking.
+#[utoipa::path(get, path = "/api/v1/devices/{productKey}/{deviceName}/properties", tag = "devices",
+    params(("productKey" = String, Path), ("deviceName" = String, Path), Identifiers),
+    responses(
+        (status = 200, description = "The device answered: `{reply}` (its `data` holds the values)", body = Object),
+        (status = 404, description = "No such device", body = crate::error::ErrorBody),
+        (status = 409, description = "The device is offline", body = crate::error::ErrorBody),
+        (status = 504, description = "The device did not answer in time", body = crate::error::ErrorBody),
+    ))]
+pub(crate) async fn get_properties(
+    State(state): State<ApiState>,
+    Path((pk, dn)): Path<(String, String)>,
+    Query(q): Query<Identifiers>,
+) -> Result<Json<Value>, ApiError> {
+    let ids: Vec<&str> = q
+        .identifiers
+        .as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let reply = platform(&state)?.get_properties(&pk, &dn, &ids).await?;
+    Ok(Json(json!({"reply": reply.to_json()})))
+}

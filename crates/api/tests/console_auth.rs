@@ -645,6 +645,6 @@ async fn openapi_document_parses_and_documents_every_route_the_router_serves() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 32);
+    assert_eq!(operations, 33);
     within("shutdown", server.shutdown()).await;
 }

@@ -417,6 +417,44 @@ async fn an_online_device_answers_sets_reports_history_and_a_silent_one_times_ou
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["reply"]["code"], 200);
 
+    // A live get: the device answers get_reply with the values.
+    let state = h.state.clone();
+    let get = tokio::spawn(async move {
+        call(
+            &state,
+            Method::GET,
+            "/api/v1/devices/thermostat/t2/properties?identifiers=Mode,Humidity",
+            None,
+        )
+        .await
+    });
+    let request = within("get request", async {
+        loop {
+            // The device also hears its own set_reply (it subscribed to thing/service/#).
+            if let Some(Packet::Publish(p)) = incoming.recv().await {
+                if p.topic.ends_with("/property/get") {
+                    return serde_json::from_slice::<Value>(&p.payload).unwrap();
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(request["method"], "thing.service.property.get");
+    assert_eq!(request["params"], json!(["Mode", "Humidity"]));
+    client
+        .publish(
+            "/sys/thermostat/t2/thing/service/property/get_reply",
+            QoS::AtMostOnce,
+            false,
+            json!({"id": request["id"], "code": 200, "data": {"Mode": 3, "Humidity": 55}})
+                .to_string(),
+        )
+        .await
+        .unwrap();
+    let (status, answer) = within("get answer", get).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["reply"]["data"]["Mode"], 3);
+
     // A sync service nobody answers: 504.
     let (status, err) = h
         .call(
@@ -465,7 +503,7 @@ async fn an_online_device_answers_sets_reports_history_and_a_silent_one_times_ou
         .iter()
         .map(|c| c["status"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses, ["ok", "timeout"]);
+    assert_eq!(statuses, ["ok", "ok", "timeout"]);
     task.abort();
     h.stop().await;
 }
