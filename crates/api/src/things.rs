@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use thingmq_things::now_ms;
 use thingmq_things::runtime::{
     CallState, DeviceStatus, Platform, PlatformError, ServiceCall, SetOutcome,
 };
@@ -42,12 +43,6 @@ impl From<PlatformError> for ApiError {
             other => ApiError::unavailable(other),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 // -- products ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use thingmq_client::{Client, Event, MqttOptions, QoS, Transport};
 use thingmq_things::device_auth::{sign, sign_content, SignMethod};
+use thingmq_things::now_ms;
 use thingmq_things::sim::SimDevice;
 use thingmq_things::ThingModel;
 
@@ -57,12 +58,6 @@ struct Counters {
     reports: AtomicU64,
     events: AtomicU64,
     commands: AtomicU64,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// One blocking REST call; returns the status and the JSON body.

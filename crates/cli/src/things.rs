@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Context};
 use std::path::PathBuf;
+use thingmq_things::now_ms;
 use thingmq_things::store::Store;
 use thingmq_things::{NodeType, Product, ThingModel, ValidationMode};
 
@@ -94,12 +95,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 pub(crate) fn product(cmd: ProductCommand) -> anyhow::Result<()> {

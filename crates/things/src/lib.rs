@@ -37,6 +37,14 @@ pub mod tsl;
 pub mod validate;
 
 pub use alink::{DeviceTopic, Reply, Request, TopicKind};
+
+/// The wall clock in UTC milliseconds, the device layer's unit of time (report times, history,
+/// call logs). Only the I/O edges call it; the pure parts take the time as an argument.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 pub use device_auth::DeviceAuth;
 pub use registry::{Device, NodeType, Product};
 pub use shadow::Shadow;

@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use crate::alink::Reply;
 use crate::device_auth::{CredentialSnapshot, DeviceAuth, DeviceCredential};
 use crate::engine::{downlink, PendingCalls, Publish};
+use crate::now_ms;
 use crate::registry::{valid_name, Device, Product};
 use crate::shadow::Shadow;
 use crate::store::{
@@ -201,6 +202,18 @@ struct Inner {
     stats: PlatformStats,
 }
 
+impl Inner {
+    /// A new Alink message id for a request to a device. Ids are numeric strings; they start
+    /// from the clock so they stay unique across restarts within a day, as the protocol asks.
+    fn next_call_id(&self, now_ms: i64) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{}",
+            now_ms.saturating_mul(1000).saturating_add(n as i64 % 1000)
+        )
+    }
+}
+
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Platform")
@@ -213,12 +226,6 @@ impl std::fmt::Debug for Inner {
 #[derive(Debug, Clone)]
 pub struct Platform {
     inner: Arc<Inner>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Platform {
@@ -302,15 +309,7 @@ impl Platform {
     }
 
     fn next_call_id(&self) -> String {
-        // Alink ids are numeric strings; start from the clock so ids stay unique across
-        // restarts within a day, as the protocol asks.
-        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        format!(
-            "{}",
-            now_ms()
-                .saturating_mul(1000)
-                .saturating_add(n as i64 % 1000)
-        )
+        self.inner.next_call_id(now_ms())
     }
 
     // -- registry ---------------------------------------------------------------------------
@@ -562,12 +561,7 @@ impl Platform {
         values: Map<String, Value>,
     ) -> Result<SetOutcome, PlatformError> {
         let product = self.product_of(product_key, device_name)?;
-        // The platform holds itself to the model strictly, whatever the device's mode.
-        let mode = match product.validation {
-            ValidationMode::None => ValidationMode::None,
-            _ => ValidationMode::Strict,
-        };
-        validate::check_property_set(&product.model, mode, &values)
+        validate::check_property_set(&product.model, commands_mode(&product), &values)
             .map_err(|v| PlatformError::Invalid(v.to_string()))?;
         let k = key(product_key, device_name);
         let online = self.state().online.contains_key(&k);
@@ -637,12 +631,14 @@ impl Platform {
             None if product.validation == ValidationMode::None => CallType::Async,
             None => return Err(PlatformError::NotFound(format!("service {service}"))),
         };
-        let mode = match product.validation {
-            ValidationMode::None => ValidationMode::None,
-            _ => ValidationMode::Strict,
-        };
-        validate::check_service(&product.model, mode, service, &input, false)
-            .map_err(|v| PlatformError::Invalid(v.to_string()))?;
+        validate::check_service(
+            &product.model,
+            commands_mode(&product),
+            service,
+            &input,
+            false,
+        )
+        .map_err(|v| PlatformError::Invalid(v.to_string()))?;
         let k = key(product_key, device_name);
         if !self.state().online.contains_key(&k) {
             return Err(PlatformError::Offline(format!(
@@ -875,6 +871,15 @@ pub enum ServiceCall {
     Answered(Reply),
     /// An async service: the call id to look up with [`Platform::call_state`].
     Started(String),
+}
+
+/// How the platform checks its own commands: strictly, whatever the devices' mode, unless the
+/// product turns validation off.
+fn commands_mode(product: &Product) -> ValidationMode {
+    match product.validation {
+        ValidationMode::None => ValidationMode::None,
+        _ => ValidationMode::Strict,
+    }
 }
 
 fn duration_ms(d: Duration) -> i64 {

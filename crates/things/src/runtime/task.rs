@@ -10,10 +10,11 @@ use thingmq_client::{Client, Event, EventLoop, MqttOptions, QoS, Reconnect};
 use thingmq_server::LocalLinker;
 use tokio::sync::mpsc;
 
-use super::{key, lock, now_ms, submit, Inner, Online, PlatformError};
+use super::{key, lock, submit, Inner, Online, PlatformError};
 use crate::alink::{self, code, DeviceTopic, Direction, Reply, Request, TopicKind};
 use crate::device_auth::parse_username;
 use crate::engine::{check_report, downlink, handle_uplink, Publish};
+use crate::now_ms;
 use crate::store::{days_ms, Record, StatusChange};
 use crate::tsl::CallType;
 
@@ -327,7 +328,7 @@ fn desired_delivery(
     if delta.is_empty() {
         return None;
     }
-    let id = format!("{}", now.saturating_mul(1000));
+    let id = inner.next_call_id(now);
     state.pending.start(
         &k.0,
         &k.1,
