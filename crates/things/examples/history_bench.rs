@@ -20,6 +20,7 @@ async fn main() {
         queue_capacity: 200_000,
         batch_rows: 1_000,
         flush_interval: Duration::from_millis(100),
+        ..WriterConfig::default()
     };
     let (writer, task) = HistoryWriter::spawn(store, config);
     let started = Instant::now();

@@ -571,6 +571,7 @@ async fn writer_drops_and_counts_when_the_queue_is_full(t: Target) {
         queue_capacity: 3,
         batch_rows: 100,
         flush_interval: Duration::from_secs(3600),
+        ..WriterConfig::default()
     };
     let (writer, task) = HistoryWriter::spawn(db.store.clone(), config);
     // The test runtime is single-threaded: the writer task cannot run (and drain the queue)
@@ -620,6 +621,7 @@ async fn writer_flushes_by_row_count_and_by_interval(t: Target) {
             queue_capacity: 100,
             batch_rows: 4,
             flush_interval: Duration::from_secs(3600),
+            ..WriterConfig::default()
         },
     );
     for i in 0..4 {
@@ -643,6 +645,7 @@ async fn writer_flushes_by_row_count_and_by_interval(t: Target) {
             queue_capacity: 100,
             batch_rows: 1000,
             flush_interval: Duration::from_millis(50),
+            ..WriterConfig::default()
         },
     );
     assert!(writer.submit(prop("d1", "interval", T0, json!(1))));
@@ -675,6 +678,40 @@ async fn writer_flushes_by_row_count_and_by_interval(t: Target) {
     );
 }
 
+async fn writer_batches_grow_with_the_queue_up_to_their_maximum(t: Target) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(db) = open(t).await else { return };
+    let (writer, task) = HistoryWriter::spawn(
+        db.store.clone(),
+        WriterConfig {
+            queue_capacity: 1_000,
+            batch_rows: 4,
+            flush_interval: Duration::from_secs(3600),
+            max_batch_rows: 20,
+        },
+    );
+    // The test runtime is single-threaded: all 50 are waiting when the writer first runs, so
+    // its batches take 20, 20 and then the 10 left (which reach the 4-row threshold).
+    for i in 0..50 {
+        assert!(writer.submit(prop("d1", "deep", T0 + i, json!(i))));
+    }
+    writer.flush().await;
+    assert_eq!(writer.stats().written.load(Relaxed), 50);
+    assert_eq!(writer.stats().batches.load(Relaxed), 3);
+    drop(writer);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = db
+        .store
+        .property_history("pk1", "d1", "deep", T0, T0 + 100, 100)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 50);
+    assert_eq!(stored[49].value, json!(49));
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod sqlite { $( #[tokio::test] async fn $test() { super::$test(super::Target::Sqlite).await } )* }
@@ -694,6 +731,7 @@ suite!(
     retention_deletes_only_old_history,
     writer_drops_and_counts_when_the_queue_is_full,
     writer_flushes_by_row_count_and_by_interval,
+    writer_batches_grow_with_the_queue_up_to_their_maximum,
 );
 
 #[tokio::test]

@@ -213,6 +213,13 @@ pub struct RetentionReport {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Where history rows and shadows go. On SQLite a connection of its own with
+    /// `synchronous = NORMAL`: in WAL mode a commit then skips its fsync (a power cut may lose
+    /// the last history batches, never corrupt the file), which at 10,000 devices was the
+    /// difference between keeping up and dropping rows. Registry writes stay on `pool`
+    /// (`synchronous = FULL`), and their fsync of the WAL also covers the history frames
+    /// before them. Other backends share `pool`.
+    bulk: AnyPool,
     backend: Backend,
 }
 
@@ -250,10 +257,29 @@ impl Store {
         let max = if backend == Backend::Sqlite { 4 } else { 8 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        let store = Self { pool, backend };
+        let mut store = Self {
+            bulk: pool.clone(),
+            pool,
+            backend,
+        };
         store.migrate().await?;
+        // An in-memory SQLite database exists once per connection: it cannot have a second pool.
+        if backend == Backend::Sqlite && !url.contains("memory") {
+            store.bulk = AnyPoolOptions::new()
+                .max_connections(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(conn)
+                            .await
+                            .map(|_| ())
+                    })
+                })
+                .connect_with(options)
+                .await?;
+        }
         Ok(store)
     }
 
@@ -599,7 +625,7 @@ impl Store {
         if shadows.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.bulk.begin().await?;
         // Multi-row upserts: with 10,000 devices one statement per shadow held the database's
         // write lock for ~200 ms a second (docs/benchmarks.md). Keys in one batch are unique
         // (PostgreSQL refuses to update a row twice in one statement).
@@ -627,7 +653,7 @@ impl Store {
 
     /// Writes history rows in one transaction.
     pub async fn write_records(&self, records: &[Record]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.bulk.begin().await?;
         let event_sql = self.sql("INSERT INTO events (product_key, device_name, identifier, event_type, ts, output) VALUES (?, ?, ?, ?, ?, ?)");
         let status_sql = self.sql("INSERT INTO status_changes (product_key, device_name, ts, online, reason, ip) VALUES (?, ?, ?, ?, ?, ?)");
         let call_sql = self.sql("INSERT INTO service_calls (product_key, device_name, call_id, service, input, output, status, code, started_ms, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
@@ -931,13 +957,14 @@ impl Store {
 
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
+        self.bulk.close().await;
         self.pool.close().await;
     }
 }
 
-/// Rows per multi-row property INSERT: 6 parameters each stays far below every backend's
+/// Rows per multi-row property INSERT: 6 parameters each stays below every backend's
 /// parameter limit (SQLite 32 766, PostgreSQL and MySQL 65 535).
-const PROPERTY_ROWS_PER_INSERT: usize = 500;
+const PROPERTY_ROWS_PER_INSERT: usize = 1_000;
 /// Shadows per upsert statement (4 parameters each).
 const SHADOW_ROWS_PER_UPSERT: usize = 200;
 

@@ -25,6 +25,9 @@ pub struct WriterConfig {
     pub batch_rows: usize,
     /// …or when its oldest row has waited this long.
     pub flush_interval: Duration,
+    /// When more rows are already waiting once a batch is due, it takes them too, up to this
+    /// many: under load batches grow (fewer transactions per row) instead of the queue.
+    pub max_batch_rows: usize,
 }
 
 impl Default for WriterConfig {
@@ -33,6 +36,7 @@ impl Default for WriterConfig {
             queue_capacity: 65_536,
             batch_rows: 1_000,
             flush_interval: Duration::from_millis(200),
+            max_batch_rows: 20_000,
         }
     }
 }
@@ -119,32 +123,43 @@ async fn run(
     stats: Arc<WriterStats>,
 ) {
     let batch_rows = config.batch_rows.max(1);
+    let max_batch_rows = config.max_batch_rows.max(batch_rows);
     let mut batch: Vec<Record> = Vec::with_capacity(batch_rows);
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
-    loop {
+    let mut open = true;
+    while open {
         let Some(first) = rx.recv().await else {
             break;
         };
         let deadline = Instant::now() + config.flush_interval;
-        let mut next = Some(first);
-        loop {
-            match next.take() {
-                Some(Command::Record(r)) => batch.push(r),
-                Some(Command::Flush(w)) => {
-                    waiters.push(w);
+        let mut due = take(first, &mut batch, &mut waiters);
+        // Fill the batch from what is waiting; only an empty queue costs a timer.
+        while !due && batch.len() < batch_rows {
+            match rx.try_recv() {
+                Ok(c) => due = take(c, &mut batch, &mut waiters),
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
                     break;
                 }
-                None => {}
-            }
-            if batch.len() >= batch_rows {
-                break;
-            }
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(c) => next = Some(c),
-                    None => break,
+                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                    cmd = rx.recv() => match cmd {
+                        Some(c) => due = take(c, &mut batch, &mut waiters),
+                        None => {
+                            open = false;
+                            break;
+                        }
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
                 },
-                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        // The batch is due; rows that queued while the last one was written come along.
+        while batch.len() < max_batch_rows {
+            match rx.try_recv() {
+                Ok(c) => {
+                    take(c, &mut batch, &mut waiters);
+                }
+                Err(_) => break,
             }
         }
         write(&store, &mut batch, &stats).await;
@@ -153,6 +168,23 @@ async fn run(
         }
     }
     write(&store, &mut batch, &stats).await;
+    for w in waiters.drain(..) {
+        let _ = w.send(());
+    }
+}
+
+/// Adds a command to the batch; `true` when it asks for the batch to be written now.
+fn take(cmd: Command, batch: &mut Vec<Record>, waiters: &mut Vec<oneshot::Sender<()>>) -> bool {
+    match cmd {
+        Command::Record(r) => {
+            batch.push(r);
+            false
+        }
+        Command::Flush(w) => {
+            waiters.push(w);
+            true
+        }
+    }
 }
 
 async fn write(store: &Store, batch: &mut Vec<Record>, stats: &WriterStats) {
