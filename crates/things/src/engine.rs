@@ -82,9 +82,8 @@ pub fn handle_uplink(
                 Outcome::default()
             }
         },
-        // Downlink topics: nothing to do. Pack posts involve several devices' products and
-        // shadows, so `Platform` handles them (with `check_report`); history posts are not
-        // implemented.
+        // Downlink topics: nothing to do. Pack and history posts involve several devices'
+        // products and shadows, so `Platform` handles them (with `check_report`).
         _ => Outcome::default(),
     }
 }

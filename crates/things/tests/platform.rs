@@ -683,3 +683,102 @@ async fn a_gateway_reports_for_its_registered_sub_devices_in_one_pack() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn history_posts_store_earlier_data_without_rolling_the_shadow_back() {
+    let h = Harness::start(ValidationMode::Strict).await;
+    h.platform
+        .create_device("thermostat", "other")
+        .await
+        .unwrap();
+    let (mut d, _) = h.device("h1").await;
+    d.publish(
+        "thing/event/property/post",
+        json!({"id": "1", "params": {"CurrentTemperature": 22.0}}),
+    )
+    .await;
+    let (_, reply) = d.expect("thing/event/property/post_reply").await;
+    assert_eq!(reply["code"], 200, "{reply}");
+
+    // Recorded while the device was offline, uploaded now: two snapshots and an event.
+    let t0 = 1_700_000_000_000_i64;
+    let ident = json!({"productKey": "thermostat", "deviceName": "h1"});
+    d.publish(
+        "thing/event/property/history/post",
+        json!({"id": "2", "version": "1.0", "method": "thing.event.property.history.post",
+               "params": [{"identity": ident,
+                 "properties": [
+                   {"CurrentTemperature": {"value": 18.0, "time": t0}, "Humidity": {"value": 40, "time": t0}},
+                   {"CurrentTemperature": {"value": 19.5, "time": t0 + 60_000}}],
+                 "events": [{"FrostWarning": {"value": {"Temperature": 1.5}, "time": t0 + 30_000}}]}]}),
+    )
+    .await;
+    let (topic, reply) = d.expect("thing/event/property/history/post_reply").await;
+    assert_eq!(
+        topic,
+        "/sys/thermostat/h1/thing/event/property/history/post_reply"
+    );
+    assert_eq!(
+        (reply["id"].as_str(), reply["code"].as_i64()),
+        (Some("2"), Some(200)),
+        "{reply}"
+    );
+
+    // Strict mode: one bad value refuses the whole upload.
+    d.publish(
+        "thing/event/property/history/post",
+        json!({"id": "3", "params": [{"identity": ident, "properties": [
+            {"CurrentTemperature": {"value": 17.0, "time": t0 + 1}},
+            {"Humidity": {"value": 400, "time": t0 + 2}}]}]}),
+    )
+    .await;
+    let (_, reply) = d.expect("thing/event/property/history/post_reply").await;
+    assert_eq!(reply["code"], 460, "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("Humidity"),
+        "{reply}"
+    );
+
+    // Another direct device's history is not this device's to upload.
+    let other = json!({"productKey": "thermostat", "deviceName": "other"});
+    d.publish(
+        "thing/event/property/history/post",
+        json!({"id": "4", "params": [{"identity": other, "properties": [
+            {"CurrentTemperature": {"value": 17.0, "time": t0}}]}]}),
+    )
+    .await;
+    let (_, reply) = d.expect("thing/event/property/history/post_reply").await;
+    assert_eq!(reply["code"], 460, "{reply}");
+
+    h.platform.flush().await.unwrap();
+    let temps: Vec<(i64, Value)> = h
+        .platform
+        .property_history("thermostat", "h1", "CurrentTemperature", 0, i64::MAX, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.time, p.value))
+        .collect();
+    assert_eq!(temps.len(), 3, "{temps:?}");
+    assert_eq!(temps[0], (t0, json!(18.0)));
+    assert_eq!(temps[1], (t0 + 60_000, json!(19.5)));
+    assert_eq!(temps[2].1, json!(22.0));
+    let events = h
+        .platform
+        .events("thermostat", "h1", Some("alert"), 0, i64::MAX, 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].time, t0 + 30_000);
+    // The live value stays the latest; the older humidity fills a gap in the shadow.
+    let shadow = h.platform.shadow("thermostat", "h1").unwrap();
+    assert_eq!(shadow.reported["CurrentTemperature"].value, json!(22.0));
+    assert_eq!(shadow.reported["Humidity"].time, t0);
+    assert!(h
+        .platform
+        .property_history("thermostat", "other", "CurrentTemperature", 0, i64::MAX, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    h.stop().await;
+}

@@ -357,20 +357,11 @@ pub fn pack_post(params: &Map<String, Value>, now_ms: i64) -> Result<PackPost, E
             .as_array()
             .ok_or_else(|| EnvelopeError::InvalidParams("subDevices must be an array".into()))?;
         for (i, s) in subs.iter().enumerate() {
-            let bad = |what: &str| EnvelopeError::InvalidParams(format!("subDevices[{i}]: {what}"));
-            let s = s.as_object().ok_or_else(|| bad("must be an object"))?;
-            let ident = s
-                .get("identity")
-                .and_then(Value::as_object)
-                .ok_or_else(|| bad("identity is required"))?;
-            let field = |k: &str| {
-                ident
-                    .get(k)
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .ok_or_else(|| bad(&format!("identity.{k} is required")))
-            };
-            let (product_key, device_name) = (field("productKey")?, field("deviceName")?);
+            let where_ = format!("subDevices[{i}]");
+            let s = s
+                .as_object()
+                .ok_or_else(|| bad_at(&where_, "must be an object"))?;
+            let (product_key, device_name) = identity(s, &where_)?;
             let (properties, events) = part(s, now_ms, &mut count)?;
             sub_devices.push(SubDeviceReport {
                 product_key,
@@ -388,6 +379,92 @@ pub fn pack_post(params: &Map<String, Value>, now_ms: i64) -> Result<PackPost, E
         events,
         sub_devices,
     })
+}
+
+fn bad_at(where_: &str, what: &str) -> EnvelopeError {
+    EnvelopeError::InvalidParams(format!("{where_}: {what}"))
+}
+
+/// `identity: {productKey, deviceName}` of a pack or history entry.
+fn identity(o: &Map<String, Value>, where_: &str) -> Result<(String, String), EnvelopeError> {
+    let ident = o
+        .get("identity")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad_at(where_, "identity is required"))?;
+    let field = |k: &str| {
+        ident
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| bad_at(where_, &format!("identity.{k} is required")))
+    };
+    Ok((field("productKey")?, field("deviceName")?))
+}
+
+/// Reads `thing.event.property.history.post` params: an array of
+/// `{"identity":{productKey,deviceName},"properties":[{id:{value,time}},…],"events":[{id:{value,time}},…]}`.
+///
+/// Each element of `properties` / `events` is one snapshot and becomes one
+/// [`SubDeviceReport`] (a property may appear in several snapshots with different times).
+/// History is data recorded earlier, so every value and event must carry its `time`.
+pub fn history_post(params: &Value, now_ms: i64) -> Result<Vec<SubDeviceReport>, EnvelopeError> {
+    let entries = params
+        .as_array()
+        .ok_or_else(|| EnvelopeError::InvalidParams("params must be an array".into()))?;
+    let mut out = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("params[{i}]");
+        let entry = entry
+            .as_object()
+            .ok_or_else(|| bad_at(&at, "must be an object"))?;
+        let (product_key, device_name) = identity(entry, &at)?;
+        let snapshots = |key: &str| -> Result<Vec<&Map<String, Value>>, EnvelopeError> {
+            match entry.get(key) {
+                None => Ok(Vec::new()),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| {
+                        s.as_object()
+                            .ok_or_else(|| bad_at(&format!("{at}.{key}[{j}]"), "must be an object"))
+                    })
+                    .collect(),
+                Some(_) => Err(bad_at(&at, &format!("{key} must be an array"))),
+            }
+        };
+        let report = |properties, events| SubDeviceReport {
+            product_key: product_key.clone(),
+            device_name: device_name.clone(),
+            properties,
+            events,
+        };
+        for (j, snap) in snapshots("properties")?.into_iter().enumerate() {
+            if let Some((id, _)) = snap
+                .iter()
+                .find(|(_, v)| v.get("time").is_none() || v.get("value").is_none())
+            {
+                return Err(bad_at(
+                    &format!("{at}.properties[{j}].{id}"),
+                    "history values need value and time",
+                ));
+            }
+            out.push(report(property_values(snap, now_ms)?, BTreeMap::new()));
+        }
+        for (j, snap) in snapshots("events")?.into_iter().enumerate() {
+            let mut events = BTreeMap::new();
+            for (id, ev) in snap {
+                let here = format!("{at}.events[{j}].{id}");
+                let ev = ev
+                    .as_object()
+                    .filter(|e| e.contains_key("time"))
+                    .ok_or_else(|| bad_at(&here, "history events need value and time"))?;
+                let parsed = event_params(ev, now_ms).map_err(|e| bad_at(&here, &e.to_string()))?;
+                events.insert(id.clone(), parsed);
+            }
+            out.push(report(BTreeMap::new(), events));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -544,6 +621,57 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "invalid params: subDevices[0]: identity is required"
+        );
+    }
+
+    #[test]
+    fn history_post_gives_one_report_per_snapshot() {
+        let p = json!([
+            {"identity": {"productKey": "pk", "deviceName": "d1"},
+             "properties": [
+                {"temp": {"value": 20.5, "time": NOW - 2000}, "hum": {"value": 40, "time": NOW - 2000}},
+                {"temp": {"value": 21.0, "time": NOW - 1000}}
+             ],
+             "events": [{"overheat": {"value": {"temp": 90}, "time": NOW - 500}}]},
+            {"identity": {"productKey": "pkS", "deviceName": "s1"},
+             "properties": [{"temp": {"value": 19, "time": NOW - 3000}}]}
+        ]);
+        let h = history_post(&p, NOW).unwrap();
+        assert_eq!(h.len(), 4);
+        assert_eq!(h[0].properties["hum"].value, 40);
+        assert_eq!(h[1].properties["temp"].time, NOW - 1000);
+        assert_eq!(h[2].events["overheat"].time, NOW - 500);
+        assert_eq!(
+            (h[3].product_key.as_str(), h[3].device_name.as_str()),
+            ("pkS", "s1")
+        );
+    }
+
+    #[test]
+    fn history_post_needs_an_array_identities_and_times() {
+        let err = |p: Value| history_post(&p, NOW).unwrap_err().to_string();
+        assert_eq!(
+            err(json!({"identity": {}})),
+            "invalid params: params must be an array"
+        );
+        assert_eq!(
+            err(json!([{"properties": []}])),
+            "invalid params: params[0]: identity is required"
+        );
+        let ident = json!({"productKey": "pk", "deviceName": "d1"});
+        assert_eq!(
+            err(json!([{"identity": ident, "properties": [{"temp": 21}]}])),
+            "invalid params: params[0].properties[0].temp: history values need value and time"
+        );
+        assert_eq!(
+            err(json!([{"identity": ident, "events": [{"e": {"value": {}}}]}])),
+            "invalid params: params[0].events[0].e: history events need value and time"
+        );
+        assert_eq!(
+            err(
+                json!([{"identity": ident, "properties": [{"t": {"value": 1, "time": NOW + 2 * MAX_TIME_AHEAD_MS}}]}])
+            ),
+            "invalid params: t.time: more than 24 hours in the future"
         );
     }
 }

@@ -5,8 +5,8 @@ mod envelope;
 mod topic;
 
 pub use envelope::{
-    event_params, pack_post, property_values, EnvelopeError, EventParams, PackPost, PropertyValue,
-    Reply, Request, SubDeviceReport, MAX_PROPERTIES_PER_REPORT, MAX_TIME_AHEAD_MS,
+    event_params, history_post, pack_post, property_values, EnvelopeError, EventParams, PackPost,
+    PropertyValue, Reply, Request, SubDeviceReport, MAX_PROPERTIES_PER_REPORT, MAX_TIME_AHEAD_MS,
 };
 pub use topic::{DeviceTopic, Direction, TopicError, TopicKind};
 

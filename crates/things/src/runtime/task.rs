@@ -166,8 +166,8 @@ fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
         inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    if topic.kind == TopicKind::PackPost {
-        let reply = pack_post(inner, state, &topic, payload, now);
+    if matches!(topic.kind, TopicKind::PackPost | TopicKind::HistoryPost) {
+        let reply = multi_report(inner, state, &topic, payload, now);
         drop(guard);
         if let Some(reply) = reply {
             let client = inner.client.clone();
@@ -342,11 +342,12 @@ fn desired_delivery(
     Some(downlink::property_set(&k.0, &k.1, &id, delta))
 }
 
-/// A gateway's `pack/post`: its own properties and events plus those of its sub-devices, each
-/// checked against its own product. A sub-device must be registered with this gateway
-/// (`Device::gateway`) and enabled. The pack is checked as a whole first: in strict mode one
-/// violation refuses all of it. Returns the reply to publish.
-fn pack_post(
+/// A gateway's `pack/post` (its own properties and events plus its sub-devices') and a
+/// `history/post` (earlier data, each entry naming its device): every part is checked against
+/// its own device's product. A part for another device than the sender must be for one of its
+/// sub-devices (`Device::gateway`), which must be enabled. The message is checked as a whole
+/// first: in strict mode one violation refuses all of it. Returns the reply to publish.
+fn multi_report(
     inner: &Inner,
     state: &mut super::State,
     topic: &DeviceTopic,
@@ -363,21 +364,37 @@ fn pack_post(
         Err(e) => return Some(publish(Reply::error("", e.code(), e.to_string()))),
     };
     let answer = |reply: Reply| req.ack.then(|| publish(reply));
-    let pack = match req.params_object().and_then(|p| alink::pack_post(p, now)) {
-        Ok(p) => p,
+    let sender = key(&topic.product_key, &topic.device_name);
+    let reports = if topic.kind == TopicKind::HistoryPost {
+        alink::history_post(&req.params, now)
+    } else {
+        req.params_object()
+            .and_then(|p| alink::pack_post(p, now))
+            .map(|pack| {
+                let own = alink::SubDeviceReport {
+                    product_key: sender.0.clone(),
+                    device_name: sender.1.clone(),
+                    properties: pack.properties,
+                    events: pack.events,
+                };
+                std::iter::once(own).chain(pack.sub_devices).collect()
+            })
+    };
+    let reports = match reports {
+        Ok(r) => r,
         Err(e) => return answer(Reply::error(&req.id, e.code(), e.to_string())),
     };
-    let gw = key(&topic.product_key, &topic.device_name);
-    let mut parts = vec![(gw.clone(), pack.properties, pack.events)];
-    for sub in pack.sub_devices {
-        let k = key(&sub.product_key, &sub.device_name);
+    let mut checked = Vec::new();
+    for report in &reports {
+        let k = key(&report.product_key, &report.device_name);
         let name = format!("{}/{}", k.0, k.1);
         let refuse = match state.devices.get(&k) {
+            _ if k == sender => None,
             None => Some((
                 code::DEVICE_NOT_FOUND,
                 format!("sub-device {name} not found"),
             )),
-            Some(d) if d.gateway.as_ref() != Some(&gw) => Some((
+            Some(d) if d.gateway.as_ref() != Some(&sender) => Some((
                 code::INVALID_PARAMS,
                 format!("{name} is not a sub-device of this gateway"),
             )),
@@ -390,18 +407,14 @@ fn pack_post(
         if let Some((c, m)) = refuse {
             return answer(Reply::error(&req.id, c, m));
         }
-        parts.push((k, sub.properties, sub.events));
-    }
-    let mut checked = Vec::new();
-    for (k, props, events) in &parts {
         let Some(product) = state.products.get(&k.0) else {
-            let m = format!("product of {}/{} not found", k.0, k.1);
+            let m = format!("product of {name} not found");
             return answer(Reply::error(&req.id, code::DEVICE_NOT_FOUND, m));
         };
-        match check_report(product, &k.1, props, events) {
-            Ok(c) => checked.push((k.clone(), c)),
+        match check_report(product, &k.1, &report.properties, &report.events) {
+            Ok(c) => checked.push((k, c)),
             Err(v) => {
-                let m = format!("invalid params: {}/{}: {v}", k.0, k.1);
+                let m = format!("invalid params: {name}: {v}");
                 return answer(Reply::error(&req.id, code::INVALID_PARAMS, m));
             }
         }
@@ -410,6 +423,7 @@ fn pack_post(
     for (k, c) in checked {
         let shadow = state.shadows.entry(k.clone()).or_default();
         let before = shadow.version;
+        // Older values than the shadow's (history) are stored but leave the shadow as it is.
         shadow.apply_reported(c.reported.iter().map(|(id, v, t)| (id.as_str(), v, *t)));
         if shadow.version != before {
             state.dirty.insert(k.clone());
@@ -418,7 +432,13 @@ fn pack_post(
             submit(&inner.writer, r);
         }
         if let Some(f) = c.failed {
-            failed.insert(format!("{}/{}", k.0, k.1), f);
+            // A history post may hold several snapshots of one device: keep every failure.
+            let slot = failed
+                .entry(format!("{}/{}", k.0, k.1))
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            if let (Value::Object(slot), Value::Object(f)) = (slot, f) {
+                slot.extend(f);
+            }
         }
     }
     let data = if failed.is_empty() {
