@@ -61,6 +61,12 @@ pub(crate) async fn prometheus(State(state): State<ApiState>) -> impl IntoRespon
                 get(&s.rejected),
             ),
             (
+                "things_uplinks_throttled_total",
+                "Device messages refused with Alink code 429 (device over its rate)",
+                "counter",
+                get(&s.throttled),
+            ),
+            (
                 "things_uplinks_dropped_total",
                 "Device messages dropped because the device layer fell behind",
                 "counter",

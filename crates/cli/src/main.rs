@@ -304,6 +304,8 @@ async fn start_things(
         thingmq_things::runtime::PlatformConfig {
             call_timeout: config.call_timeout,
             retention_days: config.retention_days,
+            max_uplinks_per_sec: config.max_uplinks_per_sec,
+            uplink_burst: config.uplink_burst,
             ..Default::default()
         },
     )

@@ -77,6 +77,11 @@ pub struct ThingsConfig {
     pub retention_days: Option<u32>,
     /// How long a sync call to a device (property set/get, sync service) waits.
     pub call_timeout: Duration,
+    /// Messages per second one device may send the platform (Alink answers 429 beyond); 0
+    /// turns the limit off.
+    pub max_uplinks_per_sec: u32,
+    /// How many messages a device may send at once after a quiet spell.
+    pub uplink_burst: u32,
 }
 
 impl Default for ThingsConfig {
@@ -86,6 +91,9 @@ impl Default for ThingsConfig {
             database_url: None,
             retention_days: None,
             call_timeout: Duration::from_secs(8),
+            // Alibaba's per-device quota for uplink messages.
+            max_uplinks_per_sec: 30,
+            uplink_burst: 60,
         }
     }
 }
@@ -374,6 +382,8 @@ mod raw {
         pub(super) database_url: Option<String>,
         pub(super) retention_days: Option<u32>,
         pub(super) call_timeout_ms: Option<u64>,
+        pub(super) max_uplinks_per_sec: Option<u32>,
+        pub(super) uplink_burst: Option<u32>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -627,6 +637,11 @@ impl Config {
                 }
                 c.things.call_timeout = Duration::from_millis(ms);
             }
+            set(&mut c.things.max_uplinks_per_sec, t.max_uplinks_per_sec);
+            if t.uplink_burst == Some(0) {
+                return Err(invalid("things.uplink_burst", "must be at least 1"));
+            }
+            set(&mut c.things.uplink_burst, t.uplink_burst);
         }
         if let Some(h) = file.http {
             if let Some(bind) = h.bind {
@@ -884,6 +899,25 @@ mod tests {
         assert_eq!(c.http.bind.unwrap().port(), 80);
         let err = Config::from_toml("[http]\nbind = \"localhost\"\n").unwrap_err();
         assert!(err.to_string().contains("http.bind"), "{err}");
+    }
+
+    #[test]
+    fn things_uplink_limit_is_read_and_checked() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(
+            (c.things.max_uplinks_per_sec, c.things.uplink_burst),
+            (30, 60)
+        );
+        let c = Config::from_toml("[things]\nmax_uplinks_per_sec = 0\nuplink_burst = 5\n").unwrap();
+        assert_eq!(
+            (c.things.max_uplinks_per_sec, c.things.uplink_burst),
+            (0, 5)
+        );
+        let err = Config::from_toml("[things]\nuplink_burst = 0\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config key `things.uplink_burst`: must be at least 1"
+        );
     }
 
     #[test]

@@ -88,6 +88,17 @@ pub fn handle_uplink(
     }
 }
 
+/// The reply to a request refused because its device sends too fast (Alink 429): none when
+/// the request asked for no reply or cannot be read.
+pub fn throttled_reply(topic: &DeviceTopic, payload: &[u8]) -> Option<Publish> {
+    let req = Request::parse(payload).ok()?;
+    if !req.ack {
+        return None;
+    }
+    let reply = Reply::error(&req.id, code::THROTTLED, "request too frequent");
+    reply_to(topic, &reply)
+}
+
 /// Parses the envelope, runs `f`, and turns its result into the reply.
 fn request(
     topic: &DeviceTopic,

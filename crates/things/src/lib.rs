@@ -33,6 +33,7 @@ pub mod runtime;
 pub mod shadow;
 pub mod sim;
 pub mod store;
+pub mod throttle;
 pub mod tsl;
 pub mod validate;
 

@@ -30,6 +30,17 @@ struct Harness {
 
 impl Harness {
     async fn start(validation: ValidationMode) -> Harness {
+        Self::start_with(
+            validation,
+            PlatformConfig {
+                call_timeout: Duration::from_secs(2),
+                ..PlatformConfig::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_with(validation: ValidationMode, platform_config: PlatformConfig) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let url = format!(
             "sqlite://{}?mode=rwc",
@@ -41,10 +52,6 @@ impl Harness {
         .unwrap();
         let server = within("server", Server::start(config)).await.unwrap();
         let store = within("store", Store::connect(&url)).await.unwrap();
-        let platform_config = PlatformConfig {
-            call_timeout: Duration::from_secs(2),
-            ..PlatformConfig::default()
-        };
         let platform = within(
             "platform",
             Platform::start(
@@ -780,5 +787,81 @@ async fn history_posts_store_earlier_data_without_rolling_the_shadow_back() {
         .await
         .unwrap()
         .is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_sending_faster_than_its_quota_gets_429_and_its_excess_is_not_stored() {
+    let h = Harness::start_with(
+        ValidationMode::Strict,
+        PlatformConfig {
+            call_timeout: Duration::from_secs(2),
+            max_uplinks_per_sec: 1,
+            uplink_burst: 2,
+            ..PlatformConfig::default()
+        },
+    )
+    .await;
+    let (mut d, _) = h.device("fast").await;
+    for i in 1..=4 {
+        d.publish(
+            "thing/event/property/post",
+            json!({"id": i.to_string(), "params": {"Humidity": i}}),
+        )
+        .await;
+    }
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..4 {
+        let (_, reply) = d.expect("thing/event/property/post_reply").await;
+        codes.insert(
+            reply["id"].as_str().unwrap().to_string(),
+            reply["code"].clone(),
+        );
+    }
+    assert_eq!(
+        codes.values().filter(|c| **c == 200).count(),
+        2,
+        "a burst of 2 passes: {codes:?}"
+    );
+    assert_eq!(
+        codes.values().filter(|c| **c == 429).count(),
+        2,
+        "{codes:?}"
+    );
+    assert_eq!(
+        h.platform
+            .stats()
+            .throttled
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+
+    // An answer to the platform's own request is never throttled, even with the bucket empty.
+    let platform = h.platform.clone();
+    let set = tokio::spawn(async move {
+        platform
+            .set_properties(
+                "thermostat",
+                "fast",
+                obj(json!({"TargetTemperature": 21.0})),
+            )
+            .await
+    });
+    let (_, req) = d.expect("thing/service/property/set").await;
+    d.publish(
+        "thing/service/property/set_reply",
+        json!({"id": req["id"], "code": 200, "data": {}}),
+    )
+    .await;
+    let outcome = within("set answer", set).await.unwrap().unwrap();
+    assert!(matches!(outcome, SetOutcome::Answered(r) if r.code == 200));
+
+    h.platform.flush().await.unwrap();
+    let stored = h
+        .platform
+        .property_history("thermostat", "fast", "Humidity", 0, i64::MAX, 10)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
     h.stop().await;
 }

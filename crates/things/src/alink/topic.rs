@@ -146,6 +146,15 @@ impl DeviceTopic {
         }
     }
 
+    /// Whether a device publishes this to answer a request of the platform's.
+    pub fn is_answer(&self) -> bool {
+        use TopicKind as K;
+        matches!(
+            self.kind,
+            K::PropertySetReply | K::PropertyGetReply | K::ServiceReply(_) | K::RrpcResponse(_)
+        )
+    }
+
     /// Who publishes on this topic.
     pub fn direction(&self) -> Direction {
         use TopicKind as K;

@@ -38,6 +38,7 @@ use crate::store::{
     Bucket, HistoryWriter, PropertyPoint, Record, ServiceCallRecord, StatusChange, Store,
     StoreError, StoredEvent, WriterConfig,
 };
+use crate::throttle::Throttle;
 use crate::tsl::CallType;
 use crate::validate::{self, ValidationMode};
 
@@ -55,6 +56,11 @@ pub struct PlatformConfig {
     pub writer: WriterConfig,
     /// Delete history older than this many days (checked hourly); `None` keeps everything.
     pub retention_days: Option<u32>,
+    /// Messages per second one device may send (beyond: Alink code 429, message dropped);
+    /// 0 turns the limit off. Answers to the platform's requests are never limited.
+    pub max_uplinks_per_sec: u32,
+    /// Messages a device may send at once after a quiet spell.
+    pub uplink_burst: u32,
 }
 
 impl Default for PlatformConfig {
@@ -65,6 +71,9 @@ impl Default for PlatformConfig {
             async_call_timeout: Duration::from_secs(60),
             writer: WriterConfig::default(),
             retention_days: None,
+            // Alibaba's per-device quota for uplink messages.
+            max_uplinks_per_sec: 30,
+            uplink_burst: 60,
         }
     }
 }
@@ -145,6 +154,8 @@ pub struct PlatformStats {
     pub rejected: AtomicU64,
     /// Device messages dropped because the platform fell behind.
     pub dropped: AtomicU64,
+    /// Device messages refused with 429 because their device sent too fast.
+    pub throttled: AtomicU64,
 }
 
 /// Everything behind one lock; held only for in-memory work, never across an await.
@@ -161,6 +172,7 @@ struct State {
     waiters: HashMap<(String, String, String), oneshot::Sender<Option<Reply>>>,
     results: HashMap<String, ServiceCallRecord>,
     result_order: VecDeque<String>,
+    throttle: Throttle<Key>,
 }
 
 impl State {
@@ -238,7 +250,10 @@ impl Platform {
         admin: Admin,
         config: PlatformConfig,
     ) -> Result<Platform, PlatformError> {
-        let mut state = State::default();
+        let mut state = State {
+            throttle: Throttle::new(config.max_uplinks_per_sec, config.uplink_burst),
+            ..State::default()
+        };
         for product in store.products().await? {
             for device in store.devices(&product.product_key).await? {
                 let k = key(&device.product_key, &device.device_name);

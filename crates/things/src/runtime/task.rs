@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::{key, lock, submit, Inner, Online, PlatformError};
 use crate::alink::{self, code, DeviceTopic, Direction, Reply, Request, TopicKind};
 use crate::device_auth::parse_username;
-use crate::engine::{check_report, downlink, handle_uplink, Publish};
+use crate::engine::{check_report, downlink, handle_uplink, throttled_reply, Publish};
 use crate::now_ms;
 use crate::store::{days_ms, Record, StatusChange};
 use crate::tsl::CallType;
@@ -127,6 +127,7 @@ fn log_stats(inner: &Inner) {
         uplinks = p.uplinks.load(Ordering::Relaxed),
         dropped = p.dropped.load(Ordering::Relaxed),
         rejected = p.rejected.load(Ordering::Relaxed),
+        throttled = p.throttled.load(Ordering::Relaxed),
         history_written = w.written.load(Ordering::Relaxed),
         history_dropped = w.dropped.load(Ordering::Relaxed),
         history_failed = w.failed.load(Ordering::Relaxed),
@@ -166,16 +167,19 @@ fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
         inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
         return;
     }
+    if !topic.is_answer() && !state.throttle.allow(&k, now) {
+        inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
+        drop(guard);
+        if let Some(reply) = throttled_reply(&topic, payload) {
+            send_reply(inner, reply);
+        }
+        return;
+    }
     if matches!(topic.kind, TopicKind::PackPost | TopicKind::HistoryPost) {
         let reply = multi_report(inner, state, &topic, payload, now);
         drop(guard);
         if let Some(reply) = reply {
-            let client = inner.client.clone();
-            tokio::spawn(async move {
-                let _ = client
-                    .publish(reply.topic, QoS::AtMostOnce, false, reply.payload)
-                    .await;
-            });
+            send_reply(inner, reply);
         }
         return;
     }
@@ -231,6 +235,17 @@ fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
             }
         });
     }
+}
+
+/// Publishes a reply to a device (QoS 0, as Alibaba's platform sends them) without holding
+/// up the handler.
+fn send_reply(inner: &Inner, reply: Publish) {
+    let client = inner.client.clone();
+    tokio::spawn(async move {
+        let _ = client
+            .publish(reply.topic, QoS::AtMostOnce, false, reply.payload)
+            .await;
+    });
 }
 
 /// `$SYS/brokers/clients/connected|disconnected` for a device: online state, status history,
@@ -295,6 +310,7 @@ fn client_event(inner: &Arc<Inner>, kind: &str, payload: &[u8]) {
         },
     );
     if !online {
+        state.throttle.forget(&k);
         state.online.remove(&k);
         state.awaiting_first_uplink.remove(&k);
         return;
