@@ -140,7 +140,8 @@ def test_client_events_announce_connections_and_disconnections(start_broker):
     device.abort()
     m = watcher.expect_message()
     assert m.topic == "$SYS/brokers/clients/disconnected"
-    assert json.loads(m.payload)["clientid"] == "lamp-1"
+    event = json.loads(m.payload)
+    assert (event["clientid"], event["reason"]) == ("lamp-1", "connection_lost")
 
 
 def test_sys_topics_are_published_and_only_under_dollar_sys(start_broker):

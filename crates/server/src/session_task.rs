@@ -15,7 +15,7 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thingmq_broker::session::{DropReason, Output, Session, SubscriptionRecord};
+use thingmq_broker::session::{CloseReason, DropReason, Output, Session, SubscriptionRecord};
 use thingmq_broker::{Routed, Violation};
 use thingmq_codec::{decode, encode, DecodeError, Packet, ReasonCode, RetainHandling};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -308,7 +308,7 @@ impl SessionTask {
             connected_at_ms: crate::admin::unix_ms(std::time::SystemTime::now()),
             internal,
         };
-        crate::sys::client_event(&self.broker, &client_id, "connected", &info);
+        crate::sys::client_event(&self.broker, &client_id, "connected", &info, None);
         *self.me.0.connection.lock() = Some(info);
         self.internal = internal;
         self.bind_policy();
@@ -666,7 +666,17 @@ impl SessionTask {
         if let Some(mut writer) = self.writer.take() {
             self.me.0.online.store(false, Ordering::Relaxed);
             if let Some(info) = self.me.0.connection.lock().take() {
-                crate::sys::client_event(&self.broker, &self.me.0.client_id, "disconnected", &info);
+                let reason = self
+                    .session
+                    .close_reason()
+                    .unwrap_or(CloseReason::ConnectionLost);
+                crate::sys::client_event(
+                    &self.broker,
+                    &self.me.0.client_id,
+                    "disconnected",
+                    &info,
+                    Some(&reason.name()),
+                );
             }
             if !self.internal {
                 self.broker

@@ -48,17 +48,19 @@ pub const CLIENT_EVENTS: &str = "$SYS/brokers/clients";
 /// and monitoring tools learn of connections and disconnections as they happen (EMQX
 /// publishes the same under `$SYS/brokers/{node}/clients/{id}/…`; we keep the client id in
 /// the payload because a client id may hold characters a topic may not). The platform's own
-/// in-process links are not announced.
+/// in-process links are not announced. A `disconnected` event says why in `reason`
+/// (`thingmq_broker::session::CloseReason::name`).
 pub(crate) fn client_event(
     broker: &Broker,
     client_id: &str,
     kind: &str,
     info: &crate::admin::ConnectionInfo,
+    reason: Option<&str>,
 ) {
     if info.internal || !broker.client_events {
         return;
     }
-    let payload = serde_json::json!({
+    let mut payload = serde_json::json!({
         "clientid": client_id,
         "username": info.username,
         "peer": info.peer.to_string(),
@@ -67,6 +69,9 @@ pub(crate) fn client_event(
         "connected_at": info.connected_at_ms,
         "ts": crate::admin::unix_ms(std::time::SystemTime::now()),
     });
+    if let Some(reason) = reason {
+        payload["reason"] = reason.into();
+    }
     let message = Message {
         topic: format!("{CLIENT_EVENTS}/{kind}").into(),
         payload: payload.to_string().into(),

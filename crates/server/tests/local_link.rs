@@ -181,5 +181,23 @@ async fn client_connections_and_disconnections_are_announced_but_local_links_are
     assert_eq!(topic, "$SYS/brokers/clients/disconnected");
     let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(event["clientid"], "t1");
+    assert_eq!(event["reason"], "connection_lost", "{event}");
+
+    // A client that says DISCONNECT leaves normally.
+    let mut polite = tokio::net::TcpStream::connect(server.local_addrs()[0])
+        .await
+        .unwrap();
+    send(&mut polite, &connect(b"t2")).await;
+    expect(&mut polite, CONNACK_OK, "CONNACK of the second client").await;
+    let (topic, _) = read_publish(&mut events).await;
+    assert_eq!(topic, "$SYS/brokers/clients/connected");
+    send(&mut polite, &[0xE0, 0x00]).await;
+    let (topic, payload) = read_publish(&mut events).await;
+    assert_eq!(topic, "$SYS/brokers/clients/disconnected");
+    let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        (event["clientid"].as_str(), event["reason"].as_str()),
+        (Some("t2"), Some("normal"))
+    );
     within("shutdown", server.shutdown()).await;
 }

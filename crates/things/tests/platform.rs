@@ -514,6 +514,24 @@ async fn events_and_online_state_are_recorded() {
     let online: Vec<bool> = changes.iter().map(|c| c.online).collect();
     assert_eq!(online, [true, false]);
     assert_eq!(changes[0].ip.as_deref(), Some("127.0.0.1"));
+    let reasons: Vec<&str> = changes.iter().map(|c| c.reason.as_str()).collect();
+    assert_eq!(reasons, ["connect", "normal"]);
+
+    // Gone without a DISCONNECT: the log says the connection was lost.
+    let (d, _) = h.device("t9b").await;
+    wait_online(&h, "t9b", true).await;
+    drop(d);
+    wait_online(&h, "t9b", false).await;
+    h.platform.flush().await.unwrap();
+    let changes = h
+        .platform
+        .status_changes("thermostat", "t9b", 0, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        changes.last().map(|c| c.reason.as_str()),
+        Some("connection_lost")
+    );
     h.stop().await;
 }
 

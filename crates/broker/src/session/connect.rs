@@ -1,7 +1,7 @@
 //! Connection lifecycle: CONNECT checks, attaching a connection (CONNACK, resending), normal
 //! and abnormal disconnects, takeover, wills and session expiry.
 
-use super::{Connection, Output, Session};
+use super::{CloseReason, Connection, Output, Session};
 use crate::{BrokerSettings, Message, TravellingProperties, Violation};
 use bytestring::ByteString;
 use std::collections::HashMap;
@@ -174,9 +174,14 @@ impl Session {
     /// The network connection closed without a DISCONNECT 0x00: the
     /// will is published now or scheduled, and the session ends or starts its expiry.
     pub fn connection_lost(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.lost_because(now, CloseReason::ConnectionLost, out);
+    }
+
+    fn lost_because(&mut self, now: Instant, reason: CloseReason, out: &mut Vec<Output>) {
         if self.conn.take().is_none() || self.ended {
             return;
         }
+        self.close_reason = Some(reason);
         out.push(Output::Close);
         let delay = self
             .will
@@ -198,7 +203,7 @@ impl Session {
     pub fn takeover(&mut self, now: Instant, out: &mut Vec<Output>) {
         if self.conn.is_some() {
             self.send_disconnect(ReasonCode::SessionTakenOver, None, out);
-            self.connection_lost(now, out);
+            self.lost_because(now, CloseReason::TakenOver, out);
         }
     }
 
@@ -213,7 +218,7 @@ impl Session {
                 Some("disconnected by an administrator".to_owned()),
                 out,
             );
-            self.connection_lost(now, out);
+            self.lost_because(now, CloseReason::Kicked, out);
         }
     }
 
@@ -222,7 +227,7 @@ impl Session {
     /// (the will is published at the earlier of its delay and the end of the session).
     pub fn shutdown(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.send_disconnect(ReasonCode::ServerShuttingDown, None, out);
-        self.end(now, out);
+        self.end_because(now, CloseReason::ServerShutdown, out);
     }
 
     /// Counts as activity for keep-alive: used while the server itself stops reading from
@@ -241,7 +246,11 @@ impl Session {
     /// Closes the connection because of a protocol violation or an administrative action.
     pub(super) fn violation(&mut self, now: Instant, v: &Violation, out: &mut Vec<Output>) {
         self.send_disconnect(v.reason_code(), Some(v.to_string()), out);
-        self.connection_lost(now, out);
+        let reason = match v {
+            Violation::KeepAliveTimeout => CloseReason::KeepAliveTimeout,
+            v => CloseReason::ProtocolError(v.reason_code()),
+        };
+        self.lost_because(now, reason, out);
     }
 
     pub(super) fn on_disconnect(
@@ -262,7 +271,7 @@ impl Session {
         if d.reason == ReasonCode::Success {
             self.will = None;
         }
-        self.connection_lost(now, out);
+        self.lost_because(now, CloseReason::Disconnect(d.reason), out);
         Ok(())
     }
 

@@ -28,7 +28,7 @@ use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::Instant;
-use thingmq_codec::{LastWill, Packet, PacketId, ProtocolVersion, QoS};
+use thingmq_codec::{LastWill, Packet, PacketId, ProtocolVersion, QoS, ReasonCode};
 
 /// A side effect requested by the session, performed by its owner in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,6 +177,50 @@ pub struct Session {
     stored: bool,
     /// What this client may publish, subscribe to and receive.
     policy: Arc<dyn AccessPolicy>,
+    /// Why the last connection closed, for lifecycle events and logs.
+    close_reason: Option<CloseReason>,
+}
+
+/// Why a connection closed (`$SYS/brokers/clients/disconnected`, the device layer's
+/// online/offline log). Names follow EMQX's disconnect reasons where they exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client sent DISCONNECT (with this reason code; 0x04 keeps the will).
+    Disconnect(ReasonCode),
+    /// No packet within 1.5 times the keep-alive.
+    KeepAliveTimeout,
+    /// The client broke the protocol; the code is the one sent (v5) or that would have been.
+    ProtocolError(ReasonCode),
+    /// Another connection with the same client id took the session over.
+    TakenOver,
+    /// An administrator disconnected the client.
+    Kicked,
+    /// The broker is shutting down.
+    ServerShutdown,
+    /// The network connection closed (or failed) without a DISCONNECT.
+    ConnectionLost,
+    /// The session was ended while connected (e.g. its device was deleted).
+    SessionEnded,
+}
+
+impl CloseReason {
+    /// A short stable name: `normal`, `keepalive_timeout`, `protocol_error`, `takenover`,
+    /// `kicked`, `server_shutdown`, `connection_lost`, `session_ended` (a DISCONNECT with a
+    /// non-zero reason code is `disconnect_0x..`).
+    pub fn name(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Self::Disconnect(ReasonCode::Success) => "normal".into(),
+            Self::Disconnect(code) => format!("disconnect_0x{:02x}", code.as_u8()).into(),
+            Self::KeepAliveTimeout => "keepalive_timeout".into(),
+            Self::ProtocolError(_) => "protocol_error".into(),
+            Self::TakenOver => "takenover".into(),
+            Self::Kicked => "kicked".into(),
+            Self::ServerShutdown => "server_shutdown".into(),
+            Self::ConnectionLost => "connection_lost".into(),
+            Self::SessionEnded => "session_ended".into(),
+        }
+    }
 }
 
 impl Session {
@@ -201,7 +245,13 @@ impl Session {
             ended: false,
             stored: false,
             policy: Arc::new(AllowAll),
+            close_reason: None,
         }
+    }
+
+    /// Why the last connection closed; `None` while the first is open.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason
     }
 
     /// Sets the authorization policy (at connect, and again when rules are reloaded).
@@ -334,6 +384,10 @@ impl Session {
 
     /// Ends the session now (clean-start reconnect, admin kick with session removal).
     pub fn end(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.end_because(now, CloseReason::SessionEnded, out);
+    }
+
+    pub(super) fn end_because(&mut self, now: Instant, reason: CloseReason, out: &mut Vec<Output>) {
         if self.ended {
             return;
         }
@@ -341,6 +395,7 @@ impl Session {
         self.will_at = None;
         self.expires_at = None;
         if self.conn.take().is_some() {
+            self.close_reason = Some(reason);
             out.push(Output::Close);
         }
         // The will goes out at the earlier of its delay and the end of the session.

@@ -1069,3 +1069,62 @@ fn will_to_a_topic_the_policy_refuses_is_not_published() {
         .iter()
         .any(|o| matches!(o, Output::Denied { action: "will", .. })));
 }
+
+#[test]
+fn each_way_a_connection_ends_leaves_its_close_reason() {
+    let closed = |f: &dyn Fn(&mut Session, Instant, &mut Vec<Output>)| {
+        let (mut s, now, mut out) = session(ProtocolVersion::V5);
+        assert_eq!(s.close_reason(), None);
+        f(&mut s, now, &mut out);
+        assert!(out.iter().any(|o| matches!(o, Output::Close)));
+        s.close_reason().map(|r| r.name().into_owned())
+    };
+    let disconnect = |code| {
+        move |s: &mut Session, now, out: &mut Vec<Output>| {
+            let d = Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: DisconnectProperties::default(),
+            });
+            s.handle_packet(now, d, out).unwrap();
+        }
+    };
+    assert_eq!(
+        closed(&disconnect(ReasonCode::Success)).as_deref(),
+        Some("normal")
+    );
+    assert_eq!(
+        closed(&disconnect(ReasonCode::DisconnectWithWill)).as_deref(),
+        Some("disconnect_0x04")
+    );
+    assert_eq!(
+        closed(&|s, now, out| s.tick(now + Duration::from_secs(16), out)).as_deref(),
+        Some("keepalive_timeout")
+    );
+    assert_eq!(
+        closed(&|s, now, out| {
+            let _ = s.handle_packet(now, Packet::PingResp, out);
+        })
+        .as_deref(),
+        Some("protocol_error")
+    );
+    assert_eq!(
+        closed(&|s, now, out| s.takeover(now, out)).as_deref(),
+        Some("takenover")
+    );
+    assert_eq!(
+        closed(&|s, now, out| s.kick(now, out)).as_deref(),
+        Some("kicked")
+    );
+    assert_eq!(
+        closed(&|s, now, out| s.shutdown(now, out)).as_deref(),
+        Some("server_shutdown")
+    );
+    assert_eq!(
+        closed(&|s, now, out| s.connection_lost(now, out)).as_deref(),
+        Some("connection_lost")
+    );
+    assert_eq!(
+        closed(&|s, now, out| s.end(now, out)).as_deref(),
+        Some("session_ended")
+    );
+}

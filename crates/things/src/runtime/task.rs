@@ -304,7 +304,17 @@ fn client_event(inner: &Arc<Inner>, kind: &str, payload: &[u8]) {
             change: StatusChange {
                 time: now,
                 online,
-                reason: if online { "connect" } else { "disconnect" }.to_string(),
+                // The broker says why a connection ended (`normal`, `keepalive_timeout`,
+                // `takenover`, `kicked`, `connection_lost`, …).
+                reason: if online {
+                    "connect"
+                } else {
+                    event
+                        .get("reason")
+                        .and_then(Value::as_str)
+                        .unwrap_or("disconnect")
+                }
+                .to_string(),
                 ip: if online { ip.clone() } else { None },
             },
         },
