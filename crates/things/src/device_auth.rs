@@ -9,9 +9,11 @@
 //!   the deviceSecret.
 //!
 //! Comparisons run in constant time. A device may only publish and subscribe under its own
-//! `/sys/{productKey}/{deviceName}/`; unknown and disabled devices are refused.
+//! `/sys/{productKey}/{deviceName}/`; unknown and disabled devices are refused. A gateway also
+//! has its `/ext/session/{productKey}/{deviceName}/` topics (sub-device login and logout) and
+//! the `/sys/…/` topics of each sub-device logged in through it ([`DeviceAuth::login_sub`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use hmac::{Hmac, Mac};
@@ -19,7 +21,7 @@ use subtle::ConstantTimeEq;
 use thingmq_auth::{Access, Authenticator, Authorizer, ClientInfo, Refusal};
 use thingmq_broker::AccessPolicy;
 
-use crate::alink::DeviceTopic;
+use crate::alink::{DeviceTopic, SessionTopic, SignedIdentity};
 
 /// HMAC algorithms of the Alink `signmethod` parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +167,26 @@ pub type CredentialSnapshot = HashMap<(String, String), DeviceCredential>;
 #[derive(Debug, Default)]
 pub struct DeviceAuth {
     snapshot: RwLock<Arc<CredentialSnapshot>>,
+    /// Sub-devices online through each gateway: the gateway may use their topics.
+    sessions: RwLock<HashMap<DeviceKey, HashSet<DeviceKey>>>,
+}
+
+/// (productKey, deviceName).
+pub type DeviceKey = (String, String);
+
+/// Why a sub-device's signature was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubDeviceAuthError {
+    /// No such device.
+    #[error("device not found")]
+    NotFound,
+    /// The signature does not match (or its method is unknown).
+    #[error("signature check failed")]
+    BadSignature,
+    /// The signature matches but the device is disabled.
+    #[error("device disabled")]
+    Disabled,
 }
 
 impl DeviceAuth {
@@ -172,7 +194,99 @@ impl DeviceAuth {
     pub fn new(snapshot: CredentialSnapshot) -> Self {
         Self {
             snapshot: RwLock::new(Arc::new(snapshot)),
+            sessions: RwLock::default(),
         }
+    }
+
+    /// Checks the signature a gateway presents for a sub-device (`thing/topo/add`,
+    /// `combine/login`): HMAC of `clientId…deviceName…productKey…[timestamp…]` keyed by the
+    /// sub-device's secret, as for an MQTT password.
+    pub fn check_signed(&self, id: &SignedIdentity) -> Result<(), SubDeviceAuthError> {
+        let snap = self.current();
+        let cred = snap
+            .get(&(id.product_key.clone(), id.device_name.clone()))
+            .ok_or(SubDeviceAuthError::NotFound)?;
+        let method = SignMethod::parse(&id.sign_method).ok_or(SubDeviceAuthError::BadSignature)?;
+        let content = sign_content(
+            &id.client_id,
+            &id.device_name,
+            &id.product_key,
+            id.timestamp.as_deref(),
+        );
+        let expected = sign(method, &cred.secret, &content);
+        if !ct_eq(&id.sign.to_ascii_lowercase(), &expected) {
+            return Err(SubDeviceAuthError::BadSignature);
+        }
+        if !cred.enabled {
+            return Err(SubDeviceAuthError::Disabled);
+        }
+        Ok(())
+    }
+
+    /// A sub-device went online through `gateway`: the gateway may now use its topics.
+    pub fn login_sub(&self, gateway: &DeviceKey, sub: DeviceKey) {
+        self.sessions_mut()
+            .entry(gateway.clone())
+            .or_default()
+            .insert(sub);
+    }
+
+    /// A sub-device went offline; `true` when it was online through `gateway`.
+    pub fn logout_sub(&self, gateway: &DeviceKey, sub: &DeviceKey) -> bool {
+        let mut sessions = self.sessions_mut();
+        let Some(subs) = sessions.get_mut(gateway) else {
+            return false;
+        };
+        let was = subs.remove(sub);
+        if subs.is_empty() {
+            sessions.remove(gateway);
+        }
+        was
+    }
+
+    /// The gateway went offline: every sub-device online through it goes too (returned).
+    pub fn logout_all(&self, gateway: &DeviceKey) -> Vec<DeviceKey> {
+        self.sessions_mut()
+            .remove(gateway)
+            .map(|s| s.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    fn sessions_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<DeviceKey, HashSet<DeviceKey>>> {
+        self.sessions.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `topic` (or a filter) lies under a sub-device that is online through `gateway`
+    /// and enabled. The product key and device name must be literal segments.
+    fn sub_device_topic(
+        &self,
+        snap: &CredentialSnapshot,
+        gateway: &DeviceKey,
+        topic: &str,
+    ) -> bool {
+        let Some(rest) = topic.strip_prefix("/sys/") else {
+            return false;
+        };
+        let mut segs = rest.splitn(3, '/');
+        let (Some(pk), Some(dn), Some(_)) = (segs.next(), segs.next(), segs.next()) else {
+            return false;
+        };
+        if [pk, dn]
+            .iter()
+            .any(|s| s.is_empty() || s.contains(['+', '#']))
+        {
+            return false;
+        }
+        let sub = (pk.to_string(), dn.to_string());
+        let online = self
+            .sessions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(gateway)
+            .is_some_and(|subs| subs.contains(&sub));
+        online && snap.get(&sub).is_some_and(|c| c.enabled)
     }
 
     /// Installs a new snapshot; connected clients are checked against it from now on.
@@ -282,7 +396,10 @@ impl Authorizer for DeviceAuth {
         let snap = self.current();
         match self.device(&snap, client) {
             Some((pk, dn, cred)) => {
-                cred.enabled && topic.starts_with(&DeviceTopic::device_prefix(&pk, &dn))
+                cred.enabled
+                    && (topic.starts_with(&DeviceTopic::device_prefix(&pk, &dn))
+                        || topic.starts_with(&SessionTopic::prefix(&pk, &dn))
+                        || self.sub_device_topic(&snap, &(pk, dn), topic))
             }
             None => false,
         }

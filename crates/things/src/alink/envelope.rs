@@ -467,6 +467,100 @@ pub fn history_post(params: &Value, now_ms: i64) -> Result<Vec<SubDeviceReport>,
     Ok(out)
 }
 
+/// A sub-device's identity with the signature that proves its gateway holds the sub-device's
+/// secret: an item of `thing.topo.add`, or the params of `combine/login`. The signature is
+/// computed as for an MQTT password (`device_auth::sign_content`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIdentity {
+    /// `productKey`.
+    pub product_key: String,
+    /// `deviceName`.
+    pub device_name: String,
+    /// `clientId`, part of the signed content.
+    pub client_id: String,
+    /// `timestamp`, part of the signed content when present.
+    pub timestamp: Option<String>,
+    /// `signmethod` (topo/add) or `signMethod` (combine/login); `hmacmd5` when absent.
+    pub sign_method: String,
+    /// `sign`: the hex HMAC.
+    pub sign: String,
+}
+
+/// Reads one [`SignedIdentity`] from an object; `where_` names it in errors.
+pub fn signed_identity(
+    o: &Map<String, Value>,
+    where_: &str,
+) -> Result<SignedIdentity, EnvelopeError> {
+    let text = |k: &str| -> Option<String> {
+        match o.get(k)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    let need = |k: &str| text(k).ok_or_else(|| bad_at(where_, &format!("{k} is required")));
+    Ok(SignedIdentity {
+        product_key: need("productKey")?,
+        device_name: need("deviceName")?,
+        client_id: need("clientId")?,
+        timestamp: text("timestamp"),
+        sign_method: text("signmethod")
+            .or_else(|| text("signMethod"))
+            .unwrap_or_else(|| "hmacmd5".into()),
+        sign: need("sign")?,
+    })
+}
+
+/// `thing.topo.add` params: an array of [`SignedIdentity`].
+pub fn topo_add(params: &Value) -> Result<Vec<SignedIdentity>, EnvelopeError> {
+    objects(params)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| signed_identity(o, &format!("params[{i}]")))
+        .collect()
+}
+
+/// `thing.topo.delete` and `combine/logout` items: `{productKey, deviceName}` each, as
+/// `(productKey, deviceName)`. `params` is an array of them or (logout) one object.
+pub fn identities(params: &Value) -> Result<Vec<(String, String)>, EnvelopeError> {
+    let one;
+    let items = match params {
+        Value::Object(o) => {
+            one = [o];
+            one.to_vec()
+        }
+        v => objects(v)?,
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let at = format!("params[{i}]");
+            let field = |k: &str| {
+                o.get(k)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| bad_at(&at, &format!("{k} is required")))
+            };
+            Ok((field("productKey")?, field("deviceName")?))
+        })
+        .collect()
+}
+
+fn objects(params: &Value) -> Result<Vec<&Map<String, Value>>, EnvelopeError> {
+    let items = params
+        .as_array()
+        .ok_or_else(|| EnvelopeError::InvalidParams("params must be an array".into()))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_object()
+                .ok_or_else(|| bad_at(&format!("params[{i}]"), "must be an object"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -673,5 +767,36 @@ mod tests {
             ),
             "invalid params: t.time: more than 24 hours in the future"
         );
+    }
+
+    #[test]
+    fn topo_and_login_params_are_read_in_both_spellings() {
+        let add = json!([{"productKey": "pk", "deviceName": "s1", "clientId": "pk.s1",
+                          "timestamp": 1524448722000_i64, "signmethod": "hmacSha256", "sign": "AB"}]);
+        let ids = topo_add(&add).unwrap();
+        assert_eq!(ids[0].timestamp.as_deref(), Some("1524448722000"));
+        assert_eq!(ids[0].sign_method, "hmacSha256");
+        let login = json!({"productKey": "pk", "deviceName": "s1", "clientId": "c",
+                           "signMethod": "hmacsha1", "sign": "x", "cleanSession": "true"});
+        let one = signed_identity(login.as_object().unwrap(), "params").unwrap();
+        assert_eq!(
+            (one.sign_method.as_str(), one.timestamp),
+            ("hmacsha1", None)
+        );
+        assert_eq!(
+            topo_add(&json!([{"productKey": "pk", "deviceName": "s1"}]))
+                .unwrap_err()
+                .to_string(),
+            "invalid params: params[0]: clientId is required"
+        );
+        assert_eq!(
+            identities(&json!([{"productKey": "pk", "deviceName": "s1"}])).unwrap(),
+            [("pk".to_string(), "s1".to_string())]
+        );
+        assert_eq!(
+            identities(&json!({"productKey": "pk", "deviceName": "s2"})).unwrap()[0].1,
+            "s2"
+        );
+        assert!(identities(&json!("x")).is_err());
     }
 }

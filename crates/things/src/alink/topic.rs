@@ -45,6 +45,18 @@ pub enum TopicKind {
     RrpcRequest(String),
     /// Up: `rrpc/response/{messageId}`.
     RrpcResponse(String),
+    /// Up: `thing/topo/add` (a gateway adds sub-devices, proving it holds their secrets).
+    TopoAdd,
+    /// Down: `thing/topo/add_reply`.
+    TopoAddReply,
+    /// Up: `thing/topo/delete`.
+    TopoDelete,
+    /// Down: `thing/topo/delete_reply`.
+    TopoDeleteReply,
+    /// Up: `thing/topo/get`.
+    TopoGet,
+    /// Down: `thing/topo/get_reply`.
+    TopoGetReply,
 }
 
 /// Who publishes on a topic.
@@ -115,6 +127,12 @@ impl DeviceTopic {
             "thing/property/desired/get_reply" => Some(K::DesiredGetReply),
             "thing/property/desired/delete" => Some(K::DesiredDelete),
             "thing/property/desired/delete_reply" => Some(K::DesiredDeleteReply),
+            "thing/topo/add" => Some(K::TopoAdd),
+            "thing/topo/add_reply" => Some(K::TopoAddReply),
+            "thing/topo/delete" => Some(K::TopoDelete),
+            "thing/topo/delete_reply" => Some(K::TopoDeleteReply),
+            "thing/topo/get" => Some(K::TopoGet),
+            "thing/topo/get_reply" => Some(K::TopoGetReply),
             _ => None,
         };
         if fixed.is_some() {
@@ -168,7 +186,10 @@ impl DeviceTopic {
             | K::DesiredDelete
             | K::EventPost(_)
             | K::ServiceReply(_)
-            | K::RrpcResponse(_) => Direction::Up,
+            | K::RrpcResponse(_)
+            | K::TopoAdd
+            | K::TopoDelete
+            | K::TopoGet => Direction::Up,
             _ => Direction::Down,
         }
     }
@@ -188,6 +209,9 @@ impl DeviceTopic {
             K::EventPost(e) => K::EventPostReply(e.clone()),
             K::ServiceCall(s) => K::ServiceReply(s.clone()),
             K::RrpcRequest(m) => K::RrpcResponse(m.clone()),
+            K::TopoAdd => K::TopoAddReply,
+            K::TopoDelete => K::TopoDeleteReply,
+            K::TopoGet => K::TopoGetReply,
             _ => return None,
         };
         Some(Self {
@@ -210,6 +234,9 @@ impl DeviceTopic {
             K::DesiredDelete => "thing.property.desired.delete".into(),
             K::EventPost(e) => format!("thing.event.{e}.post"),
             K::ServiceCall(s) => format!("thing.service.{s}"),
+            K::TopoAdd => "thing.topo.add".into(),
+            K::TopoDelete => "thing.topo.delete".into(),
+            K::TopoGet => "thing.topo.get".into(),
             _ => return None,
         })
     }
@@ -245,7 +272,99 @@ impl fmt::Display for DeviceTopic {
             K::ServiceReply(s) => write!(f, "thing/service/{s}_reply"),
             K::RrpcRequest(m) => write!(f, "rrpc/request/{m}"),
             K::RrpcResponse(m) => write!(f, "rrpc/response/{m}"),
+            K::TopoAdd => f.write_str("thing/topo/add"),
+            K::TopoAddReply => f.write_str("thing/topo/add_reply"),
+            K::TopoDelete => f.write_str("thing/topo/delete"),
+            K::TopoDeleteReply => f.write_str("thing/topo/delete_reply"),
+            K::TopoGet => f.write_str("thing/topo/get"),
+            K::TopoGetReply => f.write_str("thing/topo/get_reply"),
         }
+    }
+}
+
+/// What a gateway's session topic is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// Up: `combine/login` (a sub-device goes online through its gateway).
+    Login,
+    /// Down: `combine/login_reply`.
+    LoginReply,
+    /// Up: `combine/logout`.
+    Logout,
+    /// Down: `combine/logout_reply`.
+    LogoutReply,
+}
+
+/// A gateway's session topic: `/ext/session/{productKey}/{deviceName}/combine/{login|logout}`
+/// (+ `_reply`), named by the gateway, not by the sub-device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionTopic {
+    /// The gateway's `{productKey}`.
+    pub product_key: String,
+    /// The gateway's `{deviceName}`.
+    pub device_name: String,
+    /// Which function.
+    pub kind: SessionKind,
+}
+
+impl SessionTopic {
+    /// Parses `/ext/session/{pk}/{dn}/combine/…`.
+    pub fn parse(topic: &str) -> Result<Self, TopicError> {
+        let bad = || TopicError(topic.to_string());
+        let rest = topic.strip_prefix("/ext/session/").ok_or_else(bad)?;
+        let segs: Vec<&str> = rest.split('/').collect();
+        let [pk, dn, "combine", what] = segs.as_slice() else {
+            return Err(bad());
+        };
+        if !valid_segment(pk) || !valid_segment(dn) {
+            return Err(bad());
+        }
+        let kind = match *what {
+            "login" => SessionKind::Login,
+            "login_reply" => SessionKind::LoginReply,
+            "logout" => SessionKind::Logout,
+            "logout_reply" => SessionKind::LogoutReply,
+            _ => return Err(bad()),
+        };
+        Ok(Self {
+            product_key: pk.to_string(),
+            device_name: dn.to_string(),
+            kind,
+        })
+    }
+
+    /// The reply topic of a request (`None` for replies).
+    pub fn reply(&self) -> Option<Self> {
+        let kind = match self.kind {
+            SessionKind::Login => SessionKind::LoginReply,
+            SessionKind::Logout => SessionKind::LogoutReply,
+            _ => return None,
+        };
+        Some(Self {
+            kind,
+            ..self.clone()
+        })
+    }
+
+    /// The prefix of a gateway's session topics: `/ext/session/{pk}/{dn}/`.
+    pub fn prefix(product_key: &str, device_name: &str) -> String {
+        format!("/ext/session/{product_key}/{device_name}/")
+    }
+}
+
+impl fmt::Display for SessionTopic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            SessionKind::Login => "login",
+            SessionKind::LoginReply => "login_reply",
+            SessionKind::Logout => "logout",
+            SessionKind::LogoutReply => "logout_reply",
+        };
+        write!(
+            f,
+            "{}combine/{what}",
+            Self::prefix(&self.product_key, &self.device_name)
+        )
     }
 }
 
@@ -345,6 +464,16 @@ mod tests {
                 K::RrpcResponse("1234".into()),
                 Direction::Up,
             ),
+            ("thing/topo/add", K::TopoAdd, Direction::Up),
+            ("thing/topo/add_reply", K::TopoAddReply, Direction::Down),
+            ("thing/topo/delete", K::TopoDelete, Direction::Up),
+            (
+                "thing/topo/delete_reply",
+                K::TopoDeleteReply,
+                Direction::Down,
+            ),
+            ("thing/topo/get", K::TopoGet, Direction::Up),
+            ("thing/topo/get_reply", K::TopoGetReply, Direction::Down),
         ];
         for (path, kind, dir) in cases {
             let topic = format!("/sys/a1Pk/lamp-01/{path}");
@@ -415,6 +544,37 @@ mod tests {
             "/ext/pk/dn/thing/event/property/post",
         ] {
             assert!(DeviceTopic::parse(t).is_err(), "{t}");
+        }
+    }
+
+    #[test]
+    fn gateway_session_topics_parse_and_print_back() {
+        for (what, kind) in [
+            ("login", SessionKind::Login),
+            ("login_reply", SessionKind::LoginReply),
+            ("logout", SessionKind::Logout),
+            ("logout_reply", SessionKind::LogoutReply),
+        ] {
+            let topic = format!("/ext/session/gwPk/gw-1/combine/{what}");
+            let t = SessionTopic::parse(&topic).unwrap();
+            assert_eq!(
+                (t.product_key.as_str(), t.device_name.as_str(), t.kind),
+                ("gwPk", "gw-1", kind)
+            );
+            assert_eq!(t.to_string(), topic);
+        }
+        let login = SessionTopic::parse("/ext/session/p/d/combine/login").unwrap();
+        assert_eq!(
+            login.reply().unwrap().to_string(),
+            "/ext/session/p/d/combine/login_reply"
+        );
+        for bad in [
+            "/ext/session/p/d/combine/batch_login",
+            "/ext/session/+/d/combine/login",
+            "/ext/session/p/d/login",
+            "/sys/p/d/combine/login",
+        ] {
+            assert!(SessionTopic::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -331,3 +331,108 @@ fn the_broker_policy_follows_the_snapshot() {
     a.replace(CredentialSnapshot::new());
     assert!(!policy.can_publish(&own), "a deleted device is cut off");
 }
+
+fn signed(dn: &str, sign: &str, method: &str) -> SignedIdentity {
+    SignedIdentity {
+        product_key: PK.into(),
+        device_name: dn.into(),
+        client_id: "lamp-0042".into(),
+        timestamp: Some("1700000000000".into()),
+        sign_method: method.into(),
+        sign: sign.into(),
+    }
+}
+
+#[test]
+fn a_gateway_proves_a_sub_device_with_its_signature() {
+    let a = auth();
+    // The same content as an MQTT password (values from Python's hmac above).
+    assert_eq!(a.check_signed(&signed(DN, MD5_TS, "hmacmd5")), Ok(()));
+    assert_eq!(
+        a.check_signed(&signed(DN, &SHA256_TS.to_uppercase(), "hmacSha256")),
+        Ok(())
+    );
+    assert_eq!(
+        a.check_signed(&signed(DN, SHA1_TS, "hmacmd5")),
+        Err(SubDeviceAuthError::BadSignature)
+    );
+    assert_eq!(
+        a.check_signed(&signed(DN, MD5_TS, "sha256")),
+        Err(SubDeviceAuthError::BadSignature)
+    );
+    assert_eq!(
+        a.check_signed(&signed("nobody", MD5_TS, "hmacmd5")),
+        Err(SubDeviceAuthError::NotFound)
+    );
+    let disabled = sign(
+        SignMethod::HmacMd5,
+        "other-secret",
+        &sign_content("lamp-0042", "lamp-02", PK, Some("1700000000000")),
+    );
+    assert_eq!(
+        a.check_signed(&signed("lamp-02", &disabled, "hmacmd5")),
+        Err(SubDeviceAuthError::Disabled)
+    );
+}
+
+#[test]
+fn a_gateway_uses_its_session_topics_and_its_logged_in_sub_devices_topics() {
+    let mut snap = CredentialSnapshot::new();
+    for (pk, dn, enabled) in [
+        ("gw", "g1", true),
+        (PK, "s1", true),
+        (PK, "s2", true),
+        (PK, "off", false),
+    ] {
+        snap.insert(
+            (pk.into(), dn.into()),
+            DeviceCredential {
+                secret: "x".into(),
+                enabled,
+            },
+        );
+    }
+    let a = DeviceAuth::new(snap);
+    let gw = client("g1", "g1&gw");
+    let gw_key = ("gw".to_string(), "g1".to_string());
+    let sub_topic = format!("/sys/{PK}/s1/thing/event/property/post");
+    assert!(a.authorize_topic(&gw, "/ext/session/gw/g1/combine/login", Access::Write));
+    assert!(!a.authorize_topic(&gw, "/ext/session/gw/g2/combine/login", Access::Write));
+    assert!(!a.authorize_topic(&gw, &sub_topic, Access::Write));
+
+    a.login_sub(&gw_key, (PK.into(), "s1".into()));
+    a.login_sub(&gw_key, (PK.into(), "off".into()));
+    assert!(a.authorize_topic(&gw, &sub_topic, Access::Write));
+    assert!(a.authorize_subscribe(&gw, &format!("/sys/{PK}/s1/thing/service/#")));
+    // Only literal sub-device names, only logged-in and enabled sub-devices.
+    assert!(!a.authorize_subscribe(&gw, &format!("/sys/{PK}/+/thing/service/#")));
+    assert!(!a.authorize_subscribe(&gw, "/sys/#"));
+    assert!(!a.authorize_topic(
+        &gw,
+        &format!("/sys/{PK}/s2/thing/event/property/post"),
+        Access::Write
+    ));
+    assert!(!a.authorize_topic(
+        &gw,
+        &format!("/sys/{PK}/off/thing/event/property/post"),
+        Access::Write
+    ));
+    // The sub-device's session belongs to this gateway alone.
+    let other = client("g2", "s2&a1LampPK");
+    assert!(!a.authorize_topic(&other, &sub_topic, Access::Write));
+
+    assert!(a.logout_sub(&gw_key, &(PK.into(), "s1".into())));
+    assert!(!a.logout_sub(&gw_key, &(PK.into(), "s1".into())));
+    assert!(!a.authorize_topic(&gw, &sub_topic, Access::Read));
+    a.login_sub(&gw_key, (PK.into(), "s1".into()));
+    let mut gone = a.logout_all(&gw_key);
+    gone.sort();
+    assert_eq!(
+        gone,
+        [
+            (PK.to_string(), "off".to_string()),
+            (PK.to_string(), "s1".to_string())
+        ]
+    );
+    assert!(!a.authorize_topic(&gw, &sub_topic, Access::Read));
+}

@@ -14,6 +14,7 @@
 
 mod hook;
 mod task;
+mod topo;
 
 pub use hook::DeviceAccessHook;
 
@@ -142,7 +143,11 @@ fn key(pk: &str, dn: &str) -> Key {
 /// A connected device as the broker announced it.
 #[derive(Debug, Clone)]
 struct Online {
+    /// The MQTT client id of the connection (the gateway's for a sub-device).
     client_id: String,
+    /// The gateway a sub-device is online through (`combine/login`); `None` for a device on
+    /// a connection of its own.
+    via: Option<Key>,
 }
 
 /// Counters.
@@ -498,9 +503,14 @@ impl Platform {
         let mut device = self.state().devices.get(&k).cloned().ok_or_else(|| {
             PlatformError::NotFound(format!("device {device_name}&{product_key}"))
         })?;
-        device.gateway = gateway;
+        let old = std::mem::replace(&mut device.gateway, gateway);
         self.inner.store.put_device(&device).await?;
-        self.state().devices.insert(k, device);
+        let mut state = self.state();
+        // A sub-device moved away from its gateway is no longer online through it.
+        if let Some(old) = old.filter(|o| device.gateway.as_ref() != Some(o)) {
+            topo::end_session(&self.inner, &mut state, &old, &k, "topo_deleted", now_ms());
+        }
+        state.devices.insert(k, device);
         Ok(())
     }
 
@@ -532,6 +542,15 @@ impl Platform {
     }
 
     async fn kick(&self, k: &Key) {
+        {
+            // A sub-device online through its gateway: end its session, not the gateway's
+            // connection.
+            let mut state = self.state();
+            if let Some(gw) = state.online.get(k).and_then(|o| o.via.clone()) {
+                topo::end_session(&self.inner, &mut state, &gw, k, "kicked", now_ms());
+                return;
+            }
+        }
         let client_id = self.state().online.get(k).map(|o| o.client_id.clone());
         if let Some(client_id) = client_id {
             if let Err(e) = self.inner.admin.kick(&client_id).await {

@@ -19,9 +19,10 @@ use crate::store::{days_ms, Record, StatusChange};
 use crate::tsl::CallType;
 
 /// What the platform subscribes to: every device's uplink, and the broker's client events.
-const SUBSCRIPTIONS: [&str; 3] = [
+const SUBSCRIPTIONS: [&str; 4] = [
     "/sys/+/+/thing/#",
     "/sys/+/+/rrpc/response/+",
+    "/ext/session/+/+/combine/+",
     "$SYS/brokers/clients/+",
 ];
 /// Device messages waiting for the handler; beyond this they are dropped and counted.
@@ -96,7 +97,10 @@ pub(super) fn spawn(inner: Weak<Inner>, mut events: EventLoop) {
             tokio::select! {
                 m = rx.recv() => {
                     let (Some(m), Some(inner)) = (m, inner.upgrade()) else { break };
-                    on_message(&inner, &m.topic, &m.payload);
+                    if let Some(topo) = on_message(&inner, &m.topic, &m.payload) {
+                        // Topology changes are written to the store before their reply.
+                        super::topo::on_topo(&inner, &topo, &m.payload).await;
+                    }
                 }
                 _ = tick.tick() => {
                     let Some(inner) = inner.upgrade() else { break };
@@ -137,18 +141,23 @@ fn log_stats(inner: &Inner) {
     );
 }
 
-fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
+/// Handles one message; returns a topology request (`thing/topo/*`) for the caller to await.
+fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) -> Option<DeviceTopic> {
     if let Some(kind) = topic.strip_prefix("$SYS/brokers/clients/") {
         client_event(inner, kind, payload);
-        return;
+        return None;
+    }
+    if topic.starts_with("/ext/session/") {
+        session_message(inner, topic, payload);
+        return None;
     }
     let Ok(topic) = DeviceTopic::parse(topic) else {
         // A device's own custom topic under its prefix: not ours to interpret.
-        return;
+        return None;
     };
     if topic.direction() == Direction::Down {
         // Our own requests to devices come back through the wildcard subscription.
-        return;
+        return None;
     }
     inner.stats.uplinks.fetch_add(1, Ordering::Relaxed);
     let now = now_ms();
@@ -161,11 +170,11 @@ fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
     ) else {
         // Deleted while connected; it is being disconnected.
         inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        return;
+        return None;
     };
     if !device.enabled {
         inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        return;
+        return None;
     }
     if !topic.is_answer() && !state.throttle.allow(&k, now) {
         inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
@@ -173,7 +182,13 @@ fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
         if let Some(reply) = throttled_reply(&topic, payload) {
             send_reply(inner, reply);
         }
-        return;
+        return None;
+    }
+    if matches!(
+        topic.kind,
+        TopicKind::TopoAdd | TopicKind::TopoDelete | TopicKind::TopoGet
+    ) {
+        return Some(topic);
     }
     if matches!(topic.kind, TopicKind::PackPost | TopicKind::HistoryPost) {
         let reply = multi_report(inner, state, &topic, payload, now);
@@ -181,7 +196,7 @@ fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
         if let Some(reply) = reply {
             send_reply(inner, reply);
         }
-        return;
+        return None;
     }
     let shadow = state.shadows.entry(k.clone()).or_default();
     let outcome = handle_uplink(product, shadow, &topic, payload, now);
@@ -235,11 +250,43 @@ fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
             }
         });
     }
+    None
+}
+
+/// A gateway's `/ext/session/…/combine/login|logout`. The broker's ACL lets only that gateway
+/// publish there.
+fn session_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
+    let Ok(topic) = alink::SessionTopic::parse(topic) else {
+        return;
+    };
+    if !matches!(
+        topic.kind,
+        alink::SessionKind::Login | alink::SessionKind::Logout
+    ) {
+        return;
+    }
+    inner.stats.uplinks.fetch_add(1, Ordering::Relaxed);
+    let now = now_ms();
+    let gw = key(&topic.product_key, &topic.device_name);
+    {
+        let mut state = lock(&inner.state);
+        if !state.devices.get(&gw).is_some_and(|d| d.enabled) {
+            inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if !state.throttle.allow(&gw, now) {
+            inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    if let Some(reply) = super::topo::on_session(inner, &topic, payload, now) {
+        send_reply(inner, reply);
+    }
 }
 
 /// Publishes a reply to a device (QoS 0, as Alibaba's platform sends them) without holding
 /// up the handler.
-fn send_reply(inner: &Inner, reply: Publish) {
+pub(super) fn send_reply(inner: &Inner, reply: Publish) {
     let client = inner.client.clone();
     tokio::spawn(async move {
         let _ = client
@@ -320,12 +367,19 @@ fn client_event(inner: &Arc<Inner>, kind: &str, payload: &[u8]) {
         },
     );
     if !online {
+        super::topo::gateway_offline(inner, &mut state, &k, now);
         state.throttle.forget(&k);
         state.online.remove(&k);
         state.awaiting_first_uplink.remove(&k);
         return;
     }
-    state.online.insert(k.clone(), Online { client_id });
+    state.online.insert(
+        k.clone(),
+        Online {
+            client_id,
+            via: None,
+        },
+    );
     // Desired values go out with the device's first message: by then it has subscribed to
     // its topics, which it cannot have done when its CONNECT is announced.
     state.awaiting_first_uplink.insert(k.clone());
