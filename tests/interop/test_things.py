@@ -216,3 +216,93 @@ def test_simulated_devices_report_and_answer_commands_over_the_rest_api(start_br
             sim.kill()
             out, _ = sim.communicate()
     assert "simulating 3 devices" in out, out
+
+
+def sub_sign(pk, dn, secret, method="hmacsha1"):
+    """A topo/add item or combine/login params, signed here with Python's hmac."""
+    client_id, ts = f"{pk}.{dn}", "1700000000000"
+    content = f"clientId{client_id}deviceName{dn}productKey{pk}timestamp{ts}"
+    digest = {"hmacsha1": hashlib.sha1, "hmacsha256": hashlib.sha256, "hmacmd5": hashlib.md5}[method]
+    sign = hmac.new(secret.encode(), content.encode(), digest).hexdigest()
+    return {"productKey": pk, "deviceName": dn, "clientId": client_id, "timestamp": ts,
+            "signmethod": method, "signMethod": method, "sign": sign}
+
+
+def request(client, topic_, id_, params):
+    client.publish(topic_, json.dumps({"id": id_, "version": "1.0", "params": params}), qos=1)
+    return json.loads(expect_on(client, topic_ + "_reply").payload)
+
+
+def test_a_gateway_attaches_logs_in_and_reports_for_a_sub_device(start_broker, tmp_path):
+    data = tmp_path / "data"
+    run("product", "add", "--tsl", str(REPO / "examples/things/gateway.json"), "--key", "gw",
+        "--node-type", "gateway", "--data-dir", str(data))
+    run("product", "add", "--tsl", str(REPO / "examples/things/thermostat.json"), "--key", "sub",
+        "--node-type", "sub-device", "--data-dir", str(data))
+    gw = json.loads(run("device", "add", "gw", "g1", "--data-dir", str(data)))["deviceSecret"]
+    s1 = json.loads(run("device", "add", "sub", "s1", "--data-dir", str(data)))["deviceSecret"]
+    broker = start_broker("[auth]\nallow_anonymous = false\n[sys]\ninterval_secs = 0\n",
+                          data_dir=data)
+    c = Client(broker, "gw-g1", protocol=MQTTv311, connect=False)
+    c.c.username_pw_set("g1&gw", gw)
+    c.connect()
+    assert c.subscribe("/sys/gw/g1/thing/topo/#", 1) == [1]
+    assert c.subscribe("/ext/session/gw/g1/combine/#", 1) == [1]
+    # Before login the sub-device's topics are closed to the gateway.
+    assert c.subscribe("/sys/sub/s1/thing/#", 1) == [0x80]
+
+    reply = request(c, "/sys/gw/g1/thing/topo/add", "1", [sub_sign("sub", "s1", gw)])
+    assert reply["code"] == 401, reply  # signed with the gateway's secret, not the sub-device's
+    reply = request(c, "/sys/gw/g1/thing/topo/add", "2", [sub_sign("sub", "s1", s1)])
+    assert (reply["code"], reply["data"]) == (200, [{"productKey": "sub", "deviceName": "s1"}])
+    reply = request(c, "/ext/session/gw/g1/combine/login", "3",
+                    sub_sign("sub", "s1", s1, "hmacsha256"))
+    assert reply["code"] == 200, reply
+
+    assert c.subscribe("/sys/sub/s1/thing/#", 1) == [1]
+    t0 = 1_700_000_000_000
+    reply = request(c, "/sys/sub/s1/thing/event/property/history/post", "4", [
+        {"identity": {"productKey": "sub", "deviceName": "s1"},
+         "properties": [{"Humidity": {"value": 41, "time": t0}},
+                        {"Humidity": {"value": 42, "time": t0 + 1000}}]}])
+    assert reply["code"] == 200, reply
+    reply = request(c, "/sys/sub/s1/thing/event/property/post", "5", {"Humidity": 43})
+    assert reply["code"] == 200, reply
+
+    # History is written in batches: wait for all three, in time order.
+    deadline = time.monotonic() + 10
+    while True:
+        status, history = api(broker, "GET", "/api/v1/devices/sub/s1/properties/Humidity/history?from=0")
+        assert status == 200, history
+        values = [p["value"] for p in history["points"]]
+        if len(values) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert values == [41, 42, 43], history
+    status, device = api(broker, "GET", "/api/v1/devices/sub/s1")
+    assert status == 200 and device["online"] is True, device
+
+    reply = request(c, "/ext/session/gw/g1/combine/logout", "6",
+                    {"productKey": "sub", "deviceName": "s1"})
+    assert reply["code"] == 200, reply
+    status, device = api(broker, "GET", "/api/v1/devices/sub/s1")
+    assert device["online"] is False, device
+
+
+def test_a_device_over_its_quota_gets_429(start_broker, tmp_path):
+    data = tmp_path / "data"
+    run("product", "add", "--tsl", str(REPO / "examples/things/thermostat.json"),
+        "--data-dir", str(data))
+    secret = json.loads(run("device", "add", PK, "fast", "--data-dir", str(data)))["deviceSecret"]
+    broker = start_broker("[auth]\nallow_anonymous = false\n[sys]\ninterval_secs = 0\n"
+                          "[things]\nmax_uplinks_per_sec = 1\nuplink_burst = 3\n", data_dir=data)
+    c = Client(broker, "fast-1", protocol=MQTTv311, connect=False)
+    c.c.username_pw_set(f"fast&{PK}", secret)
+    c.connect()
+    c.subscribe(topic("fast", "thing/#"), 1)
+    for i in range(6):
+        c.publish(topic("fast", "thing/event/property/post"),
+                  json.dumps({"id": str(i), "params": {"Humidity": i}}), qos=1)
+    codes = [json.loads(expect_on(c, topic("fast", "thing/event/property/post_reply")).payload)["code"]
+             for _ in range(6)]
+    assert sorted(codes) == [200, 200, 200, 429, 429, 429], codes

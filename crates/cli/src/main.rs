@@ -306,6 +306,7 @@ async fn start_things(
             retention_days: config.retention_days,
             max_uplinks_per_sec: config.max_uplinks_per_sec,
             uplink_burst: config.uplink_burst,
+            shadow_save_interval: config.shadow_save_interval,
             ..Default::default()
         },
     )

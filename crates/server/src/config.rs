@@ -82,6 +82,8 @@ pub struct ThingsConfig {
     pub max_uplinks_per_sec: u32,
     /// How many messages a device may send at once after a quiet spell.
     pub uplink_burst: u32,
+    /// How often changed device shadows are written to the database.
+    pub shadow_save_interval: Duration,
 }
 
 impl Default for ThingsConfig {
@@ -94,6 +96,7 @@ impl Default for ThingsConfig {
             // Alibaba's per-device quota for uplink messages.
             max_uplinks_per_sec: 30,
             uplink_burst: 60,
+            shadow_save_interval: Duration::from_secs(1),
         }
     }
 }
@@ -384,6 +387,7 @@ mod raw {
         pub(super) call_timeout_ms: Option<u64>,
         pub(super) max_uplinks_per_sec: Option<u32>,
         pub(super) uplink_burst: Option<u32>,
+        pub(super) shadow_save_interval_ms: Option<u64>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -642,6 +646,15 @@ impl Config {
                 return Err(invalid("things.uplink_burst", "must be at least 1"));
             }
             set(&mut c.things.uplink_burst, t.uplink_burst);
+            if let Some(ms) = t.shadow_save_interval_ms {
+                if !(200..=3_600_000).contains(&ms) {
+                    return Err(invalid(
+                        "things.shadow_save_interval_ms",
+                        "must be 200..=3600000",
+                    ));
+                }
+                c.things.shadow_save_interval = Duration::from_millis(ms);
+            }
         }
         if let Some(h) = file.http {
             if let Some(bind) = h.bind {

@@ -62,6 +62,9 @@ pub struct PlatformConfig {
     pub max_uplinks_per_sec: u32,
     /// Messages a device may send at once after a quiet spell.
     pub uplink_burst: u32,
+    /// How often changed shadows are written to the database (they live in memory between
+    /// saves; a crash loses at most this much of the latest state, never history).
+    pub shadow_save_interval: Duration,
 }
 
 impl Default for PlatformConfig {
@@ -75,6 +78,7 @@ impl Default for PlatformConfig {
             // Alibaba's per-device quota for uplink messages.
             max_uplinks_per_sec: 30,
             uplink_burst: 60,
+            shadow_save_interval: Duration::from_secs(1),
         }
     }
 }

@@ -28,7 +28,6 @@ const SUBSCRIPTIONS: [&str; 4] = [
 /// Device messages waiting for the handler; beyond this they are dropped and counted.
 const QUEUE: usize = 65_536;
 const TICK: Duration = Duration::from_millis(200);
-const SHADOW_SAVE_EVERY: u32 = 5;
 const RETENTION_EVERY: u32 = 5 * 60 * 60;
 /// Every 10 s: the counters line at debug level (what bench/things-load reads).
 const STATS_EVERY: u32 = 50;
@@ -93,6 +92,12 @@ pub(super) fn spawn(inner: Weak<Inner>, mut events: EventLoop) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         let mut ticks: u32 = 0;
+        let shadow_save_every = match inner.upgrade() {
+            Some(i) => u32::try_from(i.config.shadow_save_interval.as_millis() / TICK.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1),
+            None => return,
+        };
         loop {
             tokio::select! {
                 m = rx.recv() => {
@@ -106,7 +111,7 @@ pub(super) fn spawn(inner: Weak<Inner>, mut events: EventLoop) {
                     let Some(inner) = inner.upgrade() else { break };
                     ticks = ticks.wrapping_add(1);
                     expire_calls(&inner);
-                    if ticks.is_multiple_of(SHADOW_SAVE_EVERY) {
+                    if ticks.is_multiple_of(shadow_save_every) {
                         if let Err(e) = save_shadows(&inner).await {
                             tracing::warn!("device platform: saving shadows failed: {e}");
                         }
