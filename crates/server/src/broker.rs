@@ -17,7 +17,7 @@ use std::time::Instant;
 use thingmq_broker::retain::RetainStore;
 use thingmq_broker::router::{Delivery, Router, Subscriber};
 use thingmq_broker::{BrokerSettings, Message, Routed};
-use thingmq_store::Op;
+use thingmq_store::{ListenerRef, Op};
 use tokio::sync::mpsc;
 
 /// What the router holds for a session: its inbox and whether it is connected.
@@ -90,6 +90,9 @@ pub(crate) struct Broker {
     pub(crate) store: Option<Arc<StoreHandle>>,
     /// Keeps limits that bite often from flooding the log.
     pub(crate) limit_logs: crate::rate::LimitLogs,
+    /// Each listener as `protocol bind-address`, in config order: how a stored session
+    /// names the listener whose access rules apply to it.
+    pub(crate) listeners: Vec<ByteString>,
 }
 
 impl Broker {
@@ -115,6 +118,7 @@ impl Broker {
             client_events: true,
             store,
             limit_logs: Default::default(),
+            listeners: Vec::new(),
         }
     }
 
@@ -149,6 +153,46 @@ impl Broker {
     /// Makes every session rebind its policy (a hook's answers changed).
     pub(crate) fn access_changed(&self) {
         self.access_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How the store names the listener a connection came in on (`usize::MAX`: none).
+    pub(crate) fn listener_ref(&self, internal: bool, listener: usize) -> ListenerRef {
+        match self.listeners.get(listener) {
+            _ if internal => ListenerRef::Internal,
+            Some(address) => ListenerRef::Listener {
+                index: u32::try_from(listener).unwrap_or(u32::MAX),
+                address: address.clone(),
+            },
+            None => ListenerRef::Unknown,
+        }
+    }
+
+    /// The listener a restored session's access rules come from: the stored one if the
+    /// configuration still has it (at the same position, or moved), else the first, with a
+    /// log line. `None` for the platform's in-process link (no access rules).
+    pub(crate) fn restored_listener(&self, client_id: &str, stored: &ListenerRef) -> Option<usize> {
+        match stored {
+            ListenerRef::Internal => None,
+            // Written before listeners were recorded (store format 1).
+            ListenerRef::Unknown => Some(0),
+            ListenerRef::Listener { index, address } => {
+                let at = usize::try_from(*index).unwrap_or(usize::MAX);
+                if self.listeners.get(at) == Some(address) {
+                    return Some(at);
+                }
+                if let Some(moved) = self.listeners.iter().position(|l| l == address) {
+                    return Some(moved);
+                }
+                tracing::warn!(
+                    client_id,
+                    listener = %address,
+                    "the listener of this stored session's last connection is no longer \
+                     configured: the first listener's access rules apply to it until its \
+                     client reconnects"
+                );
+                Some(0)
+            }
+        }
     }
 
     /// A new session identity with its inbox.

@@ -141,6 +141,11 @@ impl Server {
             None => (None, None),
         };
         let mut broker = Broker::new(settings, config.limits.outbound_queue, access, store);
+        broker.listeners = config
+            .listeners
+            .iter()
+            .map(|l| format!("{} {}", l.transport.name(), l.bind).into())
+            .collect();
         broker.client_events = config.sys_client_events;
         broker.publish_limits = (
             config.limits.max_publish_rate,
@@ -360,7 +365,7 @@ fn restore(
         let task = session_task::SessionTask::restored(
             broker.clone(),
             me,
-            (session, r.username),
+            (session, r.username, r.listener),
             inbox,
             shutdown.clone(),
             alive.clone(),

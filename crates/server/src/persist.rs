@@ -20,7 +20,8 @@ use thingmq_broker::session::{Awaiting, PersistOp, RestoredDelivery, SessionStat
 use thingmq_broker::{Message, Routed};
 use thingmq_codec::PacketId;
 use thingmq_store::{
-    EntryRecord, EntryState, MessageRecord, Op, SessionRecord, Snapshot, Store, StoreError,
+    EntryRecord, EntryState, ListenerRef, MessageRecord, Op, SessionRecord, Snapshot, Store,
+    StoreError,
 };
 use tokio::sync::watch;
 
@@ -30,7 +31,17 @@ const MAX_BATCH_OPS: usize = 50_000;
 /// Opens the configured store.
 pub(crate) fn open(config: &StorageConfig) -> Result<Box<dyn Store>, StoreError> {
     match &config.data_dir {
-        Some(dir) => Ok(Box::new(thingmq_store::DiskStore::open(dir)?)),
+        Some(dir) => {
+            let store = thingmq_store::DiskStore::open(dir)?;
+            if let Some(old) = store.upgraded_from() {
+                tracing::info!(
+                    file = %store.path().display(),
+                    "store upgraded from format {old} to {}: older thingmq builds no longer open it",
+                    thingmq_store::FORMAT_VERSION
+                );
+            }
+            Ok(Box::new(store))
+        }
         None => Ok(Box::new(thingmq_store::MemoryStore::new())),
     }
 }
@@ -276,6 +287,10 @@ pub(crate) fn entry_record(r: &Routed) -> EntryRecord {
         subscription_ids: r.subscription_ids.iter().map(|i| i.get()).collect(),
         packet_id: None,
         state: EntryState::Queued,
+        share: r
+            .share
+            .as_ref()
+            .map(|(group, filter)| (ByteString::from(&**group), ByteString::from(&**filter))),
     }
 }
 
@@ -288,10 +303,10 @@ fn state_of(a: Awaiting) -> EntryState {
 }
 
 /// The store operation for a core [`PersistOp`] of `client_id`'s session, whose last
-/// connection had `username`.
+/// connection had `username` and came in on `listener`.
 pub(crate) fn op(
     client_id: &ByteString,
-    username: Option<&str>,
+    (username, listener): (Option<&str>, &ListenerRef),
     op: PersistOp,
     clock: WallClock,
 ) -> Op {
@@ -309,6 +324,7 @@ pub(crate) fn op(
                 subscriptions: s.subscriptions,
                 next_packet_id: s.next_packet_id,
                 username: username.map(ByteString::from),
+                listener: listener.clone(),
             },
         },
         PersistOp::Ended => Op::DeleteSession { client_id },
@@ -337,6 +353,7 @@ pub(crate) fn op(
 pub(crate) struct Restored {
     pub(crate) client_id: ByteString,
     pub(crate) username: Option<String>,
+    pub(crate) listener: ListenerRef,
     pub(crate) state: SessionState,
     pub(crate) deliveries: Vec<RestoredDelivery>,
     pub(crate) qos2_received: Vec<PacketId>,
@@ -361,6 +378,7 @@ pub(crate) fn restore(snapshot: Snapshot, clock: WallClock) -> (Vec<Arc<Message>
         .map(|(client_id, s)| {
             let r = s.record;
             let username = r.username.as_deref().map(str::to_owned);
+            let listener = r.listener.clone();
             let state = SessionState {
                 protocol: r.protocol,
                 expiry_interval: r.expiry_interval,
@@ -392,7 +410,9 @@ pub(crate) fn restore(snapshot: Snapshot, clock: WallClock) -> (Vec<Arc<Message>
                                 .into_iter()
                                 .filter_map(std::num::NonZeroU32::new)
                                 .collect(),
-                            share: None,
+                            share: e
+                                .share
+                                .map(|(group, filter)| (Arc::from(&*group), Arc::from(&*filter))),
                             store_id: Some(id),
                         },
                         sent,
@@ -402,6 +422,7 @@ pub(crate) fn restore(snapshot: Snapshot, clock: WallClock) -> (Vec<Arc<Message>
             Restored {
                 client_id,
                 username,
+                listener,
                 state,
                 deliveries,
                 qos2_received: s

@@ -131,7 +131,7 @@ impl SessionTask {
     pub(crate) fn restored(
         broker: Arc<Broker>,
         me: SessionRef,
-        (session, username): (Session, Option<String>),
+        (session, username, listener): (Session, Option<String>, thingmq_store::ListenerRef),
         control: mpsc::Receiver<Control>,
         shutdown: watch::Receiver<bool>,
         alive: mpsc::Sender<()>,
@@ -141,8 +141,19 @@ impl SessionTask {
             client_id: session.client_id().to_string(),
             username,
         });
+        match task
+            .broker
+            .restored_listener(session.client_id(), &listener)
+        {
+            Some(index) => task.listener = index,
+            None => {
+                task.internal = true;
+                task.listener = usize::MAX;
+            }
+        }
         task.session = session;
-        // The last user's rules apply to what is queued and to the will until it reconnects.
+        // The last user's rules, of the listener it last came in on, apply to what is
+        // queued and to the will until it reconnects.
         task.bind_policy();
         task.me
             .0
@@ -594,8 +605,13 @@ impl SessionTask {
             Output::Persist(op) => {
                 if let Some(store) = &self.broker.store {
                     let username = self.client.as_ref().and_then(|c| c.username.as_deref());
-                    let op =
-                        crate::persist::op(self.session.client_id(), username, op, store.clock);
+                    let listener = self.broker.listener_ref(self.internal, self.listener);
+                    let op = crate::persist::op(
+                        self.session.client_id(),
+                        (username, &listener),
+                        op,
+                        store.clock,
+                    );
                     self.ops.push(op);
                 }
             }
