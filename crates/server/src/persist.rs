@@ -450,6 +450,59 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_shared_subscription_entry_is_restored_with_its_group() {
+        let clock = WallClock::now();
+        let m = Message {
+            topic: "a/b".into(),
+            payload: bytes::Bytes::from_static(b"x"),
+            qos: thingmq_codec::QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+        };
+        let routed = Routed {
+            message: Arc::new(m.clone()),
+            qos: thingmq_codec::QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: vec![],
+            share: Some((Arc::from("g"), Arc::from("a/#"))),
+            store_id: Some(5),
+        };
+        let mut store = thingmq_store::MemoryStore::new();
+        let session = op(
+            &"c".into(),
+            (None, &ListenerRef::Internal),
+            PersistOp::Session(Box::new(SessionState {
+                protocol: thingmq_codec::ProtocolVersion::V5,
+                expiry_interval: 60,
+                expires_at: None,
+                connected: false,
+                will: None,
+                will_at: None,
+                subscriptions: vec![],
+                next_packet_id: 1,
+            })),
+            clock,
+        );
+        let ops = [
+            session,
+            Op::PutMessage {
+                id: 5,
+                record: message_record(&m, clock),
+            },
+            Op::PutEntry {
+                client_id: "c".into(),
+                message_id: 5,
+                entry: entry_record(&routed),
+            },
+        ];
+        store.apply(&ops, true).unwrap();
+        let (_, sessions) = restore(store.load().unwrap(), clock);
+        assert_eq!(sessions[0].listener, ListenerRef::Internal);
+        assert_eq!(sessions[0].deliveries[0].routed, routed);
+    }
+
+    #[test]
     fn batches_are_applied_in_order_and_committed() {
         let config = StorageConfig {
             data_dir: None,

@@ -619,7 +619,8 @@ impl SessionTask {
                 // The task stops (or, on a clean-start reconnect, starts a fresh session)
                 // once the session reports it has ended.
                 tracing::debug!(client_id = %self.session.client_id(), "session ended");
-                self.broker.redistribute(orphans, &self.me);
+                let seq = self.broker.redistribute(orphans, &self.me, &mut self.ops);
+                self.wait_seq = self.wait_seq.max(seq);
             }
         }
     }
@@ -647,11 +648,20 @@ impl SessionTask {
             .retained
             .read()
             .matching(&record.filter, &mut messages);
+        // Queued for a persistent session, a QoS 1/2 retained message is its message like
+        // any other routed to it: stored (a copy: the retained one may be replaced) with a
+        // queue entry, in this packet's batch, so it is delivered after a crash even if it
+        // was not sent yet. The SUBACK waits for that batch like everything this packet did.
+        let store = self
+            .broker
+            .store
+            .as_ref()
+            .filter(|_| self.session.persists());
         for message in messages {
             if message.is_expired(now) {
                 continue;
             }
-            self.backlog.push_back(Routed {
+            let mut routed = Routed {
                 qos: message.qos.min(options.qos),
                 message,
                 // Retained messages sent on subscribe carry RETAIN [MQTT-3.3.1-8].
@@ -659,7 +669,21 @@ impl SessionTask {
                 subscription_ids: record.entry.identifier.into_iter().collect(),
                 share: None,
                 store_id: None,
-            });
+            };
+            if let Some(store) = store.filter(|_| routed.qos != thingmq_codec::QoS::AtMostOnce) {
+                let id = store.message_id();
+                self.ops.push(thingmq_store::Op::PutMessage {
+                    id,
+                    record: crate::persist::message_record(&routed.message, store.clock),
+                });
+                self.ops.push(thingmq_store::Op::PutEntry {
+                    client_id: self.session.client_id().clone(),
+                    message_id: id,
+                    entry: crate::persist::entry_record(&routed),
+                });
+                routed.store_id = Some(id);
+            }
+            self.backlog.push_back(routed);
         }
     }
 
