@@ -479,11 +479,10 @@ impl SessionTask {
         // many publishers gets one turn for each of theirs, and one batch per turn made its
         // bounded inbox overflow while the broker still had CPU to spare.
         for _ in 0..MAX_BATCHES_PER_TURN {
-            if let Some(store) = &self.broker.store {
-                // Whoever routed these submitted their store changes before pushing them
-                // (read again per batch: publishers on other threads keep pushing).
-                self.wait_seq = self.wait_seq.max(store.submitted());
-            }
+            // Read before taking: whoever routed what we take submitted their store
+            // changes before pushing it (read again per batch: publishers on other threads
+            // keep pushing).
+            let submitted = self.broker.store.as_ref().map(|s| s.submitted());
             let mut routed = std::mem::take(&mut self.routed);
             let from_backlog = self.backlog.len().min(DELIVERY_BATCH);
             routed.extend(self.backlog.drain(..from_backlog));
@@ -491,6 +490,17 @@ impl SessionTask {
                 .0
                 .inbox
                 .drain_into(&mut routed, DELIVERY_BATCH - from_backlog);
+            // A QoS 1/2 message is not sent before its publisher's batch is stored (or a
+            // crash could make the publisher send it again: a duplicate, even for QoS 2).
+            // QoS 0 promises nothing of the kind, so it does not wait — which keeps `$SYS`
+            // (e.g. `$SYS/broker/store/status`) flowing while the store is failing.
+            if let Some(submitted) = submitted.filter(|_| {
+                routed
+                    .iter()
+                    .any(|r| r.qos != thingmq_codec::QoS::AtMostOnce)
+            }) {
+                self.wait_seq = self.wait_seq.max(submitted);
+            }
             let taken = routed.len();
             for r in routed.drain(..) {
                 self.session.deliver(now, r, &mut self.out);
