@@ -341,3 +341,106 @@ def test_a_restored_session_keeps_its_users_access_rules(tmp_path):
         watcher.fence()
     finally:
         d.teardown()
+
+
+@RESTART
+def test_shared_subscription_messages_queued_for_an_offline_member_survive_a_restart(durable, kill):
+    """A message the `$share` group picked for an offline persistent member is that
+    member's: kept across a restart like any queued message, QoS 1 and QoS 2."""
+    b = durable.start()
+    sid = unique("member")
+    m = Client(b, sid, **v5_session(3600))
+    assert m.subscribe("$share/g/sh1/#", 1) == [1]
+    assert m.subscribe("$share/g/sh2", 2) == [2]
+    m.disconnect()
+    pub = Client(b)
+    for i in range(3):
+        pub.publish(f"sh1/{i}", f"one-{i}".encode(), qos=1)
+    for i in range(2):
+        pub.publish("sh2", f"two-{i}".encode(), qos=2)
+    b = durable.restart(kill=kill)
+    m = Client(b, sid, **v5_session(3600))
+    assert m.connack.session_present
+    got = m.messages_before_fence()
+    while len(got) < 5:
+        got.append(m.expect_message())
+    got.sort(key=lambda x: (x.qos, x.topic, x.payload))
+    assert [(x.topic, x.payload, x.qos) for x in got] == (
+        [(f"sh1/{i}", f"one-{i}".encode(), 1) for i in range(3)]
+        + [("sh2", f"two-{i}".encode(), 2) for i in range(2)]
+    )
+    # The shared subscription itself is back: a new message goes to the member.
+    Client(b).publish("sh1/live", b"live", qos=1)
+    assert m.expect_message().payload == b"live"
+
+
+@RESTART
+def test_a_shared_subscription_message_in_flight_is_resent_after_a_restart(durable, kill):
+    b = durable.start()
+    sid = unique("raw")
+    with raw.RawClient(*b.addr) as s:
+        s.connect(sid, clean=False)
+        s.send(raw.subscribe(1, [("$share/g/shf/t", 1)]))
+        s.expect(raw.SUBACK)
+        Client(b).publish("shf/t", b"unacked", qos=1)
+        first = s.expect(raw.PUBLISH).publish()
+    b = durable.restart(kill=kill)
+    with raw.RawClient(*b.addr) as s:
+        assert s.connect(sid, clean=False).connack_session_present
+        again = s.expect(raw.PUBLISH).publish()
+        assert again.dup and again.packet_id == first.packet_id and again.payload == b"unacked"
+
+
+def test_shared_messages_handed_on_from_an_expired_member_are_kept_for_the_next(durable):
+    """A member whose session expires after a restart hands its undelivered shared messages
+    to another member of the group; the one it hands them to keeps them across a crash."""
+    b = durable.start()
+    short, long_ = unique("short"), unique("long")
+    for cid, expiry in ((short, 4), (long_, 3600)):
+        c = Client(b, cid, **v5_session(expiry))
+        assert c.subscribe("$share/g/hand/#", 1) == [1]
+        c.disconnect()
+    pub = Client(b)
+    # Both members are offline: the group takes them in turn.
+    for i in range(6):
+        pub.publish(f"hand/{i}", str(i).encode(), qos=1)
+    b = durable.restart(kill=True)
+    # The short session expires (its expiry counts from the crash) and hands its messages on.
+    time.sleep(5)
+    b = durable.restart(kill=True)
+    m = Client(b, long_, **v5_session(3600))
+    assert m.connack.session_present
+    got = m.messages_before_fence()
+    assert sorted(x.payload for x in got) == [str(i).encode() for i in range(6)]
+
+
+@RESTART
+def test_retained_messages_queued_on_subscribe_and_not_yet_sent_survive_a_restart(durable, kill):
+    """A v5 client with Receive Maximum 1 gets one retained message at SUBSCRIBE and the
+    others wait in its session: all are delivered after a restart."""
+    b = durable.start()
+    pub = Client(b)
+    for i in range(4):
+        pub.publish(f"rq/{i}", f"r{i}".encode(), qos=1, retain=True)
+    sid = unique("raw5")
+    props5 = b"\x11" + struct.pack("!I", 3600) + b"\x21" + struct.pack("!H", 1)
+    with raw.RawClient(*b.addr) as s:
+        s.connect(sid, version=raw.V5, clean=False, props=props5)
+        s.send(raw.subscribe(1, [("rq/#", 1)], version=raw.V5))
+        s.expect(raw.SUBACK)
+        first = s.expect(raw.PUBLISH).publish(version=raw.V5)
+        assert first.retain
+        # Not acknowledged: the window of 1 is full, the other three wait.
+        with pytest.raises(TimeoutError):
+            s.recv_packet(timeout=0.5)
+    b = durable.restart(kill=kill)
+    with raw.RawClient(*b.addr) as s:
+        assert s.connect(sid, version=raw.V5, clean=False, props=props5).connack_session_present
+        got = []
+        for _ in range(4):
+            p = s.expect(raw.PUBLISH).publish(version=raw.V5)
+            got.append(p)
+            s.send(raw.packet(raw.PUBACK, 0, struct.pack("!H", p.packet_id)))
+        assert got[0].dup and got[0].packet_id == first.packet_id
+        assert sorted(p.payload for p in got) == [f"r{i}".encode() for i in range(4)]
+        assert all(p.retain for p in got)

@@ -17,7 +17,7 @@ use std::time::Instant;
 use thingmq_broker::retain::RetainStore;
 use thingmq_broker::router::{Delivery, Router, Subscriber};
 use thingmq_broker::{BrokerSettings, Message, Routed};
-use thingmq_store::Op;
+use thingmq_store::{ListenerRef, Op};
 use tokio::sync::mpsc;
 
 /// What the router holds for a session: its inbox and whether it is connected.
@@ -90,6 +90,9 @@ pub(crate) struct Broker {
     pub(crate) store: Option<Arc<StoreHandle>>,
     /// Keeps limits that bite often from flooding the log.
     pub(crate) limit_logs: crate::rate::LimitLogs,
+    /// Each listener as `protocol bind-address`, in config order: how a stored session
+    /// names the listener whose access rules apply to it.
+    pub(crate) listeners: Vec<ByteString>,
 }
 
 impl Broker {
@@ -115,6 +118,7 @@ impl Broker {
             client_events: true,
             store,
             limit_logs: Default::default(),
+            listeners: Vec::new(),
         }
     }
 
@@ -149,6 +153,46 @@ impl Broker {
     /// Makes every session rebind its policy (a hook's answers changed).
     pub(crate) fn access_changed(&self) {
         self.access_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How the store names the listener a connection came in on (`usize::MAX`: none).
+    pub(crate) fn listener_ref(&self, internal: bool, listener: usize) -> ListenerRef {
+        match self.listeners.get(listener) {
+            _ if internal => ListenerRef::Internal,
+            Some(address) => ListenerRef::Listener {
+                index: u32::try_from(listener).unwrap_or(u32::MAX),
+                address: address.clone(),
+            },
+            None => ListenerRef::Unknown,
+        }
+    }
+
+    /// The listener a restored session's access rules come from: the stored one if the
+    /// configuration still has it (at the same position, or moved), else the first, with a
+    /// log line. `None` for the platform's in-process link (no access rules).
+    pub(crate) fn restored_listener(&self, client_id: &str, stored: &ListenerRef) -> Option<usize> {
+        match stored {
+            ListenerRef::Internal => None,
+            // Written before listeners were recorded (store format 1).
+            ListenerRef::Unknown => Some(0),
+            ListenerRef::Listener { index, address } => {
+                let at = usize::try_from(*index).unwrap_or(usize::MAX);
+                if self.listeners.get(at) == Some(address) {
+                    return Some(at);
+                }
+                if let Some(moved) = self.listeners.iter().position(|l| l == address) {
+                    return Some(moved);
+                }
+                tracing::warn!(
+                    client_id,
+                    listener = %address,
+                    "the listener of this stored session's last connection is no longer \
+                     configured: the first listener's access rules apply to it until its \
+                     client reconnects"
+                );
+                Some(0)
+            }
+        }
     }
 
     /// A new session identity with its inbox.
@@ -198,8 +242,10 @@ impl Broker {
                 store_id: None,
             };
             if let Some(store) = &self.store {
+                // A message the router picked a `$share` group member for is that member's
+                // like any other: stored with the group, so it can be handed on if the
+                // member's session ends before delivering it.
                 let durable = routed.qos != thingmq_codec::QoS::AtMostOnce
-                    && routed.share.is_none()
                     && d.subscriber.0.durable.load(Ordering::Acquire);
                 if durable {
                     let id = *message_id.get_or_insert_with(|| {
@@ -234,7 +280,18 @@ impl Broker {
     /// Hands messages of an ended session's shared subscriptions to another member of the
     /// same shared subscription (§4.8.2). The ended session has already left the router, so
     /// it is not picked.
-    pub(crate) fn redistribute(&self, orphans: Vec<Routed>, ended: &SessionRef) {
+    ///
+    /// With a store, a QoS 1/2 message handed to a persistent member gets a queue entry for
+    /// it; `ops` (the ended session's pending changes, which forget its own entries) are
+    /// submitted with those entries before any member sees a message, as in
+    /// [`Broker::publish`]. Returns the batch to wait for (0: none).
+    pub(crate) fn redistribute(
+        &self,
+        orphans: Vec<Routed>,
+        ended: &SessionRef,
+        ops: &mut Vec<Op>,
+    ) -> u64 {
+        let mut handed = Vec::with_capacity(orphans.len());
         for orphan in orphans {
             let Some((group, filter)) = &orphan.share else {
                 continue;
@@ -242,18 +299,44 @@ impl Broker {
             let picked = self.router.read().pick_shared_entry(filter, group, ended);
             if let Some((member, entry)) = picked {
                 let message = orphan.message;
-                let routed = Routed {
+                let mut routed = Routed {
                     qos: message.qos.min(entry.options.qos),
                     retain: message.retain && entry.options.retain_as_published,
                     subscription_ids: entry.identifier.into_iter().collect(),
                     share: orphan.share,
-                    // Not persisted for the member it is handed to.
                     store_id: None,
                     message,
                 };
-                self.push(&member, routed);
+                if let Some(store) = &self.store {
+                    if routed.qos != thingmq_codec::QoS::AtMostOnce
+                        && member.0.durable.load(Ordering::Acquire)
+                    {
+                        // The ended session's copy goes with its entries (in `ops`, before
+                        // these), so the message is stored again under the same id.
+                        let id = orphan.store_id.unwrap_or_else(|| store.message_id());
+                        ops.push(Op::PutMessage {
+                            id,
+                            record: persist::message_record(&routed.message, store.clock),
+                        });
+                        ops.push(Op::PutEntry {
+                            client_id: member.0.client_id.clone(),
+                            message_id: id,
+                            entry: persist::entry_record(&routed),
+                        });
+                        routed.store_id = Some(id);
+                    }
+                }
+                handed.push((member, routed));
             }
         }
+        let seq = match &self.store {
+            Some(store) if !ops.is_empty() => store.submit(std::mem::take(ops)),
+            _ => 0,
+        };
+        for (member, routed) in handed {
+            self.push(&member, routed);
+        }
+        seq
     }
 
     /// Puts a routed message into a session's inbox, counting a drop.

@@ -120,6 +120,29 @@ pub struct ServerHandle {
 impl Server {
     /// Binds every listener and starts serving. Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
+        let store = config.storage.as_ref().map(persist::open).transpose()?;
+        Server::start_on(config, store).await
+    }
+
+    /// Like [`Server::start`], with a store the caller opened instead of the one `[storage]`
+    /// names: another backend, or one that wraps a backend (the tests inject write failures
+    /// this way). Sessions are persisted in it; `[storage]`'s `sync` policy applies (`always`
+    /// without a `[storage]` section) and its `data_dir` is not opened.
+    pub async fn start_with_store(
+        mut config: Config,
+        store: Box<dyn thingmq_store::Store>,
+    ) -> Result<ServerHandle, ServerError> {
+        config.storage.get_or_insert(config::StorageConfig {
+            data_dir: None,
+            sync: config::SyncPolicy::Always,
+        });
+        Server::start_on(config, Some(store)).await
+    }
+
+    async fn start_on(
+        config: Config,
+        store: Option<Box<dyn thingmq_store::Store>>,
+    ) -> Result<ServerHandle, ServerError> {
         let auth: Vec<access::AuthConfig> = config
             .listeners
             .iter()
@@ -129,18 +152,31 @@ impl Server {
         let mut settings = config.broker.clone();
         settings.durable = config.storage.is_some();
         // Everything stored is loaded before any listener accepts a client.
-        let (store, snapshot) = match &config.storage {
-            Some(storage) => {
-                let mut store = persist::open(storage)?;
+        let health = Arc::new(metrics::StoreHealth::default());
+        let (store, snapshot) = match (store, &config.storage) {
+            (Some(mut store), Some(storage)) => {
                 let snapshot = store.load()?;
                 let clock = persist::WallClock::now();
-                let handle =
-                    persist::StoreHandle::start(store, storage, snapshot.next_message_id(), clock);
+                let handle = persist::StoreHandle::start(
+                    store,
+                    storage,
+                    snapshot.next_message_id(),
+                    clock,
+                    health.clone(),
+                );
                 (Some(Arc::new(handle)), Some((snapshot, clock)))
             }
-            None => (None, None),
+            _ => (None, None),
         };
         let mut broker = Broker::new(settings, config.limits.outbound_queue, access, store);
+        if broker.store.is_some() {
+            broker.metrics.store = Some(health);
+        }
+        broker.listeners = config
+            .listeners
+            .iter()
+            .map(|l| format!("{} {}", l.transport.name(), l.bind).into())
+            .collect();
         broker.client_events = config.sys_client_events;
         broker.publish_limits = (
             config.limits.max_publish_rate,
@@ -360,7 +396,7 @@ fn restore(
         let task = session_task::SessionTask::restored(
             broker.clone(),
             me,
-            (session, r.username),
+            (session, r.username, r.listener),
             inbox,
             shutdown.clone(),
             alive.clone(),

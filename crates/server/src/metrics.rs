@@ -2,6 +2,19 @@
 //! (and later the metrics endpoint).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// How the store is doing, written by the store task. While a write fails, it is retried
+/// (with back-off) and every acknowledgement that waits on it stays held.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    /// 1 while a write has failed and is being retried, 0 when the last write succeeded.
+    pub failing: AtomicU64,
+    /// Attempts to write a batch (or to fsync) that failed.
+    pub write_failures: AtomicU64,
+    /// Changes (operations) held in the batch being retried.
+    pub held_changes: AtomicU64,
+}
 
 /// Counters. All monotonic except `connections` and `sessions`.
 #[derive(Debug, Default)]
@@ -53,6 +66,8 @@ pub struct Metrics {
     /// Times a connection's socket reads were paused by `limits.max_publish_rate` or
     /// `limits.max_publish_bytes_rate`.
     pub publish_throttled: AtomicU64,
+    /// The store's health, when sessions are persisted (`[storage]`).
+    pub store: Option<Arc<StoreHealth>>,
 }
 
 impl Metrics {
@@ -194,6 +209,31 @@ impl Metrics {
         ];
         for (name, help, kind, value) in all {
             f(name, help, kind, Self::get(value));
+        }
+        if let Some(h) = &self.store {
+            let store: [(&str, &str, &str, &AtomicU64); 3] = [
+                (
+                    "store_failing",
+                    "1 while a store write fails and is retried (acknowledgements are held)",
+                    "gauge",
+                    &h.failing,
+                ),
+                (
+                    "store_write_failures_total",
+                    "Store writes and fsyncs that failed",
+                    "counter",
+                    &h.write_failures,
+                ),
+                (
+                    "store_held_changes",
+                    "Changes in the store batch being retried",
+                    "gauge",
+                    &h.held_changes,
+                ),
+            ];
+            for (name, help, kind, value) in store {
+                f(name, help, kind, Self::get(value));
+            }
         }
     }
 

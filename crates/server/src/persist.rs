@@ -10,27 +10,46 @@
 //! persistent subscriber's queue entry are stored.
 
 use crate::config::{StorageConfig, SyncPolicy};
+use crate::metrics::{Metrics, StoreHealth};
 use bytestring::ByteString;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thingmq_broker::session::{Awaiting, PersistOp, RestoredDelivery, SessionState};
 use thingmq_broker::{Message, Routed};
 use thingmq_codec::PacketId;
 use thingmq_store::{
-    EntryRecord, EntryState, MessageRecord, Op, SessionRecord, Snapshot, Store, StoreError,
+    EntryRecord, EntryState, ListenerRef, MessageRecord, Op, SessionRecord, Snapshot, Store,
+    StoreError,
 };
 use tokio::sync::watch;
 
 /// Most operations applied in one write, so one huge backlog does not make one huge write.
 const MAX_BATCH_OPS: usize = 50_000;
+/// Wait before the first retry of a failed write; doubled after each failure…
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// …up to this.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Once the server is stopping, a failing write is tried this many times in all, then given
+/// up (the server must be able to stop with a dead disk).
+const ATTEMPTS_WHEN_STOPPING: u32 = 3;
 
 /// Opens the configured store.
 pub(crate) fn open(config: &StorageConfig) -> Result<Box<dyn Store>, StoreError> {
     match &config.data_dir {
-        Some(dir) => Ok(Box::new(thingmq_store::DiskStore::open(dir)?)),
+        Some(dir) => {
+            let store = thingmq_store::DiskStore::open(dir)?;
+            if let Some(old) = store.upgraded_from() {
+                tracing::info!(
+                    file = %store.path().display(),
+                    "store upgraded from format {old} to {}: older thingmq builds no longer open it",
+                    thingmq_store::FORMAT_VERSION
+                );
+            }
+            Ok(Box::new(store))
+        }
         None => Ok(Box::new(thingmq_store::MemoryStore::new())),
     }
 }
@@ -89,6 +108,8 @@ pub(crate) struct StoreHandle {
     next_message_id: AtomicU64,
     pub(crate) clock: WallClock,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set by [`StoreHandle::close`]: a failing write is no longer retried for ever.
+    stopping: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -107,13 +128,21 @@ impl StoreHandle {
         config: &StorageConfig,
         next_message_id: u64,
         clock: WallClock,
+        health: Arc<StoreHealth>,
     ) -> StoreHandle {
         let (tx, rx) = std_mpsc::channel();
         let (committed_tx, committed) = watch::channel(0);
-        let policy = config.sync;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let task = StoreTask {
+            store,
+            policy: config.sync,
+            committed: committed_tx,
+            health,
+            stopping: stopping.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("thingmq-store".into())
-            .spawn(move || store_task(store, rx, committed_tx, policy))
+            .spawn(move || task.run(rx))
             .expect("cannot start the store thread");
         StoreHandle {
             submitter: Mutex::new(Submitter {
@@ -125,6 +154,7 @@ impl StoreHandle {
             next_message_id: AtomicU64::new(next_message_id),
             clock,
             thread: Mutex::new(Some(thread)),
+            stopping,
         }
     }
 
@@ -177,6 +207,7 @@ impl StoreHandle {
 
     /// Stops the store task after it has written (and synced) everything submitted.
     pub(crate) fn close(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.submitter.lock().tx = None;
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
@@ -184,66 +215,146 @@ impl StoreHandle {
     }
 }
 
-fn store_task(
-    mut store: Box<dyn Store>,
-    rx: std_mpsc::Receiver<(u64, Vec<Op>)>,
-    committed: watch::Sender<u64>,
+/// The store thread's state.
+struct StoreTask {
+    store: Box<dyn Store>,
     policy: SyncPolicy,
-) {
-    let always = matches!(policy, SyncPolicy::Always);
-    let mut last_sync = Instant::now();
-    let mut dirty = false;
-    let mut ops: Vec<Op> = Vec::new();
-    loop {
-        let first = match policy {
-            SyncPolicy::Interval(every) if dirty => {
-                let wait = every.saturating_sub(last_sync.elapsed());
-                match rx.recv_timeout(wait) {
-                    Ok(b) => Some(b),
-                    Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            }
-            _ => match rx.recv() {
-                Ok(b) => Some(b),
-                Err(_) => break,
-            },
-        };
-        if let Some((mut seq, batch)) = first {
-            ops.extend(batch);
-            while ops.len() < MAX_BATCH_OPS {
-                match rx.try_recv() {
-                    Ok((s, batch)) => {
-                        seq = s;
-                        ops.extend(batch);
-                    }
-                    Err(_) => break,
-                }
-            }
-            match store.apply(&ops, always) {
-                Ok(()) => {
-                    dirty = !always;
-                    committed.send_replace(seq);
-                }
-                // Acknowledgements waiting on this batch stay withheld: clients resend.
-                Err(e) => tracing::error!("store write failed, {} changes lost: {e}", ops.len()),
-            }
-            ops.clear();
-        }
-        if let SyncPolicy::Interval(every) = policy {
-            if dirty && last_sync.elapsed() >= every {
-                sync(&mut *store);
-                dirty = false;
-                last_sync = Instant::now();
-            }
-        }
-    }
-    sync(&mut *store);
+    /// The highest batch number applied.
+    committed: watch::Sender<u64>,
+    health: Arc<StoreHealth>,
+    stopping: Arc<AtomicBool>,
 }
 
-fn sync(store: &mut dyn Store) {
-    if let Err(e) = store.sync() {
-        tracing::error!("store sync failed: {e}");
+impl StoreTask {
+    fn run(mut self, rx: std_mpsc::Receiver<(u64, Vec<Op>)>) {
+        let always = matches!(self.policy, SyncPolicy::Always);
+        let mut last_sync = Instant::now();
+        let mut dirty = false;
+        let mut gave_up = false;
+        let mut ops: Vec<Op> = Vec::new();
+        loop {
+            let first = match self.policy {
+                SyncPolicy::Interval(every) if dirty => {
+                    let wait = every.saturating_sub(last_sync.elapsed());
+                    match rx.recv_timeout(wait) {
+                        Ok(b) => Some(b),
+                        Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                _ => match rx.recv() {
+                    Ok(b) => Some(b),
+                    Err(_) => break,
+                },
+            };
+            if let Some((mut seq, batch)) = first {
+                ops.extend(batch);
+                while ops.len() < MAX_BATCH_OPS {
+                    match rx.try_recv() {
+                        Ok((s, batch)) => {
+                            seq = s;
+                            ops.extend(batch);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if self.write(&ops, always) {
+                    dirty = !always;
+                    // After a batch was given up, a later number must not say it was
+                    // applied: what waited on it stays unacknowledged.
+                    if !gave_up {
+                        self.committed.send_replace(seq);
+                    }
+                } else {
+                    gave_up = true;
+                }
+                ops.clear();
+            }
+            if let SyncPolicy::Interval(every) = self.policy {
+                if dirty && last_sync.elapsed() >= every {
+                    // A failed fsync leaves the batch dirty: tried again next interval.
+                    dirty = !self.sync();
+                    last_sync = Instant::now();
+                }
+            }
+        }
+        self.sync();
+    }
+
+    /// Applies one batch, retrying with back-off while it fails: nothing after it may be
+    /// written first (later batches build on it — an entry's progress, a message's last
+    /// reference), and nothing that waits on it may be acknowledged, so the only safe
+    /// course is to wait for the store to come back. Gives up (false) only when the server
+    /// is stopping.
+    fn write(&mut self, ops: &[Op], sync: bool) -> bool {
+        let mut failures = 0u32;
+        let mut delay = RETRY_FIRST;
+        loop {
+            let error = match self.store.apply(ops, sync) {
+                Ok(()) => {
+                    if failures > 0 {
+                        self.health.failing.store(0, Ordering::Relaxed);
+                        self.health.held_changes.store(0, Ordering::Relaxed);
+                        tracing::warn!(
+                            failed_attempts = failures,
+                            changes = ops.len(),
+                            "store write succeeded again: the held acknowledgements are sent"
+                        );
+                    }
+                    return true;
+                }
+                Err(e) => e,
+            };
+            failures += 1;
+            Metrics::add(&self.health.write_failures, 1);
+            self.health.failing.store(1, Ordering::Relaxed);
+            self.health
+                .held_changes
+                .store(ops.len() as u64, Ordering::Relaxed);
+            if self.stopping.load(Ordering::Acquire) && failures >= ATTEMPTS_WHEN_STOPPING {
+                tracing::error!(
+                    changes = ops.len(),
+                    failed_attempts = failures,
+                    "store write failed while stopping, giving up: {error}; these changes are \
+                     not stored and were not acknowledged (clients resend them)"
+                );
+                return false;
+            }
+            tracing::error!(
+                changes = ops.len(),
+                attempt = failures,
+                retry_in = ?delay,
+                "store write failed: {error}; acknowledgements that wait on it (PUBACK, \
+                 PUBREC, SUBACK, CONNACK of persistent sessions, deliveries) are held until \
+                 it succeeds"
+            );
+            self.pause(delay);
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// Sleeps `d`, cut short when the server starts stopping.
+    fn pause(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stopping.load(Ordering::Acquire) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+    }
+
+    /// Makes everything applied durable; false (logged and counted) when that failed.
+    fn sync(&mut self) -> bool {
+        match self.store.sync() {
+            Ok(()) => true,
+            Err(e) => {
+                Metrics::add(&self.health.write_failures, 1);
+                tracing::error!("store sync failed: {e}");
+                false
+            }
+        }
     }
 }
 
@@ -276,6 +387,10 @@ pub(crate) fn entry_record(r: &Routed) -> EntryRecord {
         subscription_ids: r.subscription_ids.iter().map(|i| i.get()).collect(),
         packet_id: None,
         state: EntryState::Queued,
+        share: r
+            .share
+            .as_ref()
+            .map(|(group, filter)| (ByteString::from(&**group), ByteString::from(&**filter))),
     }
 }
 
@@ -288,10 +403,10 @@ fn state_of(a: Awaiting) -> EntryState {
 }
 
 /// The store operation for a core [`PersistOp`] of `client_id`'s session, whose last
-/// connection had `username`.
+/// connection had `username` and came in on `listener`.
 pub(crate) fn op(
     client_id: &ByteString,
-    username: Option<&str>,
+    (username, listener): (Option<&str>, &ListenerRef),
     op: PersistOp,
     clock: WallClock,
 ) -> Op {
@@ -309,6 +424,7 @@ pub(crate) fn op(
                 subscriptions: s.subscriptions,
                 next_packet_id: s.next_packet_id,
                 username: username.map(ByteString::from),
+                listener: listener.clone(),
             },
         },
         PersistOp::Ended => Op::DeleteSession { client_id },
@@ -337,6 +453,7 @@ pub(crate) fn op(
 pub(crate) struct Restored {
     pub(crate) client_id: ByteString,
     pub(crate) username: Option<String>,
+    pub(crate) listener: ListenerRef,
     pub(crate) state: SessionState,
     pub(crate) deliveries: Vec<RestoredDelivery>,
     pub(crate) qos2_received: Vec<PacketId>,
@@ -361,6 +478,7 @@ pub(crate) fn restore(snapshot: Snapshot, clock: WallClock) -> (Vec<Arc<Message>
         .map(|(client_id, s)| {
             let r = s.record;
             let username = r.username.as_deref().map(str::to_owned);
+            let listener = r.listener.clone();
             let state = SessionState {
                 protocol: r.protocol,
                 expiry_interval: r.expiry_interval,
@@ -392,7 +510,9 @@ pub(crate) fn restore(snapshot: Snapshot, clock: WallClock) -> (Vec<Arc<Message>
                                 .into_iter()
                                 .filter_map(std::num::NonZeroU32::new)
                                 .collect(),
-                            share: None,
+                            share: e
+                                .share
+                                .map(|(group, filter)| (Arc::from(&*group), Arc::from(&*filter))),
                             store_id: Some(id),
                         },
                         sent,
@@ -402,6 +522,7 @@ pub(crate) fn restore(snapshot: Snapshot, clock: WallClock) -> (Vec<Arc<Message>
             Restored {
                 client_id,
                 username,
+                listener,
                 state,
                 deliveries,
                 qos2_received: s
@@ -429,12 +550,71 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_shared_subscription_entry_is_restored_with_its_group() {
+        let clock = WallClock::now();
+        let m = Message {
+            topic: "a/b".into(),
+            payload: bytes::Bytes::from_static(b"x"),
+            qos: thingmq_codec::QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+            expires_at: None,
+        };
+        let routed = Routed {
+            message: Arc::new(m.clone()),
+            qos: thingmq_codec::QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: vec![],
+            share: Some((Arc::from("g"), Arc::from("a/#"))),
+            store_id: Some(5),
+        };
+        let mut store = thingmq_store::MemoryStore::new();
+        let session = op(
+            &"c".into(),
+            (None, &ListenerRef::Internal),
+            PersistOp::Session(Box::new(SessionState {
+                protocol: thingmq_codec::ProtocolVersion::V5,
+                expiry_interval: 60,
+                expires_at: None,
+                connected: false,
+                will: None,
+                will_at: None,
+                subscriptions: vec![],
+                next_packet_id: 1,
+            })),
+            clock,
+        );
+        let ops = [
+            session,
+            Op::PutMessage {
+                id: 5,
+                record: message_record(&m, clock),
+            },
+            Op::PutEntry {
+                client_id: "c".into(),
+                message_id: 5,
+                entry: entry_record(&routed),
+            },
+        ];
+        store.apply(&ops, true).unwrap();
+        let (_, sessions) = restore(store.load().unwrap(), clock);
+        assert_eq!(sessions[0].listener, ListenerRef::Internal);
+        assert_eq!(sessions[0].deliveries[0].routed, routed);
+    }
+
+    #[test]
     fn batches_are_applied_in_order_and_committed() {
         let config = StorageConfig {
             data_dir: None,
             sync: SyncPolicy::Always,
         };
-        let h = StoreHandle::start(open(&config).unwrap(), &config, 1, WallClock::now());
+        let h = StoreHandle::start(
+            open(&config).unwrap(),
+            &config,
+            1,
+            WallClock::now(),
+            Default::default(),
+        );
         let a = h.submit(vec![Op::DeleteRetained { topic: "x".into() }]);
         let b = h.submit(vec![Op::DeleteRetained { topic: "y".into() }]);
         assert!(b > a);

@@ -131,7 +131,7 @@ impl SessionTask {
     pub(crate) fn restored(
         broker: Arc<Broker>,
         me: SessionRef,
-        (session, username): (Session, Option<String>),
+        (session, username, listener): (Session, Option<String>, thingmq_store::ListenerRef),
         control: mpsc::Receiver<Control>,
         shutdown: watch::Receiver<bool>,
         alive: mpsc::Sender<()>,
@@ -141,8 +141,19 @@ impl SessionTask {
             client_id: session.client_id().to_string(),
             username,
         });
+        match task
+            .broker
+            .restored_listener(session.client_id(), &listener)
+        {
+            Some(index) => task.listener = index,
+            None => {
+                task.internal = true;
+                task.listener = usize::MAX;
+            }
+        }
         task.session = session;
-        // The last user's rules apply to what is queued and to the will until it reconnects.
+        // The last user's rules, of the listener it last came in on, apply to what is
+        // queued and to the will until it reconnects.
         task.bind_policy();
         task.me
             .0
@@ -468,11 +479,10 @@ impl SessionTask {
         // many publishers gets one turn for each of theirs, and one batch per turn made its
         // bounded inbox overflow while the broker still had CPU to spare.
         for _ in 0..MAX_BATCHES_PER_TURN {
-            if let Some(store) = &self.broker.store {
-                // Whoever routed these submitted their store changes before pushing them
-                // (read again per batch: publishers on other threads keep pushing).
-                self.wait_seq = self.wait_seq.max(store.submitted());
-            }
+            // Read before taking: whoever routed what we take submitted their store
+            // changes before pushing it (read again per batch: publishers on other threads
+            // keep pushing).
+            let submitted = self.broker.store.as_ref().map(|s| s.submitted());
             let mut routed = std::mem::take(&mut self.routed);
             let from_backlog = self.backlog.len().min(DELIVERY_BATCH);
             routed.extend(self.backlog.drain(..from_backlog));
@@ -480,6 +490,17 @@ impl SessionTask {
                 .0
                 .inbox
                 .drain_into(&mut routed, DELIVERY_BATCH - from_backlog);
+            // A QoS 1/2 message is not sent before its publisher's batch is stored (or a
+            // crash could make the publisher send it again: a duplicate, even for QoS 2).
+            // QoS 0 promises nothing of the kind, so it does not wait — which keeps `$SYS`
+            // (e.g. `$SYS/broker/store/status`) flowing while the store is failing.
+            if let Some(submitted) = submitted.filter(|_| {
+                routed
+                    .iter()
+                    .any(|r| r.qos != thingmq_codec::QoS::AtMostOnce)
+            }) {
+                self.wait_seq = self.wait_seq.max(submitted);
+            }
             let taken = routed.len();
             for r in routed.drain(..) {
                 self.session.deliver(now, r, &mut self.out);
@@ -594,8 +615,13 @@ impl SessionTask {
             Output::Persist(op) => {
                 if let Some(store) = &self.broker.store {
                     let username = self.client.as_ref().and_then(|c| c.username.as_deref());
-                    let op =
-                        crate::persist::op(self.session.client_id(), username, op, store.clock);
+                    let listener = self.broker.listener_ref(self.internal, self.listener);
+                    let op = crate::persist::op(
+                        self.session.client_id(),
+                        (username, &listener),
+                        op,
+                        store.clock,
+                    );
                     self.ops.push(op);
                 }
             }
@@ -603,7 +629,8 @@ impl SessionTask {
                 // The task stops (or, on a clean-start reconnect, starts a fresh session)
                 // once the session reports it has ended.
                 tracing::debug!(client_id = %self.session.client_id(), "session ended");
-                self.broker.redistribute(orphans, &self.me);
+                let seq = self.broker.redistribute(orphans, &self.me, &mut self.ops);
+                self.wait_seq = self.wait_seq.max(seq);
             }
         }
     }
@@ -631,11 +658,20 @@ impl SessionTask {
             .retained
             .read()
             .matching(&record.filter, &mut messages);
+        // Queued for a persistent session, a QoS 1/2 retained message is its message like
+        // any other routed to it: stored (a copy: the retained one may be replaced) with a
+        // queue entry, in this packet's batch, so it is delivered after a crash even if it
+        // was not sent yet. The SUBACK waits for that batch like everything this packet did.
+        let store = self
+            .broker
+            .store
+            .as_ref()
+            .filter(|_| self.session.persists());
         for message in messages {
             if message.is_expired(now) {
                 continue;
             }
-            self.backlog.push_back(Routed {
+            let mut routed = Routed {
                 qos: message.qos.min(options.qos),
                 message,
                 // Retained messages sent on subscribe carry RETAIN [MQTT-3.3.1-8].
@@ -643,7 +679,21 @@ impl SessionTask {
                 subscription_ids: record.entry.identifier.into_iter().collect(),
                 share: None,
                 store_id: None,
-            });
+            };
+            if let Some(store) = store.filter(|_| routed.qos != thingmq_codec::QoS::AtMostOnce) {
+                let id = store.message_id();
+                self.ops.push(thingmq_store::Op::PutMessage {
+                    id,
+                    record: crate::persist::message_record(&routed.message, store.clock),
+                });
+                self.ops.push(thingmq_store::Op::PutEntry {
+                    client_id: self.session.client_id().clone(),
+                    message_id: id,
+                    entry: crate::persist::entry_record(&routed),
+                });
+                routed.store_id = Some(id);
+            }
+            self.backlog.push_back(routed);
         }
     }
 

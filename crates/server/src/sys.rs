@@ -134,7 +134,20 @@ pub(crate) fn publish_all(broker: &Broker) {
         ),
         ("publish/throttled", counter(&m.publish_throttled)),
     ];
-    for (topic, value) in topics {
+    let store = m.store.as_ref().map(|h| {
+        [
+            (
+                "store/status",
+                if Metrics::get(&h.failing) == 0 {
+                    "ok".to_owned()
+                } else {
+                    "failing".to_owned()
+                },
+            ),
+            ("store/write_failures", counter(&h.write_failures)),
+        ]
+    });
+    for (topic, value) in topics.into_iter().chain(store.into_iter().flatten()) {
         let message = Message {
             topic: format!("$SYS/broker/{topic}").into(),
             payload: value.into(),

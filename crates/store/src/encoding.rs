@@ -1,8 +1,11 @@
-//! The binary form of stored values. Each value starts with [`FORMAT_VERSION`]; integers are
+//! The binary form of stored values. Each value starts with its format version (this build
+//! writes [`FORMAT_VERSION`] and reads back to [`OLDEST_FORMAT_VERSION`]); integers are
 //! big-endian, strings and byte strings are length-prefixed (u32), options have a 0/1 tag.
+//! Fields added by a format are appended at the end of a value and read only from values
+//! of that format or later.
 
-use crate::records::{EntryRecord, EntryState, MessageRecord, SessionRecord};
-use crate::FORMAT_VERSION;
+use crate::records::{EntryRecord, EntryState, ListenerRef, MessageRecord, SessionRecord};
+use crate::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use bytes::Bytes;
 use bytestring::ByteString;
 use std::num::NonZeroU32;
@@ -61,30 +64,43 @@ impl Writer {
     }
 }
 
-pub(crate) struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    /// Format version of the value being read.
+    version: u8,
+}
 
 impl<'a> Reader<'a> {
     /// Checks the version byte.
     pub(crate) fn new(buf: &'a [u8]) -> R<Reader<'a>> {
         match buf.split_first() {
-            Some((&FORMAT_VERSION, rest)) => Ok(Reader(rest)),
+            Some((&v, rest)) if (OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&v) => {
+                Ok(Reader {
+                    buf: rest,
+                    version: v,
+                })
+            }
             Some((&v, _)) => Err(DecodeFailure::Version(v)),
             None => Err(DecodeFailure::Corrupt("empty value")),
         }
     }
+    /// True when the value has the fields format `v` added.
+    fn has(&self, v: u8) -> bool {
+        self.version >= v
+    }
     pub(crate) fn end(&self) -> R<()> {
-        if self.0.is_empty() {
+        if self.buf.is_empty() {
             Ok(())
         } else {
             Err(DecodeFailure::Corrupt("trailing bytes"))
         }
     }
     fn take(&mut self, n: usize) -> R<&'a [u8]> {
-        if self.0.len() < n {
+        if self.buf.len() < n {
             return Err(DecodeFailure::Corrupt("truncated value"));
         }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
         Ok(a)
     }
     fn u8(&mut self) -> R<u8> {
@@ -300,6 +316,16 @@ pub(crate) fn session(s: &SessionRecord) -> Vec<u8> {
         w.u8(o.retain_handling as u8);
         w.opt(&sub.entry.identifier, |w, id| w.u32(id.get()));
     }
+    // Format 2.
+    match &s.listener {
+        ListenerRef::Unknown => w.u8(0),
+        ListenerRef::Internal => w.u8(1),
+        ListenerRef::Listener { index, address } => {
+            w.u8(2);
+            w.u32(*index);
+            w.bytes(address.as_bytes());
+        }
+    }
     w.finish()
 }
 
@@ -347,6 +373,19 @@ pub(crate) fn decode_session(buf: &[u8]) -> R<SessionRecord> {
             },
         });
     }
+    let listener = if r.has(2) {
+        match r.u8()? {
+            0 => ListenerRef::Unknown,
+            1 => ListenerRef::Internal,
+            2 => ListenerRef::Listener {
+                index: r.u32()?,
+                address: r.string()?,
+            },
+            _ => return Err(DecodeFailure::Corrupt("bad listener")),
+        }
+    } else {
+        ListenerRef::Unknown
+    };
     r.end()?;
     Ok(SessionRecord {
         protocol,
@@ -358,6 +397,7 @@ pub(crate) fn decode_session(buf: &[u8]) -> R<SessionRecord> {
         subscriptions,
         next_packet_id,
         username,
+        listener,
     })
 }
 
@@ -380,6 +420,11 @@ pub(crate) fn entry(e: &EntryRecord) -> Vec<u8> {
     }
     w.opt(&e.packet_id, |w, &p| w.u16(p));
     w.u8(state_byte(e.state));
+    // Format 2.
+    w.opt(&e.share, |w, (group, filter)| {
+        w.bytes(group.as_bytes());
+        w.bytes(filter.as_bytes());
+    });
     w.finish()
 }
 
@@ -400,6 +445,11 @@ pub(crate) fn decode_entry(buf: &[u8]) -> R<EntryRecord> {
         3 => EntryState::AwaitingComp,
         _ => return Err(DecodeFailure::Corrupt("bad entry state")),
     };
+    let share = if r.has(2) {
+        r.opt(|r| Ok((r.string()?, r.string()?)))?
+    } else {
+        None
+    };
     r.end()?;
     Ok(EntryRecord {
         qos,
@@ -407,6 +457,7 @@ pub(crate) fn decode_entry(buf: &[u8]) -> R<EntryRecord> {
         subscription_ids,
         packet_id,
         state,
+        share,
     })
 }
 
@@ -422,6 +473,7 @@ mod tests {
             subscription_ids: vec![7],
             packet_id: Some(3),
             state: EntryState::AwaitingAck,
+            share: None,
         });
         assert!(decode_entry(&v).is_ok());
         v[0] = FORMAT_VERSION + 1;
@@ -448,6 +500,86 @@ mod tests {
                 decode_message(&v[..n]),
                 Err(DecodeFailure::Corrupt(_))
             ));
+        }
+    }
+
+    /// Values as format 1 wrote them (byte by byte), read by this build.
+    #[test]
+    fn values_of_format_1_are_read_with_the_new_fields_unknown() {
+        let v1_entry = [
+            1, // format 1
+            1, // QoS 1
+            0, // retain: no
+            0, 0, 0, 1, // one subscription id
+            0, 0, 0, 7, //   7
+            1, 0, 3, // packet id: some, 3
+            1, // state: awaiting PUBACK
+        ];
+        assert_eq!(
+            decode_entry(&v1_entry),
+            Ok(EntryRecord {
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: vec![7],
+                packet_id: Some(3),
+                state: EntryState::AwaitingAck,
+                share: None,
+            })
+        );
+        let v1_session = [
+            1, // format 1
+            4, // MQTT 3.1.1
+            0, 0, 0x0e, 0x10, // expiry interval 3600
+            0,    // expires at: none
+            1,    // connected
+            0,    // will: none
+            0,    // will at: none
+            0, 5, // next packet id 5
+            1, 0, 0, 0, 3, b'a', b'n', b'n', // username: some, "ann"
+            0, 0, 0, 1, // one subscription
+            0, 0, 0, 1, b'x', //   filter "x"
+            1, 0, 0, 0, 1, b'g', //   share group: some, "g"
+            1, 0, 0, 0, //   QoS 1, no local no, RAP no, retain handling 0
+            0, //   identifier: none
+        ];
+        let s = decode_session(&v1_session).unwrap();
+        assert_eq!(s.username.as_deref(), Some("ann"));
+        assert_eq!(s.subscriptions[0].share_group.as_deref(), Some("g"));
+        assert_eq!(s.listener, ListenerRef::Unknown);
+    }
+
+    #[test]
+    fn the_listener_and_share_group_round_trip() {
+        let e = EntryRecord {
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            subscription_ids: vec![],
+            packet_id: None,
+            state: EntryState::Queued,
+            share: Some(("g".into(), "a/#".into())),
+        };
+        assert_eq!(decode_entry(&entry(&e)), Ok(e));
+        for listener in [
+            ListenerRef::Unknown,
+            ListenerRef::Internal,
+            ListenerRef::Listener {
+                index: 2,
+                address: "tls 0.0.0.0:8883".into(),
+            },
+        ] {
+            let s = SessionRecord {
+                protocol: ProtocolVersion::V5,
+                expiry_interval: 10,
+                expires_at_ms: None,
+                connected: false,
+                will: None,
+                will_at_ms: None,
+                subscriptions: vec![],
+                next_packet_id: 1,
+                username: None,
+                listener,
+            };
+            assert_eq!(decode_session(&session(&s)), Ok(s));
         }
     }
 }

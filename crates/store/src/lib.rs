@@ -20,13 +20,23 @@ pub mod store;
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use records::{
-    EntryRecord, EntryState, MessageRecord, Op, SessionRecord, SessionSnapshot, Snapshot,
+    EntryRecord, EntryState, ListenerRef, MessageRecord, Op, SessionRecord, SessionSnapshot,
+    Snapshot,
 };
 pub use redb_store::DiskStore;
 pub use store::Store;
 
 /// Version of the record format written by this build.
-pub const FORMAT_VERSION: u8 = 1;
+///
+/// - 1: the first format.
+/// - 2: sessions record the listener of their last connection ([`ListenerRef`]), queue
+///   entries the `$share` group they came through. Values of format 1 are still read (the
+///   new fields take their "unknown" value); a file of format 1 is stamped 2 when opened,
+///   so a build that reads only format 1 refuses it instead of misreading it.
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The oldest record format this build still reads.
+pub const OLDEST_FORMAT_VERSION: u8 = 1;
 
 #[cfg(test)]
 mod suite;

@@ -47,6 +47,27 @@ pub struct SessionRecord {
     /// Username of the last connection: the access rules (ACL) that apply to the session's
     /// deliveries and will while it is offline after a restart are this user's.
     pub username: Option<ByteString>,
+    /// The listener of the last connection: whose access rules (ACL) apply while the
+    /// session is offline after a restart. Added in format 2.
+    pub listener: ListenerRef,
+}
+
+/// Which listener a session's last connection came in through.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ListenerRef {
+    /// Not recorded (a session written by format 1): the first listener's rules apply.
+    #[default]
+    Unknown,
+    /// The platform's in-process link, trusted past the access rules.
+    Internal,
+    /// A configured listener.
+    Listener {
+        /// Its position in the configuration (0-based).
+        index: u32,
+        /// Its protocol and configured bind address, e.g. `tcp 0.0.0.0:1883`: checked at
+        /// restore so a reordered configuration does not apply another listener's rules.
+        address: ByteString,
+    },
 }
 
 /// Where a delivery of a message to a session stands.
@@ -75,6 +96,10 @@ pub struct EntryRecord {
     pub packet_id: Option<u16>,
     /// Where the delivery stands.
     pub state: EntryState,
+    /// `(group, filter)` when the message came through a `$share` subscription: if the
+    /// session ends before delivering it, it is handed to another member of that group.
+    /// Added in format 2.
+    pub share: Option<(ByteString, ByteString)>,
 }
 
 /// One change; a batch of them is applied atomically by [`crate::Store::apply`].

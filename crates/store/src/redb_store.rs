@@ -7,7 +7,7 @@
 
 use crate::encoding::{self, DecodeFailure};
 use crate::records::{MessageRecord, Op, SessionSnapshot, Snapshot};
-use crate::{Store, StoreError, FORMAT_VERSION};
+use crate::{Store, StoreError, FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use redb::{Database, Durability, ReadableTable, TableDefinition, TableError, WriteTransaction};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,8 @@ pub(crate) const FILE_NAME: &str = "thingmq.redb";
 pub struct DiskStore {
     db: Database,
     path: PathBuf,
+    /// The file's format version when it was older than ours and stamped with ours at open.
+    upgraded_from: Option<u64>,
 }
 
 impl std::fmt::Debug for DiskStore {
@@ -66,9 +68,19 @@ impl DiskStore {
                 })
             }
         };
-        let mut store = DiskStore { db, path };
+        let mut store = DiskStore {
+            db,
+            path,
+            upgraded_from: None,
+        };
         store.check_version()?;
         Ok(store)
+    }
+
+    /// The format version the file had when [`DiskStore::open`] upgraded it to
+    /// [`FORMAT_VERSION`] (for the caller to log), `None` when it needed no upgrade.
+    pub fn upgraded_from(&self) -> Option<u64> {
+        self.upgraded_from
     }
 
     /// The store file.
@@ -117,12 +129,27 @@ impl DiskStore {
             }
             found
         };
-        if let Some(found) = found.filter(|&v| v != u64::from(FORMAT_VERSION)) {
-            return Err(StoreError::UnsupportedVersion {
-                file: self.file(),
-                found,
-                supported: FORMAT_VERSION,
-            });
+        match found {
+            None => {}
+            Some(v) if v == u64::from(FORMAT_VERSION) => {}
+            // An older format we still read: its values keep their own version byte and are
+            // read as such; the file is stamped with ours so an older build, which would
+            // not understand the values we write from now on, refuses it.
+            Some(v)
+                if (u64::from(OLDEST_FORMAT_VERSION)..u64::from(FORMAT_VERSION)).contains(&v) =>
+            {
+                let mut meta = tx.open_table(META).map_err(|e| self.backend(e))?;
+                meta.insert("format", u64::from(FORMAT_VERSION))
+                    .map_err(|e| self.backend(e))?;
+                self.upgraded_from = Some(v);
+            }
+            Some(found) => {
+                return Err(StoreError::UnsupportedVersion {
+                    file: self.file(),
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
         }
         for name in [SESSIONS, RETAINED] {
             tx.open_table(name).map_err(|e| self.backend(e))?;

@@ -61,6 +61,10 @@ fn session() -> SessionRecord {
         }],
         next_packet_id: 17,
         username: Some("ann".into()),
+        listener: crate::ListenerRef::Listener {
+            index: 1,
+            address: "tcp 0.0.0.0:1883".into(),
+        },
     }
 }
 
@@ -71,6 +75,7 @@ fn entry() -> EntryRecord {
         subscription_ids: vec![9],
         packet_id: None,
         state: EntryState::Queued,
+        share: Some(("g".into(), "a/+".into())),
     }
 }
 
@@ -342,6 +347,46 @@ fn a_store_of_another_format_version_is_refused_naming_the_file() {
     let err = crate::DiskStore::open(dir.path()).unwrap_err().to_string();
     assert!(err.contains("thingmq.redb"), "{err}");
     assert!(err.contains("version 99"), "{err}");
+}
+
+#[test]
+fn a_store_of_format_1_is_read_and_stamped_with_the_current_format() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(crate::DiskStore::open(dir.path()).unwrap());
+    // What format 1 wrote: the file's stamp and a session value without the listener.
+    let mut v1_session = crate::encoding::session(&session());
+    v1_session[0] = 1;
+    let listener_len = 1 + 4 + 4 + "tcp 0.0.0.0:1883".len();
+    v1_session.truncate(v1_session.len() - listener_len);
+    {
+        let db = redb::Database::create(dir.path().join(crate::redb_store::FILE_NAME)).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut meta = tx
+                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+                .unwrap();
+            meta.insert("format", 1).unwrap();
+            let mut sessions = tx
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("sessions"))
+                .unwrap();
+            sessions.insert("old", v1_session.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let mut s = crate::DiskStore::open(dir.path()).unwrap();
+    assert_eq!(s.upgraded_from(), Some(1));
+    let loaded = s.load().unwrap().sessions[&cid("old")].record.clone();
+    assert_eq!(
+        loaded,
+        SessionRecord {
+            listener: crate::ListenerRef::Unknown,
+            ..session()
+        }
+    );
+    drop(s);
+    // Stamped: opened again, it needs no upgrade.
+    let s = crate::DiskStore::open(dir.path()).unwrap();
+    assert_eq!(s.upgraded_from(), None);
 }
 
 #[test]

@@ -362,3 +362,95 @@ fn suspend_keeps_a_persistent_session_and_schedules_its_delayed_will() {
     let ops = persists(&out);
     assert!(matches!(ops[..], [PersistOp::Session(st)] if st.will_at.is_some()));
 }
+
+fn shared(routed: Routed) -> Routed {
+    Routed {
+        share: Some((Arc::from("g"), Arc::from("t"))),
+        ..routed
+    }
+}
+
+fn restored_with(deliveries: Vec<RestoredDelivery>, expiry: u32) -> (Session, Instant) {
+    let mut c = v3_persistent();
+    c.protocol = ProtocolVersion::V5;
+    c.properties.session_expiry_interval = Some(expiry);
+    let (s, now, _) = attached(durable(), &c);
+    let mut state = s.state();
+    state.connected = false;
+    state.expires_at = Some(now + Duration::from_secs(u64::from(expiry)));
+    let r = Session::restore("c1".into(), durable(), now, state, deliveries, vec![]);
+    (r, now)
+}
+
+#[test]
+fn a_restored_shared_subscription_delivery_is_sent_and_reported_by_its_store_id() {
+    let (mut r, now) = restored_with(
+        vec![RestoredDelivery {
+            routed: shared(stored(QoS::AtLeastOnce, 7)),
+            sent: None,
+        }],
+        60,
+    );
+    let mut c = v3_persistent();
+    c.protocol = ProtocolVersion::V5;
+    c.properties.session_expiry_interval = Some(60);
+    let mut out = vec![];
+    r.attach(now, &c, false, true, &mut out);
+    let sent = persists(&out)
+        .into_iter()
+        .find_map(|p| match p {
+            PersistOp::Sent {
+                message_id: 7,
+                packet_id,
+                awaiting: Awaiting::Ack,
+            } => Some(*packet_id),
+            _ => None,
+        })
+        .expect("the delivery is reported sent");
+    out.clear();
+    r.handle_packet(now, Packet::PubAck(PubAck::new(sent)), &mut out)
+        .unwrap();
+    assert_eq!(persists(&out), vec![&PersistOp::Done { message_id: 7 }]);
+}
+
+#[test]
+fn a_restored_shared_subscription_delivery_goes_back_to_its_group_when_the_session_ends() {
+    let (mut r, now) = restored_with(
+        vec![
+            RestoredDelivery {
+                routed: shared(stored(QoS::ExactlyOnce, 3)),
+                sent: Some((pid(2), Awaiting::Rec)),
+            },
+            RestoredDelivery {
+                routed: shared(stored(QoS::AtLeastOnce, 4)),
+                sent: None,
+            },
+            RestoredDelivery {
+                routed: stored(QoS::AtLeastOnce, 5),
+                sent: None,
+            },
+        ],
+        5,
+    );
+    let mut out = vec![];
+    r.tick(now + Duration::from_secs(5), &mut out);
+    assert!(r.is_ended());
+    assert!(persists(&out).contains(&&PersistOp::Ended));
+    let orphans = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Ended { orphans } => Some(orphans),
+            _ => None,
+        })
+        .unwrap();
+    // Only the shared ones, with their group and store id, so the member they are handed
+    // to can get a queue entry for the same stored message.
+    let handed: Vec<_> = orphans
+        .iter()
+        .map(|o| (o.store_id, o.share.as_ref().map(|(g, f)| (&**g, &**f))))
+        .collect();
+    assert_eq!(
+        handed,
+        vec![(Some(3), Some(("g", "t"))), (Some(4), Some(("g", "t")))]
+    );
+}
