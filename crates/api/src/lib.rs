@@ -24,7 +24,7 @@ mod session;
 mod things;
 pub mod users;
 
-pub use auth::{Access, SESSION_COOKIE};
+pub use auth::{Access, ReloadError, SESSION_COOKIE};
 pub use console::WsEndpoint;
 pub use error::ApiError;
 
