@@ -111,6 +111,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
             post(things::credentials),
         ),
         (
+            "/api/v1/devices/{productKey}/{deviceName}/secret",
+            post(things::reset_secret),
+        ),
+        (
             "/api/v1/devices/{productKey}/{deviceName}/shadow",
             get(things::shadow),
         ),

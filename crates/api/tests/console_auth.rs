@@ -645,7 +645,7 @@ async fn openapi_document_parses_and_documents_every_route_the_router_serves() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 33);
+    assert_eq!(operations, 34);
     within("shutdown", server.shutdown()).await;
 }
 
