@@ -25,7 +25,7 @@ mod things;
 pub mod users;
 
 pub use auth::{Access, ReloadError, SESSION_COOKIE};
-pub use console::WsEndpoint;
+pub use console::{MqttEndpoint, WsEndpoint};
 pub use error::ApiError;
 
 use axum::extract::FromRef;
@@ -44,6 +44,10 @@ pub struct ApiState {
     pub access: Access,
     /// MQTT-over-WebSocket listeners, told to the console.
     pub mqtt_ws: Arc<[WsEndpoint]>,
+    /// MQTT listeners over TCP and TLS, told to the console (a device's connection details).
+    pub mqtt: Arc<[MqttEndpoint]>,
+    /// The `$SYS` interval in seconds (0: not published), told to the dashboard.
+    pub sys_interval_secs: u64,
     /// The device layer, when it runs (`/api/v1/products`, `/api/v1/devices`, …).
     pub platform: Option<thingmq_things::runtime::Platform>,
 }
@@ -55,6 +59,8 @@ impl ApiState {
             admin,
             access,
             mqtt_ws: Arc::new([]),
+            mqtt: Arc::new([]),
+            sys_interval_secs: 0,
             platform: None,
         }
     }

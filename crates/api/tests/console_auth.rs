@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use thingmq_api::keys::{generate, ApiKeys, Role};
 use thingmq_api::users::ConsoleUsers;
-use thingmq_api::{app, route_paths, Access, ApiState, WsEndpoint};
+use thingmq_api::{app, route_paths, Access, ApiState, MqttEndpoint, WsEndpoint};
 use thingmq_server::{Config, Server, ServerHandle};
 use tower::ServiceExt;
 
@@ -573,22 +573,41 @@ async fn malformed_queries_and_wrong_methods_answer_json_errors() {
 }
 
 #[tokio::test]
-async fn endpoints_tell_the_console_where_mqtt_over_websocket_listens() {
+async fn endpoints_tell_the_console_where_mqtt_listens_and_how_often_sys_is_published() {
     let server = start().await;
     let mut state = ApiState::new(server.admin(), Access::open());
     let (_, _, body) = send(&state, Req::new(Method::GET, "/api/v1/endpoints")).await;
-    assert_eq!(body, json!({"mqtt_ws": []}));
+    assert_eq!(
+        body,
+        json!({"mqtt_ws": [], "mqtt": [], "sys_interval_secs": 0})
+    );
     state.mqtt_ws = vec![WsEndpoint {
         port: 8083,
         path: "/mqtt".into(),
         tls: false,
     }]
     .into();
+    state.mqtt = vec![
+        MqttEndpoint {
+            port: 1883,
+            tls: false,
+        },
+        MqttEndpoint {
+            port: 8883,
+            tls: true,
+        },
+    ]
+    .into();
+    state.sys_interval_secs = 10;
     let (status, _, body) = send(&state, Req::new(Method::GET, "/api/v1/endpoints")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        json!({"mqtt_ws": [{"port": 8083, "path": "/mqtt", "tls": false}]})
+        json!({
+            "mqtt_ws": [{"port": 8083, "path": "/mqtt", "tls": false}],
+            "mqtt": [{"port": 1883, "tls": false}, {"port": 8883, "tls": true}],
+            "sys_interval_secs": 10,
+        })
     );
     within("shutdown", server.shutdown()).await;
 }

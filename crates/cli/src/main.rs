@@ -224,6 +224,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let config_listeners = config.listeners.clone();
+    let sys_interval_secs = config.sys_interval.map_or(0, |d| d.as_secs());
     runtime.block_on(async move {
         let things = config.things.clone();
         let server = Server::start(config).await?;
@@ -241,6 +242,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     bind,
                     &http,
                     platform.clone(),
+                    sys_interval_secs,
                     stop_http,
                 )
                 .await?,
@@ -362,6 +364,7 @@ async fn start_http(
     bind: std::net::SocketAddr,
     http: &thingmq_server::config::HttpConfig,
     platform: Option<thingmq_things::runtime::Platform>,
+    sys_interval_secs: u64,
     stop: tokio::sync::oneshot::Sender<()>,
 ) -> anyhow::Result<(std::net::SocketAddr, thingmq_api::Access)> {
     use thingmq_server::config::ListenerTransport;
@@ -392,6 +395,22 @@ async fn start_http(
             _ => None,
         })
         .collect();
+    // Where devices connect, for the console's device pages.
+    let mqtt: Vec<thingmq_api::MqttEndpoint> = listeners
+        .iter()
+        .zip(server.local_addrs())
+        .filter_map(|(l, addr)| match &l.transport {
+            ListenerTransport::Tcp => Some(thingmq_api::MqttEndpoint {
+                port: addr.port(),
+                tls: false,
+            }),
+            ListenerTransport::Tls(_) => Some(thingmq_api::MqttEndpoint {
+                port: addr.port(),
+                tls: true,
+            }),
+            _ => None,
+        })
+        .collect();
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind} for HTTP"))?;
@@ -401,6 +420,8 @@ async fn start_http(
         admin: server.admin(),
         access: access.clone(),
         mqtt_ws: mqtt_ws.into(),
+        mqtt: mqtt.into(),
+        sys_interval_secs,
         platform,
     };
     tokio::spawn(async move {
