@@ -134,7 +134,7 @@ export function credentialsForm(idPrefix: string, onChange: () => void): HTMLEle
       h('div', { class: 'grow' }, h('label', { for: `${idPrefix}-mqtt-user` }, 'MQTT user name'), user),
       h('div', { class: 'grow' }, h('label', { for: `${idPrefix}-mqtt-pass` }, 'MQTT password'), pass),
       h('button', { type: 'submit' }, 'Connect live'),
-      saved ? forget : null),
+      forget),
     note,
   );
   form.addEventListener('submit', (ev) => {

@@ -452,13 +452,22 @@ export async function devicePage(root: HTMLElement, param: string) {
   // -- events and online log --------------------------------------------------------------
   const eventList = h('ol', { class: 'messages', 'aria-label': 'Events, newest first' });
   const eventsEmpty = emptyState('No events in the last 24 hours.');
-  const eventsCard = h('section', { class: 'card', 'aria-labelledby': 'events-head' }, h('h2', { id: 'events-head' }, 'Events'), eventsEmpty, eventList);
+  const eventFilter = h('select', { id: 'event-type' },
+    h('option', { value: '' }, 'all types'),
+    ['info', 'alert', 'error'].map((t) => h('option', { value: t }, t)));
+  const eventsCard = h('section', { class: 'card', 'aria-labelledby': 'events-head' },
+    h('h2', { id: 'events-head' }, 'Events'),
+    h('div', { class: 'row' }, h('div', {}, h('label', { for: 'event-type' }, 'Event type'), eventFilter)),
+    eventsEmpty, eventList);
   const eventTypes = new Map((product.tsl.events ?? []).map((e) => [e.identifier, e]));
   const addEvent = (identifier: string, type: string | undefined, time: number, output: unknown, prepend: boolean) => {
+    const shownType = type ?? eventTypes.get(identifier)?.type ?? 'info';
+    // Live events of other types than the chosen one are not shown (the list is filtered).
+    if (prepend && eventFilter.value && shownType !== eventFilter.value) return;
     eventsEmpty.remove();
     const li = h('li', {},
       h('div', { class: 'msg-head' },
-        h('strong', {}, eventTypes.get(identifier)?.name ?? identifier, ' ', h('span', { class: `badge ${type === 'info' ? 'on' : 'warn'}` }, type ?? eventTypes.get(identifier)?.type ?? 'info')),
+        h('strong', {}, eventTypes.get(identifier)?.name ?? identifier, ' ', h('span', { class: `badge ${shownType === 'info' ? 'on' : 'warn'}` }, shownType)),
         h('span', { class: 'muted' }, new Date(time).toLocaleString())),
       h('pre', { class: 'payload' }, JSON.stringify(output)));
     if (prepend) eventList.prepend(li);
@@ -469,13 +478,16 @@ export async function devicePage(root: HTMLElement, param: string) {
   const logCard = h('section', { class: 'card', 'aria-labelledby': 'log-head' }, h('h2', { id: 'log-head' }, 'Online and offline'));
   const loadLogs = async () => {
     try {
+      const q = new URLSearchParams({ limit: '100' });
+      if (eventFilter.value) q.set('type', eventFilter.value);
       const [ev, log] = await Promise.all([
-        api<{ events: { identifier: string; type: string; time: number; output: unknown }[] }>(`${base}/events?limit=100`),
+        api<{ events: { identifier: string; type: string; time: number; output: unknown }[] }>(`${base}/events?${q}`),
         api<{ status: { time: number; online: boolean; reason: string | null; ip: string | null }[] }>(`${base}/log`),
       ]);
       eventList.replaceChildren();
       const newest = [...ev.events].sort((a, b) => b.time - a.time);
       for (const e of newest) addEvent(e.identifier, e.type, e.time, e.output, false);
+      eventsEmpty.textContent = eventFilter.value ? `No ${eventFilter.value} events in the last 24 hours.` : 'No events in the last 24 hours.';
       if (newest.length === 0) eventList.before(eventsEmpty);
       const rows = [...log.status].sort((a, b) => b.time - a.time).slice(0, 100);
       fill(statusList, rows.map((s) => h('tr', {},
@@ -505,6 +517,7 @@ export async function devicePage(root: HTMLElement, param: string) {
     h('div', { class: 'device-grid' }, tagsCard, connectCard),
   );
   void loadLogs();
+  eventFilter.addEventListener('change', () => void loadLogs());
   if (numeric.length > 0) void drawHistory();
 
   // The online badge and the logs change rarely: a slow refresh is enough.
