@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import mqtt from 'mqtt';
-import { root, bin, browserPath, until, startServer, stopProcess, launchBrowser, watchPage, signIn, MQTT_USER, MQTT_PASSWORD } from './harness.mjs';
+import { root, bin, browserPath, until, startServer, stopProcess, launchBrowser, watchPage, signIn, screenshotDir, MQTT_USER, MQTT_PASSWORD } from './harness.mjs';
 
 const PK = 'thermostat';
 const DN = 'e2e-edit';
@@ -59,6 +59,7 @@ function only(errors, ...statuses) {
 test('editing: thing model, refused delete, tags, connection details, secret reset, event filter, 504', { timeout: 180_000 }, async () => {
   assert.ok(fs.existsSync(bin), `${bin} missing: build it first (cargo build -p thingmq)`);
   assert.ok(fs.existsSync(browserPath), `${browserPath} missing: apt-get install chromium`);
+  const shots = screenshotDir();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'thingmq-editing-e2e-'));
   let server;
   let context;
@@ -90,6 +91,8 @@ test('editing: thing model, refused delete, tags, connection details, secret res
     const refusal = await page.getByRole('alert').filter({ hasText: 'Cannot save the thing model' }).textContent();
     assert.match(refusal, /properties\[1\]/, `the message names the path: ${refusal}`);
     only(errors, 400);
+    await page.getByRole('alert').filter({ hasText: 'Cannot save the thing model' }).scrollIntoViewIfNeeded();
+    await page.screenshot({ path: path.join(shots, 'product-edit.png') });
     const smaller = structuredClone(model);
     const dropped = smaller.properties.pop();
     await editor.fill(JSON.stringify(smaller, null, 2));
@@ -170,6 +173,7 @@ test('editing: thing model, refused delete, tags, connection details, secret res
     device = await connectDevice(`mqtt://${mqttAddr}`, fresh);
     await page.setViewportSize({ width: 390, height: 844 });
     await page.getByRole('heading', { name: 'Connecting the device' }).scrollIntoViewIfNeeded();
+    await page.screenshot({ path: path.join(shots, 'device-connection-phone.png') });
     const phoneWidth = await page.evaluate(() => document.documentElement.scrollWidth);
     assert.ok(phoneWidth <= 390, `no sideways scrolling on a phone (${phoneWidth}px)`);
     assert.deepEqual(errors, [], 'the console logged errors');

@@ -121,8 +121,10 @@ export function credentialsForm(idPrefix: string, onChange: () => void): HTMLEle
   const pass = h('input', { id: `${idPrefix}-mqtt-pass`, type: 'password', autocomplete: 'current-password' });
   const note = h('p', { class: 'muted' }, 'Kept in this browser tab only (sessionStorage), for the live connection.');
   const forget = h('button', { type: 'button', class: 'secondary' }, 'Forget');
+  forget.hidden = saved === null;
   forget.addEventListener('click', () => {
     saveCredentials(null);
+    forget.hidden = true;
     user.value = '';
     pass.value = '';
     onChange();
@@ -140,6 +142,7 @@ export function credentialsForm(idPrefix: string, onChange: () => void): HTMLEle
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     saveCredentials({ username: user.value.trim(), password: pass.value });
+    forget.hidden = false;
     onChange();
   });
   return form;

@@ -31,7 +31,7 @@ interface Figures {
 
 /** `$SYS/broker/<topic>` → the figure it carries. */
 const SYS_TOPICS: Record<string, (f: Partial<Figures>, v: string) => void> = {
-  version: (f, v) => (f.version = v.replace(/^thingmq /, '')),
+  version: (f, v) => (f.version = v),
   uptime: (f, v) => (f.uptime_secs = parseInt(v, 10)),
   'clients/connected': (f, v) => (f.connections = Number(v)),
   'clients/total': (f, v) => (f.sessions = Number(v)),
