@@ -234,6 +234,11 @@ test('live updates behind a WebSocket listener that needs MQTT credentials', { t
     assert.deepEqual(JSON.parse(stored[0]), { username: MQTT_USER, password: MQTT_PASSWORD });
     assert.ok(!stored[1].includes(MQTT_PASSWORD), 'nothing in localStorage');
 
+    // The live tail starts with them filled in.
+    await page.getByRole('link', { name: 'Live tail' }).click();
+    assert.equal(await page.getByLabel('MQTT user name (optional)').inputValue(), MQTT_USER);
+    assert.equal(await page.getByLabel('MQTT password (optional)').inputValue(), MQTT_PASSWORD);
+
     // The device page connects with the saved credentials: values arrive pushed.
     await page.goto(`${base}/#/devices/${PK}/${DN}`);
     await state.getByText('Live (push)').waitFor();
