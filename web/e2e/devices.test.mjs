@@ -200,7 +200,9 @@ test('device pages: products, devices, live values, controls, services, history'
     await page.getByText('Online and offline').waitFor();
     await page.locator('#log-head ~ table').getByText('online').first().waitFor();
     assert.deepEqual(navigations, [], 'the page did not reload');
-    await page.screenshot({ path: path.join(shots, 'device.png'), fullPage: true });
+    // The page down to the events (tags and connection details have their own screenshot).
+    const below = await page.getByRole('region', { name: 'Tags' }).boundingBox();
+    await page.screenshot({ path: path.join(shots, 'device.png'), fullPage: true, clip: { x: 0, y: 0, width: 1280, height: Math.round(below.y) } });
 
     // Phone-sized device page.
     await page.setViewportSize({ width: 390, height: 844 });

@@ -120,6 +120,8 @@ test('editing: thing model, refused delete, tags, connection details, secret res
     device = await connectDevice(`mqtt://${mqttAddr}`, secret);
     await page.goto(`${base}/#/devices/${PK}/${DN}`);
     await page.getByRole('heading', { name: `Device ${DN}` }).waitFor();
+    // Live before the device sends events, so they arrive pushed.
+    await page.locator('.live-state').getByText('Live (push)').waitFor();
     const tags = page.getByLabel('Tags (one key=value per line)');
     await tags.fill('nonsense');
     await page.getByRole('button', { name: 'Save tags' }).click();
