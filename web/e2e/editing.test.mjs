@@ -249,6 +249,19 @@ test('live updates behind a WebSocket listener that needs MQTT credentials', { t
     report(device, { CurrentTemperature: 22.1 });
     await until('the pushed value', async () => (await cell.textContent()) === '22.1 °C', 5000);
 
+    // Leaving a live page starts no polling (regression: closing the live connection used to
+    // report "polling", which started the shadow poll of a page no longer shown).
+    await page.getByRole('link', { name: 'Dashboard' }).click();
+    await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
+    const shadowPolls = [];
+    const onRequest = (r) => r.url().endsWith('/shadow') && shadowPolls.push(r.url());
+    page.on('request', onRequest);
+    await new Promise((r) => setTimeout(r, 4500));
+    page.off('request', onRequest);
+    assert.deepEqual(shadowPolls, [], 'no shadow polls after leaving the device page');
+    await page.goBack();
+    await state.getByText('Live (push)').waitFor();
+
     // Forgotten: back to polling (and the form), values still arrive.
     await page.getByRole('button', { name: 'Forget' }).click();
     await state.getByText('Polling', { exact: true }).waitFor();
@@ -256,6 +269,7 @@ test('live updates behind a WebSocket listener that needs MQTT credentials', { t
     assert.equal(await page.evaluate(() => sessionStorage.getItem('thingmq.mqtt-credentials')), null);
     report(device, { CurrentTemperature: 23.4 });
     await until('the polled value', async () => (await cell.textContent()) === '23.4 °C', 10000);
+
     assert.deepEqual(errors, [], 'the console logged errors');
   } finally {
     device?.end(true);

@@ -54,7 +54,7 @@ export interface LiveOptions {
 /** MQTT v5 CONNACK reasons (and v3 return codes MQTT.js maps) that mean "who are you?". */
 const AUTH_CODES = new Set([4, 5, 0x86, 0x87, 0x8c]);
 
-/** Connects and subscribes; `end()` closes for good. */
+/** Connects and subscribes; `end()` closes for good, silently. */
 export function connectLive(o: LiveOptions): { end: () => void } {
   const creds = savedCredentials();
   let ended = false;
@@ -101,7 +101,14 @@ export function connectLive(o: LiveOptions): { end: () => void } {
   });
   c.on('offline', () => state({ kind: 'polling', reason: 'The live connection dropped; reconnecting.' }));
   c.on('message', (topic, payload) => o.onMessage(topic, payload));
-  return { end: () => stop({ kind: 'polling', reason: 'Closed.' }) };
+  // Ending reports no state: the page is leaving or reconnecting, and must not start polling.
+  return {
+    end: () => {
+      ended = true;
+      client?.end(true);
+      client = null;
+    },
+  };
 }
 
 /** "Live (push)" or "Polling": what the page's figures are based on, announced politely. */
