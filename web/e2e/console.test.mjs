@@ -60,9 +60,13 @@ test('console: login, dashboard, clients, kick, publish, live tail, retained', {
     assert.ok(errors.length <= 2 && errors.every((e) => e === EXPECTED_401), errors.join('\n'));
     errors.length = 0;
 
-    // Dashboard: a device connects, the connection count and the rate chart show it.
+    // Dashboard: pushed from $SYS over MQTT-over-WebSocket (the harness publishes it every
+    // second). A device connects; the connection count (the device and the dashboard's own
+    // WebSocket connection) and the rate chart show it.
+    await page.locator('.live-state').getByText('Live (push)').waitFor();
+    await page.getByText('The broker publishes $SYS every 1 s.').waitFor();
     device = await connectDevice(`mqtt://${mqttAddr}`, 'e2e-lamp', 'home/lamp/set');
-    await until('the dashboard to count the device', async () => (await page.locator('[aria-labelledby="s-conn"]').textContent()) === '1');
+    await until('the dashboard to count the device', async () => (await page.locator('[aria-labelledby="s-conn"]').textContent()) === '2');
     // Some traffic for the rate chart: the device publishes for a few polls.
     const talk = setInterval(() => device.publish('home/lamp/state', '{"on":true}'), 50);
     try {

@@ -146,7 +146,7 @@ test('device pages: products, devices, live values, controls, services, history'
     // The device page: values arrive live over MQTT-over-WebSocket, without a reload.
     await page.getByRole('link', { name: DN }).click();
     await page.getByRole('heading', { name: `Device ${DN}` }).waitFor();
-    await page.getByText('Live: values update as the device reports them.').waitFor();
+    await page.locator('.live-state').getByText('Live (push)').waitFor();
     const navigations = [];
     page.on('framenavigated', (f) => f === page.mainFrame() && navigations.push(f.url()));
     const cell = (id) => page.locator(`td[data-property="${id}"]`);
@@ -200,7 +200,9 @@ test('device pages: products, devices, live values, controls, services, history'
     await page.getByText('Online and offline').waitFor();
     await page.locator('#log-head ~ table').getByText('online').first().waitFor();
     assert.deepEqual(navigations, [], 'the page did not reload');
-    await page.screenshot({ path: path.join(shots, 'device.png'), fullPage: true });
+    // The page down to the events (tags and connection details have their own screenshot).
+    const below = await page.getByRole('region', { name: 'Tags' }).boundingBox();
+    await page.screenshot({ path: path.join(shots, 'device.png'), fullPage: true, clip: { x: 0, y: 0, width: 1280, height: Math.round(below.y) } });
 
     // Phone-sized device page.
     await page.setViewportSize({ width: 390, height: 844 });
@@ -323,7 +325,7 @@ test('device page: a switch and an async service against `thingmq simulate`', { 
       return d.online === true;
     }, 30000);
     await page.goto(`${base}/#/devices/smartLight/e2e-light-0`);
-    await page.getByText('Live: values update as the device reports them.').waitFor();
+    await page.locator('.live-state').getByText('Live (push)').waitFor();
 
     // The switch: flipping it sends the set at once; the simulator answers and reports it.
     const sw = page.getByRole('switch', { name: 'Switch' });

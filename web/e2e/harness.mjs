@@ -13,6 +13,9 @@ export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const bin = process.env.THINGMQ_BIN ?? path.join(root, 'target/debug/thingmq');
 export const browserPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 export const PASSWORD = 'console-e2e-password';
+/** The MQTT user of the WebSocket listener with `wsAuth` (password file made by `thingmq passwd`). */
+export const MQTT_USER = 'console';
+export const MQTT_PASSWORD = 'mqtt-e2e-password';
 
 /** Where screenshots go: docs/screenshots/ with UPDATE_SCREENSHOTS=1, else a temp dir. */
 export function screenshotDir() {
@@ -35,10 +38,11 @@ export async function until(what, f, ms = 15000) {
 
 /**
  * Starts `thingmq serve` in `dir` (MQTT on TCP and, unless `ws` is false, WebSocket; HTTP with console users
- * `admin` and `watcher`, and an admin API key). Resolves with the process, the addresses of
- * the ready file and the key.
+ * `admin` and `watcher`, and an admin API key). With `wsAuth` the WebSocket listener refuses
+ * anonymous clients and knows `MQTT_USER`; `callTimeoutMs` sets `[things] call_timeout_ms`.
+ * Resolves with the process, the addresses of the ready file and the key.
  */
-export async function startServer(dir, { ws = true } = {}) {
+export async function startServer(dir, { ws = true, wsAuth = false, callTimeoutMs } = {}) {
   for (const [name, role] of [['admin', 'admin'], ['watcher', 'viewer']]) {
     execFileSync(bin, ['console-user', '--file', path.join(dir, 'users'), 'add', name, '--role', role, '--stdin'], {
       input: `${PASSWORD}\n`,
@@ -47,12 +51,19 @@ export async function startServer(dir, { ws = true } = {}) {
   const apiKey = execFileSync(bin, ['api-key', '--file', path.join(dir, 'keys'), 'e2e', '--role', 'admin'], { stdio: ['ignore', 'pipe', 'ignore'] })
     .toString()
     .trim();
+  let wsAuthLines = '';
+  if (wsAuth) {
+    const file = path.join(dir, 'mqtt-passwords');
+    execFileSync(bin, ['passwd', '-c', '--stdin', file, MQTT_USER], { input: `${MQTT_PASSWORD}\n`, stdio: ['pipe', 'ignore', 'ignore'] });
+    wsAuthLines = `allow_anonymous = false\npassword_file = "${file}"\n`;
+  }
   const wsListener = ws ? `
 [[listeners]]
 bind = "127.0.0.1:0"
 protocol = "ws"
 path = "/mqtt"
-` : '';
+${wsAuthLines}` : '';
+  const things = callTimeoutMs ? `\n[things]\ncall_timeout_ms = ${callTimeoutMs}\n` : '';
   const config = `
 [[listeners]]
 bind = "127.0.0.1:0"
@@ -64,7 +75,7 @@ api_keys_file = "${path.join(dir, 'keys')}"
 
 [sys]
 interval_secs = 1
-`;
+${things}`;
   fs.writeFileSync(path.join(dir, 'thingmq.toml'), config);
   const ready = path.join(dir, 'ready.json');
   const log = fs.openSync(path.join(dir, 'server.log'), 'w');

@@ -24,7 +24,7 @@ use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use utoipa::ToSchema;
 
@@ -54,11 +54,26 @@ struct LoginLimits {
     per_user: Limiter<String>,
 }
 
+/// The credentials files as last loaded; replaced whole on a reload.
+#[derive(Debug)]
+struct Files {
+    keys: Arc<ApiKeys>,
+    users: Arc<ConsoleUsers>,
+}
+
+/// Why [`Access::reload`] kept the previous files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// Neither keys nor users would be left, which would open the API to anyone.
+    #[error("the reloaded files have no API keys and no console users, which would leave the API open: keeping the previous ones")]
+    WouldOpen,
+}
+
 /// Who may use the API: API keys, console users, or (with neither) everyone.
 #[derive(Debug, Clone)]
 pub struct Access {
-    keys: Arc<ApiKeys>,
-    users: Arc<ConsoleUsers>,
+    files: Arc<RwLock<Files>>,
     sessions: Arc<Mutex<Sessions>>,
     limits: Arc<Mutex<LoginLimits>>,
     secure_cookie: bool,
@@ -73,8 +88,10 @@ impl Access {
     /// API keys and console users; open when both are empty.
     pub fn new(keys: ApiKeys, users: ConsoleUsers) -> Access {
         Access {
-            keys: Arc::new(keys),
-            users: Arc::new(users),
+            files: Arc::new(RwLock::new(Files {
+                keys: Arc::new(keys),
+                users: Arc::new(users),
+            })),
             sessions: Arc::new(Mutex::new(Sessions::new(SESSION_TTL, MAX_SESSIONS))),
             limits: Arc::new(Mutex::new(LoginLimits {
                 per_ip: Limiter::new(PER_IP, MAX_BUCKETS),
@@ -94,8 +111,38 @@ impl Access {
 
     /// Whether no credentials are configured.
     pub fn is_open(&self) -> bool {
-        self.keys.is_empty() && self.users.is_empty()
+        let f = read(&self.files);
+        f.keys.is_empty() && f.users.is_empty()
     }
+
+    /// Replaces the API keys and console users (`None` keeps what is loaded), as SIGHUP does
+    /// with the files. Sessions of users no longer in the file end at their next request; the
+    /// others take the role the file now gives them. Refused when it would leave the API open
+    /// although it was not.
+    pub fn reload(
+        &self,
+        keys: Option<ApiKeys>,
+        users: Option<ConsoleUsers>,
+    ) -> Result<(), ReloadError> {
+        let mut f = self.files.write().unwrap_or_else(|p| p.into_inner());
+        let was_open = f.keys.is_empty() && f.users.is_empty();
+        let keys = keys.map_or_else(|| f.keys.clone(), Arc::new);
+        let users = users.map_or_else(|| f.users.clone(), Arc::new);
+        if !was_open && keys.is_empty() && users.is_empty() {
+            return Err(ReloadError::WouldOpen);
+        }
+        *f = Files { keys, users };
+        Ok(())
+    }
+
+    fn users(&self) -> Arc<ConsoleUsers> {
+        read(&self.files).users.clone()
+    }
+}
+
+fn read(files: &RwLock<Files>) -> std::sync::RwLockReadGuard<'_, Files> {
+    // Replaced whole under the lock: a panic elsewhere cannot leave it half-written.
+    files.read().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How a request was authenticated.
@@ -145,17 +192,23 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Resolves who is calling; `None` when credentials are needed and missing or wrong.
 fn principal(access: &Access, headers: &HeaderMap, now: Instant) -> Option<Principal> {
     if let Some(key) = bearer(headers) {
-        return access.keys.verify(key).map(|(name, role)| Principal::Key {
+        let files = read(&access.files);
+        return files.keys.verify(key).map(|(name, role)| Principal::Key {
             name: name.to_owned(),
             role,
         });
     }
     if let Some(token) = cookie_token(headers) {
-        if let Some(u) = lock(&access.sessions).get(token, now) {
-            return Some(Principal::User {
-                name: u.name,
-                role: u.role,
-            });
+        let mut sessions = lock(&access.sessions);
+        if let Some(u) = sessions.get(token, now) {
+            // The users file may have been reloaded since the login: its role now counts,
+            // and a removed user's session ends here.
+            match access.users().role(&u.name) {
+                Some(role) => return Some(Principal::User { name: u.name, role }),
+                None => {
+                    sessions.remove(token);
+                }
+            }
         }
     }
     access.is_open().then_some(Principal::Open)
@@ -315,7 +368,7 @@ pub(crate) async fn login(
             .take(body.username.clone(), now)
             .map_err(ApiError::too_many_attempts)?;
     }
-    let users = access.users.clone();
+    let users = access.users();
     let name = body.username.clone();
     let role = tokio::task::spawn_blocking(move || users.verify(&name, body.password.as_bytes()))
         .await

@@ -32,19 +32,37 @@ pub struct WsEndpoint {
     pub tls: bool,
 }
 
+/// An MQTT listener over TCP or TLS, which the console shows devices' owners.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MqttEndpoint {
+    /// The listener's port.
+    pub port: u16,
+    /// `mqtts` (TLS) when true.
+    pub tls: bool,
+}
+
 /// What the console needs to know about this server.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Endpoints {
     /// MQTT-over-WebSocket listeners, in configuration order.
     mqtt_ws: Vec<WsEndpoint>,
+    /// MQTT listeners over TCP and TLS, in configuration order (for a device's connection
+    /// details).
+    mqtt: Vec<MqttEndpoint>,
+    /// How often `$SYS/broker/...` is published, in seconds; 0 when it is not (the dashboard
+    /// then polls `/api/v1/overview`).
+    sys_interval_secs: u64,
 }
 
-/// Where the console's live pages connect for MQTT over WebSocket.
+/// Where the console's live pages connect for MQTT over WebSocket, where devices connect,
+/// and how often the broker publishes `$SYS`.
 #[utoipa::path(get, path = "/api/v1/endpoints", tag = "console",
     responses((status = 200, description = "The endpoints", body = Endpoints)))]
 pub(crate) async fn endpoints(State(state): State<ApiState>) -> Json<Endpoints> {
     Json(Endpoints {
         mqtt_ws: state.mqtt_ws.to_vec(),
+        mqtt: state.mqtt.to_vec(),
+        sys_interval_secs: state.sys_interval_secs,
     })
 }
 

@@ -24,8 +24,8 @@ mod session;
 mod things;
 pub mod users;
 
-pub use auth::{Access, SESSION_COOKIE};
-pub use console::WsEndpoint;
+pub use auth::{Access, ReloadError, SESSION_COOKIE};
+pub use console::{MqttEndpoint, WsEndpoint};
 pub use error::ApiError;
 
 use axum::extract::FromRef;
@@ -44,6 +44,10 @@ pub struct ApiState {
     pub access: Access,
     /// MQTT-over-WebSocket listeners, told to the console.
     pub mqtt_ws: Arc<[WsEndpoint]>,
+    /// MQTT listeners over TCP and TLS, told to the console (a device's connection details).
+    pub mqtt: Arc<[MqttEndpoint]>,
+    /// The `$SYS` interval in seconds (0: not published), told to the dashboard.
+    pub sys_interval_secs: u64,
     /// The device layer, when it runs (`/api/v1/products`, `/api/v1/devices`, …).
     pub platform: Option<thingmq_things::runtime::Platform>,
 }
@@ -55,6 +59,8 @@ impl ApiState {
             admin,
             access,
             mqtt_ws: Arc::new([]),
+            mqtt: Arc::new([]),
+            sys_interval_secs: 0,
             platform: None,
         }
     }
@@ -109,6 +115,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
         (
             "/api/v1/devices/{productKey}/{deviceName}/credentials",
             post(things::credentials),
+        ),
+        (
+            "/api/v1/devices/{productKey}/{deviceName}/secret",
+            post(things::reset_secret),
         ),
         (
             "/api/v1/devices/{productKey}/{deviceName}/shadow",

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
         crate::things::products, crate::things::create_product, crate::things::product,
         crate::things::put_product, crate::things::delete_product, crate::things::create_device,
         crate::things::devices, crate::things::device, crate::things::patch_device,
-        crate::things::delete_device, crate::things::credentials, crate::things::shadow,
+        crate::things::delete_device, crate::things::credentials, crate::things::reset_secret, crate::things::shadow,
         crate::things::set_properties, crate::things::get_properties, crate::things::property_history, crate::things::call_service,
         crate::things::call_state, crate::things::events, crate::things::log,
     ),

@@ -657,6 +657,26 @@ pub(crate) async fn credentials(
     })))
 }
 
+/// Gives the device a new secret (the old one stops working and the device is
+/// disconnected); the answer is the only place the new secret is shown.
+#[utoipa::path(post, path = "/api/v1/devices/{productKey}/{deviceName}/secret", tag = "devices",
+    params(("productKey" = String, Path), ("deviceName" = String, Path)),
+    responses(
+        (status = 200, description = "`{productKey, deviceName, deviceSecret}` with the new secret", body = Object),
+        (status = 404, description = "No such device", body = crate::error::ErrorBody),
+    ))]
+pub(crate) async fn reset_secret(
+    State(state): State<ApiState>,
+    Path((pk, dn)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let secret = platform(&state)?.reset_device_secret(&pk, &dn).await?;
+    Ok(Json(json!({
+        "productKey": pk,
+        "deviceName": dn,
+        "deviceSecret": secret,
+    })))
+}
+
 /// `?identifiers=a,b` (all properties when absent).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(crate) struct Identifiers {

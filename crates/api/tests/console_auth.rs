@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use thingmq_api::keys::{generate, ApiKeys, Role};
 use thingmq_api::users::ConsoleUsers;
-use thingmq_api::{app, route_paths, Access, ApiState, WsEndpoint};
+use thingmq_api::{app, route_paths, Access, ApiState, MqttEndpoint, WsEndpoint};
 use thingmq_server::{Config, Server, ServerHandle};
 use tower::ServiceExt;
 
@@ -573,22 +573,41 @@ async fn malformed_queries_and_wrong_methods_answer_json_errors() {
 }
 
 #[tokio::test]
-async fn endpoints_tell_the_console_where_mqtt_over_websocket_listens() {
+async fn endpoints_tell_the_console_where_mqtt_listens_and_how_often_sys_is_published() {
     let server = start().await;
     let mut state = ApiState::new(server.admin(), Access::open());
     let (_, _, body) = send(&state, Req::new(Method::GET, "/api/v1/endpoints")).await;
-    assert_eq!(body, json!({"mqtt_ws": []}));
+    assert_eq!(
+        body,
+        json!({"mqtt_ws": [], "mqtt": [], "sys_interval_secs": 0})
+    );
     state.mqtt_ws = vec![WsEndpoint {
         port: 8083,
         path: "/mqtt".into(),
         tls: false,
     }]
     .into();
+    state.mqtt = vec![
+        MqttEndpoint {
+            port: 1883,
+            tls: false,
+        },
+        MqttEndpoint {
+            port: 8883,
+            tls: true,
+        },
+    ]
+    .into();
+    state.sys_interval_secs = 10;
     let (status, _, body) = send(&state, Req::new(Method::GET, "/api/v1/endpoints")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        json!({"mqtt_ws": [{"port": 8083, "path": "/mqtt", "tls": false}]})
+        json!({
+            "mqtt_ws": [{"port": 8083, "path": "/mqtt", "tls": false}],
+            "mqtt": [{"port": 1883, "tls": false}, {"port": 8883, "tls": true}],
+            "sys_interval_secs": 10,
+        })
     );
     within("shutdown", server.shutdown()).await;
 }
@@ -645,6 +664,52 @@ async fn openapi_document_parses_and_documents_every_route_the_router_serves() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 33);
+    assert_eq!(operations, 34);
+    within("shutdown", server.shutdown()).await;
+}
+
+#[tokio::test]
+async fn reloaded_users_file_lets_new_users_in_ends_removed_users_sessions_and_applies_new_roles() {
+    let server = start().await;
+    let state = with_users(&server);
+    let (alice, _) = login(&state, "alice", "alice-secret").await;
+    let (victor, _) = login(&state, "victor", "victor-secret").await;
+
+    // The file now: alice demoted to viewer, victor gone, carol added.
+    let mut fresh = ConsoleUsers::default();
+    fresh.set("alice", Role::Viewer, b"alice-secret").unwrap();
+    fresh.set("carol", Role::Admin, b"carol-secret").unwrap();
+    state.access.reload(None, Some(fresh)).unwrap();
+
+    let (status, _, me) = send(&state, Req::new(Method::GET, "/api/v1/me").cookie(&alice)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["role"], "viewer", "the reloaded role counts at once");
+    let (status, _, _) = send(
+        &state,
+        Req::new(Method::DELETE, "/api/v1/retained/a/b")
+            .cookie(&alice)
+            .ajax(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = send(&state, Req::new(Method::GET, "/api/v1/me").cookie(&victor)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a removed user is logged out"
+    );
+    let (carol, _) = login(&state, "carol", "carol-secret").await;
+    let (_, _, me) = send(&state, Req::new(Method::GET, "/api/v1/me").cookie(&carol)).await;
+    assert_eq!(me["role"], "admin");
+
+    // A reload that would leave neither users nor keys is refused: the API stays closed.
+    let err = state
+        .access
+        .reload(Some(ApiKeys::default()), Some(ConsoleUsers::default()))
+        .unwrap_err();
+    assert!(err.to_string().contains("open"), "{err}");
+    assert!(!state.access.is_open());
+    let (status, _, _) = send(&state, Req::new(Method::GET, "/api/v1/me").cookie(&carol)).await;
+    assert_eq!(status, StatusCode::OK, "the previous users stay in force");
     within("shutdown", server.shutdown()).await;
 }

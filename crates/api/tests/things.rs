@@ -520,3 +520,156 @@ async fn device_routes_answer_503_when_the_device_layer_is_off() {
     assert!(err["message"].as_str().unwrap().contains("[things]"));
     within("shutdown", server.shutdown()).await;
 }
+
+#[tokio::test]
+async fn put_replaces_a_products_model_and_refuses_unknown_products_other_keys_and_bad_models() {
+    let h = Harness::start().await;
+    h.call(
+        Method::POST,
+        "/api/v1/products",
+        Some(json!({"productKey": "thermostat", "tsl": thermostat()})),
+    )
+    .await;
+    let (_, before) = h
+        .call(Method::GET, "/api/v1/products/thermostat", None)
+        .await;
+
+    let mut smaller = thermostat();
+    smaller["properties"].as_array_mut().unwrap().pop();
+    let (status, replaced) = h
+        .call(
+            Method::PUT,
+            "/api/v1/products/thermostat",
+            Some(json!({"productKey": "thermostat", "name": "Hall thermostat", "tsl": smaller})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{replaced}");
+    assert_eq!(replaced["properties"], 5);
+    let (_, after) = h
+        .call(Method::GET, "/api/v1/products/thermostat", None)
+        .await;
+    assert_eq!(after["name"], "Hall thermostat");
+    assert_eq!(after["tsl"]["properties"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        after["createdMs"], before["createdMs"],
+        "creation time kept"
+    );
+
+    let mut bad = thermostat();
+    bad["properties"][1]["dataType"]["type"] = json!("nonsense");
+    let (status, err) = h
+        .call(
+            Method::PUT,
+            "/api/v1/products/thermostat",
+            Some(json!({"tsl": bad})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["code"], "invalid_input");
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains("properties[1]"), "names the path: {err}");
+    let (_, unchanged) = h
+        .call(Method::GET, "/api/v1/products/thermostat", None)
+        .await;
+    assert_eq!(
+        unchanged["tsl"], after["tsl"],
+        "a refused model changes nothing"
+    );
+
+    let (status, err) = h
+        .call(
+            Method::PUT,
+            "/api/v1/products/thermostat",
+            Some(json!({"productKey": "other", "tsl": thermostat()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        err["message"].as_str().unwrap().starts_with("productKey"),
+        "{err}"
+    );
+    let (status, err) = h
+        .call(
+            Method::PUT,
+            "/api/v1/products/nope",
+            Some(json!({"tsl": thermostat()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+    h.stop().await;
+}
+
+/// Connects as device `dn` of the thermostat; whether the broker accepted, and the client.
+async fn device_connects(
+    h: &Harness,
+    dn: &str,
+    secret: &str,
+) -> (bool, AsyncClient, rumqttc::EventLoop) {
+    let addr = h.server.as_ref().unwrap().local_addrs()[0];
+    let mut o = MqttOptions::new(format!("{dn}-dev"), addr.ip().to_string(), addr.port());
+    o.set_credentials(format!("{dn}&thermostat"), secret);
+    let (client, mut eventloop) = AsyncClient::new(o, 10);
+    let accepted = within("CONNACK", async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    (accepted, client, eventloop)
+}
+
+#[tokio::test]
+async fn a_reset_secret_disconnects_the_device_and_only_the_new_secret_connects() {
+    let h = Harness::start().await;
+    h.call(
+        Method::POST,
+        "/api/v1/products",
+        Some(json!({"productKey": "thermostat", "tsl": thermostat()})),
+    )
+    .await;
+    let (_, created) = h
+        .call(
+            Method::POST,
+            "/api/v1/products/thermostat/devices",
+            Some(json!({"deviceName": "r1"})),
+        )
+        .await;
+    let old = created["deviceSecret"].as_str().unwrap().to_owned();
+    let (accepted, _client, mut eventloop) = device_connects(&h, "r1", &old).await;
+    assert!(accepted);
+
+    let (status, reset) = h
+        .call(Method::POST, "/api/v1/devices/thermostat/r1/secret", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reset}");
+    let new = reset["deviceSecret"].as_str().unwrap().to_owned();
+    assert_eq!(new.len(), 32);
+    assert_ne!(new, old);
+    within("the old connection to be closed", async {
+        while eventloop.poll().await.is_ok() {}
+    })
+    .await;
+    assert!(
+        !device_connects(&h, "r1", &old).await.0,
+        "the old secret is refused"
+    );
+    assert!(device_connects(&h, "r1", &new).await.0, "the new one works");
+    let (_, creds) = h
+        .call(
+            Method::POST,
+            "/api/v1/devices/thermostat/r1/credentials",
+            None,
+        )
+        .await;
+    assert_eq!(creds["deviceSecret"], new.as_str());
+
+    let (status, err) = h
+        .call(Method::POST, "/api/v1/devices/thermostat/nope/secret", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+    h.stop().await;
+}

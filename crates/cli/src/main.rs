@@ -224,6 +224,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let config_listeners = config.listeners.clone();
+    let sys_interval_secs = config.sys_interval.map_or(0, |d| d.as_secs());
     runtime.block_on(async move {
         let things = config.things.clone();
         let server = Server::start(config).await?;
@@ -233,7 +234,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None
         };
         let (stop_http, http_done) = tokio::sync::oneshot::channel::<()>();
-        let http_addr = match http.bind {
+        let http_started = match http.bind {
             Some(bind) => Some(
                 start_http(
                     &server,
@@ -241,12 +242,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     bind,
                     &http,
                     platform.clone(),
+                    sys_interval_secs,
                     stop_http,
                 )
                 .await?,
             ),
             None => None,
         };
+        let http_addr = http_started.as_ref().map(|(addr, _)| *addr);
+        let access = http_started.map(|(_, access)| access);
         let _pid_file = match &args.pid_file {
             Some(path) => {
                 std::fs::write(path, format!("{}\n", std::process::id()))
@@ -267,7 +271,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot write ready file {}", path.display()))?;
         }
         tracing::info!("{} running", thingmq_server::VERSION);
-        run_until_stopped(&server).await?;
+        run_until_stopped(&server, || {
+            if let Some(access) = &access {
+                reload_http_files(access, &http);
+            }
+        })
+        .await?;
         tracing::info!("shutting down");
         drop(http_done);
         if let Some(platform) = &platform {
@@ -327,6 +336,30 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// SIGHUP for the HTTP side: reads the API keys and console users files again. A file that
+/// does not load keeps the previous keys and users (all or nothing), as the broker does with
+/// its password file and ACL.
+fn reload_http_files(access: &thingmq_api::Access, http: &thingmq_server::config::HttpConfig) {
+    let loaded = (|| -> anyhow::Result<_> {
+        let keys = match &http.api_keys_file {
+            Some(path) => Some(thingmq_api::keys::ApiKeys::load(path)?),
+            None => None,
+        };
+        let users = match &http.users_file {
+            Some(path) => Some(thingmq_api::users::ConsoleUsers::load(path)?),
+            None => None,
+        };
+        Ok((keys, users))
+    })();
+    match loaded.and_then(|(keys, users)| Ok(access.reload(keys, users)?)) {
+        Ok(()) if http.api_keys_file.is_some() || http.users_file.is_some() => {
+            tracing::info!("API keys and console users reloaded")
+        }
+        Ok(()) => {}
+        Err(e) => tracing::error!("HTTP reload failed, keeping the previous keys and users: {e}"),
+    }
+}
+
 /// Binds the HTTP listener and serves the REST API and metrics until `stop` is dropped.
 async fn start_http(
     server: &thingmq_server::ServerHandle,
@@ -334,8 +367,9 @@ async fn start_http(
     bind: std::net::SocketAddr,
     http: &thingmq_server::config::HttpConfig,
     platform: Option<thingmq_things::runtime::Platform>,
+    sys_interval_secs: u64,
     stop: tokio::sync::oneshot::Sender<()>,
-) -> anyhow::Result<std::net::SocketAddr> {
+) -> anyhow::Result<(std::net::SocketAddr, thingmq_api::Access)> {
     use thingmq_server::config::ListenerTransport;
     let keys = match &http.api_keys_file {
         Some(path) => thingmq_api::keys::ApiKeys::load(path)?,
@@ -364,6 +398,22 @@ async fn start_http(
             _ => None,
         })
         .collect();
+    // Where devices connect, for the console's device pages.
+    let mqtt: Vec<thingmq_api::MqttEndpoint> = listeners
+        .iter()
+        .zip(server.local_addrs())
+        .filter_map(|(l, addr)| match &l.transport {
+            ListenerTransport::Tcp => Some(thingmq_api::MqttEndpoint {
+                port: addr.port(),
+                tls: false,
+            }),
+            ListenerTransport::Tls(_) => Some(thingmq_api::MqttEndpoint {
+                port: addr.port(),
+                tls: true,
+            }),
+            _ => None,
+        })
+        .collect();
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind} for HTTP"))?;
@@ -371,8 +421,10 @@ async fn start_http(
     tracing::info!(%addr, "HTTP API and web console ready (/, /api/v1, /metrics)");
     let state = thingmq_api::ApiState {
         admin: server.admin(),
-        access,
+        access: access.clone(),
         mqtt_ws: mqtt_ws.into(),
+        mqtt: mqtt.into(),
+        sys_interval_secs,
         platform,
     };
     tokio::spawn(async move {
@@ -384,12 +436,16 @@ async fn start_http(
             tracing::error!("HTTP server failed: {e}");
         }
     });
-    Ok(addr)
+    Ok((addr, access))
 }
 
-/// Waits for SIGINT or SIGTERM; SIGHUP reloads the password file, the ACL and the TLS
-/// certificates meanwhile (a broken file keeps the old ones; the server logs why).
-async fn run_until_stopped(server: &thingmq_server::ServerHandle) -> anyhow::Result<()> {
+/// Waits for SIGINT or SIGTERM; SIGHUP reloads the password file, the ACL, the TLS
+/// certificates and (through `reload_http`) the API keys and console users meanwhile (a
+/// broken file keeps the old ones; the log says why).
+async fn run_until_stopped(
+    server: &thingmq_server::ServerHandle,
+    reload_http: impl Fn(),
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -402,6 +458,7 @@ async fn run_until_stopped(server: &thingmq_server::ServerHandle) -> anyhow::Res
                 // force.
                 let _ = server.reload_access();
                 let _ = server.reload_certificates();
+                reload_http();
             }
         }
     }

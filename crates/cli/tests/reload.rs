@@ -155,3 +155,98 @@ fn reload_command_makes_the_broker_reload_its_password_file_without_dropping_con
     assert!(status.success(), "{status:?}");
     assert!(!pid_file.exists());
 }
+
+/// `POST /api/v1/login` over a fresh connection; the HTTP status code.
+fn http_login(addr: &str, user: &str, password: &str) -> u16 {
+    let body = format!("{{\"username\":\"{user}\",\"password\":\"{password}\"}}");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /api/v1/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP status line: {answer}"))
+}
+
+fn console_user(bin: &str, file: &Path, name: &str, password: &str) {
+    let mut child = Command::new(bin)
+        .args(["console-user", "--file"])
+        .arg(file)
+        .args(["add", name, "--role", "admin", "--stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn sighup_reloads_the_console_users_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_thingmq");
+    let (users, ready, config) = (
+        dir.path().join("users"),
+        dir.path().join("ready.json"),
+        dir.path().join("thingmq.toml"),
+    );
+    console_user(bin, &users, "alice", "alice-password");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listeners]]\nbind = \"127.0.0.1:0\"\n[http]\nbind = \"127.0.0.1:0\"\nusers_file = {users:?}\n[things]\nenabled = false\n[sys]\ninterval_secs = 0\n"
+        ),
+    )
+    .unwrap();
+    let mut broker = Broker(
+        Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--ready-file")
+            .arg(&ready)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the ready file", || ready.exists());
+    let ready = std::fs::read_to_string(&ready).unwrap();
+    // {"mqtt":[...],"http":"127.0.0.1:PORT"}
+    let http = ready
+        .split("\"http\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("HTTP address in the ready file: {ready}"))
+        .to_owned();
+    assert_eq!(http_login(&http, "alice", "alice-password"), 200);
+    assert_eq!(http_login(&http, "bob", "bob-password"), 401);
+
+    console_user(bin, &users, "bob", "bob-password");
+    let pid = rustix::process::Pid::from_raw(broker.0.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    // Few tries, spaced out: logins are rate limited (5 per user name at once).
+    let mut let_in = false;
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(500));
+        if http_login(&http, "bob", "bob-password") == 200 {
+            let_in = true;
+            break;
+        }
+    }
+    assert!(let_in, "bob is let in after SIGHUP");
+    assert_eq!(http_login(&http, "alice", "alice-password"), 200);
+
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(broker.0.wait().unwrap().success());
+}

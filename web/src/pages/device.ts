@@ -3,23 +3,40 @@
 //
 // Live values come over MQTT-over-WebSocket (the listener /api/v1/endpoints reports): the
 // console subscribes to the device's property and event reports, as the live tail does. When
-// the server has no WebSocket listener, or the connection fails, the page polls the shadow
-// every 2 s instead. Loaded lazily (MQTT.js and uPlot are most of the bundle).
+// the server has no WebSocket listener, the connection fails or the broker wants credentials
+// (a form asks for them, see live.ts), the page polls the shadow every 2 s instead; a badge
+// says which. Also: the device's tags (editable) and how to connect it, with a secret reset.
+// Loaded lazily (MQTT.js and uPlot are most of the bundle).
 
-import mqtt, { type MqttClient } from 'mqtt';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { api, ApiError, devicePath, type DataType, type Device, type Param, type ProductDetail, type Shadow, type TslProperty, type TslService, type WsEndpoint } from '../api';
 import { h, fill, errorBox, emptyState, pageHeader, since, canChange } from '../ui';
+import { connectLive, liveStatus, type LiveState } from '../live';
 import { onlineBadge } from './devices';
 
 const NUMERIC = ['int', 'float', 'double'];
 const POLL_MS = 2000;
 const KEEP_EVENTS = 200;
 
-function wsUrl(e: WsEndpoint): string {
-  const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
-  return `${e.tls ? 'wss' : 'ws'}://${host}:${e.port}${e.path}`;
+interface Endpoints {
+  mqtt_ws: WsEndpoint[];
+  mqtt?: { port: number; tls: boolean }[];
+}
+
+/** `key=value` lines to tags; throws a message naming the bad line. */
+export function parseTags(text: string): Record<string, string> {
+  const tags: Record<string, string> = {};
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    if (!line) return;
+    const eq = line.indexOf('=');
+    const k = eq < 0 ? '' : line.slice(0, eq).trim();
+    if (!k) throw new Error(`Line ${i + 1}: “key=value” is needed`);
+    if (k in tags) throw new Error(`Line ${i + 1}: tag “${k}” appears twice`);
+    tags[k] = line.slice(eq + 1).trim();
+  });
+  return tags;
 }
 
 function plural(n: number, word: string): string {
@@ -145,8 +162,10 @@ export async function devicePage(root: HTMLElement, param: string) {
   const dn = param.slice(slash + 1);
   const base = devicePath(pk, dn);
   const status = h('div', {});
-  const liveState = h('p', { class: 'muted', role: 'status' }, 'Loading…');
-  fill(root, h('p', {}, h('a', { href: '#/devices' }, '‹ All devices')), pageHeader(`Device ${dn}`), status, liveState);
+  const loading = h('p', { class: 'muted', role: 'status' }, 'Loading…');
+  fill(root, h('p', {}, h('a', { href: '#/devices' }, '‹ All devices')), pageHeader(`Device ${dn}`), status, loading);
+  // Declared before the first await so the polling fallback can use it from the start.
+  const liveLine = liveStatus('device', 'Showing the shadow, refreshed every 2 s.', () => connect());
 
   let device: Device;
   let product: ProductDetail;
@@ -159,7 +178,7 @@ export async function devicePage(root: HTMLElement, param: string) {
     ]);
   } catch (e) {
     fill(status, errorBox((e as Error).message));
-    liveState.remove();
+    loading.remove();
     return;
   }
   const props: TslProperty[] = product.tsl.properties ?? [];
@@ -168,8 +187,14 @@ export async function devicePage(root: HTMLElement, param: string) {
   const services: TslService[] = (product.tsl.services ?? []).filter((s) => s.identifier !== 'set' && s.identifier !== 'get');
   const propType = new Map(props.map((p) => [p.identifier, p.dataType]));
   const timers: number[] = [];
-  let client: MqttClient | null = null;
+  let live: { end: () => void } | null = null;
   let plot: uPlot | null = null;
+  let endpoints: Endpoints = { mqtt_ws: [] };
+  try {
+    endpoints = await api<Endpoints>('/api/v1/endpoints');
+  } catch {
+    // No connection details and no live values: the page polls below.
+  }
 
   // -- facts ------------------------------------------------------------------------------
   const badge = h('span', {}, onlineBadge(device));
@@ -182,8 +207,16 @@ export async function devicePage(root: HTMLElement, param: string) {
       h('dt', {}, 'MQTT user name'), h('dd', {}, h('code', {}, `${dn}&${pk}`)),
       h('dt', {}, 'Last online'), h('dd', {}, device.lastOnlineMs ? since(device.lastOnlineMs) : '—'),
       h('dt', {}, 'Last address'), h('dd', {}, device.lastIp ?? '—'),
-      h('dt', {}, 'Tags'), h('dd', {}, Object.entries(device.tags).map(([k, v]) => `${k}=${v}`).join(', ') || '—')),
+      h('dt', {}, 'Tags'), h('dd', { 'data-field': 'tags' }, tagText(device.tags))),
   );
+
+  // -- tags and connection ----------------------------------------------------------------
+  const tagsCard = tagsEditor(base, device, (d) => {
+    device = d;
+    const dd = facts.querySelector('[data-field="tags"]');
+    if (dd) dd.textContent = tagText(d.tags);
+  });
+  const connectCard = connectionCard(base, pk, dn, endpoints);
 
   // -- live property values ---------------------------------------------------------------
   const valueCells = new Map<string, { value: HTMLElement; time: HTMLElement }>();
@@ -419,13 +452,22 @@ export async function devicePage(root: HTMLElement, param: string) {
   // -- events and online log --------------------------------------------------------------
   const eventList = h('ol', { class: 'messages', 'aria-label': 'Events, newest first' });
   const eventsEmpty = emptyState('No events in the last 24 hours.');
-  const eventsCard = h('section', { class: 'card', 'aria-labelledby': 'events-head' }, h('h2', { id: 'events-head' }, 'Events'), eventsEmpty, eventList);
+  const eventFilter = h('select', { id: 'event-type' },
+    h('option', { value: '' }, 'all types'),
+    ['info', 'alert', 'error'].map((t) => h('option', { value: t }, t)));
+  const eventsCard = h('section', { class: 'card', 'aria-labelledby': 'events-head' },
+    h('h2', { id: 'events-head' }, 'Events'),
+    h('div', { class: 'row' }, h('div', {}, h('label', { for: 'event-type' }, 'Event type'), eventFilter)),
+    eventsEmpty, eventList);
   const eventTypes = new Map((product.tsl.events ?? []).map((e) => [e.identifier, e]));
   const addEvent = (identifier: string, type: string | undefined, time: number, output: unknown, prepend: boolean) => {
+    const shownType = type ?? eventTypes.get(identifier)?.type ?? 'info';
+    // Live events of other types than the chosen one are not shown (the list is filtered).
+    if (prepend && eventFilter.value && shownType !== eventFilter.value) return;
     eventsEmpty.remove();
     const li = h('li', {},
       h('div', { class: 'msg-head' },
-        h('strong', {}, eventTypes.get(identifier)?.name ?? identifier, ' ', h('span', { class: `badge ${type === 'info' ? 'on' : 'warn'}` }, type ?? eventTypes.get(identifier)?.type ?? 'info')),
+        h('strong', {}, eventTypes.get(identifier)?.name ?? identifier, ' ', h('span', { class: `badge ${shownType === 'info' ? 'on' : 'warn'}` }, shownType)),
         h('span', { class: 'muted' }, new Date(time).toLocaleString())),
       h('pre', { class: 'payload' }, JSON.stringify(output)));
     if (prepend) eventList.prepend(li);
@@ -436,13 +478,16 @@ export async function devicePage(root: HTMLElement, param: string) {
   const logCard = h('section', { class: 'card', 'aria-labelledby': 'log-head' }, h('h2', { id: 'log-head' }, 'Online and offline'));
   const loadLogs = async () => {
     try {
+      const q = new URLSearchParams({ limit: '100' });
+      if (eventFilter.value) q.set('type', eventFilter.value);
       const [ev, log] = await Promise.all([
-        api<{ events: { identifier: string; type: string; time: number; output: unknown }[] }>(`${base}/events?limit=100`),
+        api<{ events: { identifier: string; type: string; time: number; output: unknown }[] }>(`${base}/events?${q}`),
         api<{ status: { time: number; online: boolean; reason: string | null; ip: string | null }[] }>(`${base}/log`),
       ]);
       eventList.replaceChildren();
       const newest = [...ev.events].sort((a, b) => b.time - a.time);
       for (const e of newest) addEvent(e.identifier, e.type, e.time, e.output, false);
+      eventsEmpty.textContent = eventFilter.value ? `No ${eventFilter.value} events in the last 24 hours.` : 'No events in the last 24 hours.';
       if (newest.length === 0) eventList.before(eventsEmpty);
       const rows = [...log.status].sort((a, b) => b.time - a.time).slice(0, 100);
       fill(statusList, rows.map((s) => h('tr', {},
@@ -464,13 +509,15 @@ export async function devicePage(root: HTMLElement, param: string) {
     pageHeader(`Device ${dn}`),
     status,
     facts,
-    liveState,
+    liveLine.el,
     h('div', { class: 'device-grid' }, valuesCard, h('div', {}, controls, servicesCard)),
     historyCard,
     eventsCard,
     logCard,
+    h('div', { class: 'device-grid' }, tagsCard, connectCard),
   );
   void loadLogs();
+  eventFilter.addEventListener('change', () => void loadLogs());
   if (numeric.length > 0) void drawHistory();
 
   // The online badge and the logs change rarely: a slow refresh is enough.
@@ -484,9 +531,8 @@ export async function devicePage(root: HTMLElement, param: string) {
 
   // -- live updates -----------------------------------------------------------------------
   let polling = 0;
-  const startPolling = (why: string) => {
+  const startPolling = () => {
     if (polling) return;
-    fill(liveState, `${why} Showing the shadow, refreshed every 2 s.`);
     polling = window.setInterval(async () => {
       try {
         applyShadow(await api<Shadow>(`${base}/shadow`));
@@ -496,67 +542,128 @@ export async function devicePage(root: HTMLElement, param: string) {
     }, POLL_MS);
     timers.push(polling);
   };
-  let endpoints: WsEndpoint[] = [];
-  try {
-    endpoints = (await api<{ mqtt_ws: WsEndpoint[] }>('/api/v1/endpoints')).mqtt_ws;
-  } catch {
-    // Falls back to polling below.
-  }
-  if (endpoints.length === 0) {
-    startPolling('No MQTT-over-WebSocket listener.');
-  } else {
-    const prefix = `/sys/${pk}/${dn}/thing/event/`;
-    fill(liveState, 'Connecting for live values…');
-    const c = mqtt.connect(wsUrl(endpoints[0]), {
-      clientId: `thingmq-console-${Math.random().toString(16).slice(2, 10)}`,
-      protocolVersion: 5,
-      clean: true,
-      reconnectPeriod: 3000,
-      connectTimeout: 10_000,
-    });
-    client = c;
-    c.on('connect', () => {
-      c.subscribe([`${prefix}property/post`, `${prefix}+/post`], { qos: 0 }, (err, granted) => {
-        if (err || granted?.some((g) => g.qos >= 0x80)) {
-          c.end(true);
-          startPolling('The broker refused the live subscription.');
-          return;
-        }
-        window.clearInterval(polling);
-        polling = 0;
-        fill(liveState, h('span', { class: 'ok' }, 'Live: values update as the device reports them.'));
-        // Values reported between the first load and the subscription.
-        void api<Shadow>(`${base}/shadow`).then(applyShadow, () => {});
-      });
-    });
-    c.on('error', () => startPolling('The live connection failed.'));
-    c.on('offline', () => startPolling('The live connection dropped; reconnecting.'));
-    c.on('message', (topic, payload) => {
-      let msg: { params?: Record<string, unknown> };
-      try {
-        msg = JSON.parse(new TextDecoder().decode(payload));
-      } catch {
-        return;
+  const stopPolling = () => {
+    window.clearInterval(polling);
+    polling = 0;
+  };
+  const prefix = `/sys/${pk}/${dn}/thing/event/`;
+  const onMessage = (topic: string, payload: Uint8Array) => {
+    let msg: { params?: Record<string, unknown> };
+    try {
+      msg = JSON.parse(new TextDecoder().decode(payload));
+    } catch {
+      return;
+    }
+    const params = msg.params ?? {};
+    if (topic === `${prefix}property/post`) {
+      for (const [id, v] of Object.entries(params)) {
+        const r = reportValue(v);
+        setValue(id, r.value, r.time);
       }
-      const params = msg.params ?? {};
-      if (topic === `${prefix}property/post`) {
-        for (const [id, v] of Object.entries(params)) {
-          const r = reportValue(v);
-          setValue(id, r.value, r.time);
-        }
-      } else {
-        const id = topic.slice(prefix.length, -'/post'.length);
-        const p = params as { value?: unknown; time?: number };
-        const out = p && typeof p === 'object' && 'value' in p ? p.value : params;
-        addEvent(id, eventTypes.get(id)?.type, typeof p.time === 'number' ? p.time : Date.now(), out, true);
-      }
-    });
-  }
+    } else {
+      const id = topic.slice(prefix.length, -'/post'.length);
+      const p = params as { value?: unknown; time?: number };
+      const out = p && typeof p === 'object' && 'value' in p ? p.value : params;
+      addEvent(id, eventTypes.get(id)?.type, typeof p.time === 'number' ? p.time : Date.now(), out, true);
+    }
+  };
+  const onState = (st: LiveState) => {
+    liveLine.set(st);
+    if (st.kind !== 'live') {
+      startPolling();
+      return;
+    }
+    stopPolling();
+    // Values reported between the first load and the subscription.
+    void api<Shadow>(`${base}/shadow`).then(applyShadow, () => {});
+  };
+  const connect = () => {
+    live?.end();
+    live = null;
+    if (endpoints.mqtt_ws.length === 0) {
+      onState({ kind: 'polling', reason: 'No MQTT-over-WebSocket listener.' });
+      return;
+    }
+    live = connectLive({ endpoint: endpoints.mqtt_ws[0], filters: [`${prefix}property/post`, `${prefix}+/post`], onMessage, onState });
+  };
+  connect();
 
   return () => {
     for (const t of timers) window.clearInterval(t);
     window.removeEventListener('resize', onResize);
-    client?.end(true);
+    live?.end();
     plot?.destroy();
   };
+}
+
+function tagText(tags: Record<string, string>): string {
+  return Object.entries(tags).map(([k, v]) => `${k}=${v}`).join(', ') || '—';
+}
+
+/** The device's tags: a `key=value` per line editor for admins (PATCH), the list for viewers. */
+function tagsEditor(base: string, device: Device, saved: (d: Device) => void): HTMLElement {
+  const card = h('section', { class: 'card', 'aria-labelledby': 'tags-head' }, h('h2', { id: 'tags-head' }, 'Tags'));
+  if (!canChange()) {
+    card.append(Object.keys(device.tags).length === 0 ? emptyState('No tags.') : h('p', {}, tagText(device.tags)));
+    return card;
+  }
+  const area = h('textarea', { id: 'device-tags', rows: 4, spellcheck: 'false', placeholder: 'room=hall\nfloor=2' });
+  area.value = Object.entries(device.tags).map(([k, v]) => `${k}=${v}`).join('\n');
+  const result = h('div', { 'aria-live': 'polite' });
+  const form = h('form', { class: 'form' },
+    h('label', { for: 'device-tags' }, 'Tags (one key=value per line)'),
+    area,
+    h('div', { class: 'row' }, h('button', { type: 'submit' }, 'Save tags')),
+    result);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    let tags: Record<string, string>;
+    try {
+      tags = parseTags(area.value);
+    } catch (e) {
+      fill(result, errorBox((e as Error).message));
+      area.focus();
+      return;
+    }
+    try {
+      const d = await api<Device>(base, { method: 'PATCH', body: { tags } });
+      saved(d);
+      fill(result, h('p', { class: 'ok', role: 'status' }, `Tags saved (${Object.keys(d.tags).length}).`));
+    } catch (e) {
+      fill(result, errorBox(`Cannot save the tags: ${(e as Error).message}`));
+    }
+  });
+  card.append(form);
+  return card;
+}
+
+/** How a device connects: host, ports, user name, client id; a secret reset for admins. */
+function connectionCard(base: string, pk: string, dn: string, endpoints: Endpoints): HTMLElement {
+  const host = location.hostname;
+  const ports = (endpoints.mqtt ?? []).map((e) => `${e.port} (${e.tls ? 'MQTT over TLS' : 'MQTT'})`);
+  const ws = endpoints.mqtt_ws.map((e) => `${e.port}${e.path} (${e.tls ? 'wss' : 'ws'})`);
+  const secretBox = h('div', { 'aria-live': 'polite' });
+  const reset = async () => {
+    if (!confirm(`Give “${dn}” a new secret? The old one stops working at once and the device is disconnected until it uses the new one.`)) return;
+    try {
+      const r = await api<{ deviceSecret: string }>(`${base}/secret`, { method: 'POST' });
+      fill(secretBox,
+        h('p', { class: 'ok', role: 'status' }, 'New secret (shown only now: copy it to the device):'),
+        h('p', {}, h('code', { class: 'device-secret', 'aria-label': 'New device secret' }, r.deviceSecret)));
+    } catch (e) {
+      fill(secretBox, errorBox(`Cannot reset the secret: ${(e as Error).message}`));
+    }
+  };
+  return h('section', { class: 'card', 'aria-labelledby': 'connect-head' },
+    h('h2', { id: 'connect-head' }, 'Connecting the device'),
+    h('dl', { class: 'facts' },
+      h('dt', {}, 'Host'), h('dd', {}, h('code', {}, host), h('span', { class: 'muted' }, ' (as this console is reached; devices may need another name)')),
+      h('dt', {}, 'MQTT port'), h('dd', { 'data-field': 'mqtt-ports' }, ports.join(', ') || '—'),
+      ws.length ? [h('dt', {}, 'WebSocket'), h('dd', {}, ws.join(', '))] : null,
+      h('dt', {}, 'User name'), h('dd', {}, h('code', {}, `${dn}&${pk}`)),
+      h('dt', {}, 'Client id'), h('dd', {}, 'any without “|”, e.g. ', h('code', {}, dn), '; or signed: ', h('code', {}, `${dn}|securemode=3,signmethod=hmacsha256,timestamp=…|`)),
+      h('dt', {}, 'Password'), h('dd', {}, 'the device secret, or the hex HMAC-SHA256 keyed by it of ', h('code', {}, `clientId${dn}deviceName${dn}productKey${pk}timestamp…`))),
+    canChange()
+      ? [h('div', { class: 'actions' }, h('button', { type: 'button', class: 'danger', onclick: () => void reset() }, 'Reset secret')), secretBox]
+      : h('p', { class: 'muted' }, 'The secret was shown when the device was registered; an admin can reset it.'));
 }

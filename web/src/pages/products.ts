@@ -1,6 +1,6 @@
 // Products: the list, creating one from a pasted or uploaded thing model (TSL JSON), and one
-// product's thing model to read or download. The API validates the model; its messages name
-// the JSON path of the problem, so they are shown as they come.
+// product's thing model to read, download or edit (PUT). The API validates the model; its
+// messages name the JSON path of the problem, so they are shown as they come.
 
 import { api, type Product, type ProductDetail } from '../api';
 import { h, fill, errorBox, emptyState, pageHeader, since, canChange } from '../ui';
@@ -120,8 +120,8 @@ function createForm(status: HTMLElement, after: () => void): HTMLElement {
   return form;
 }
 
-export async function productPage(root: HTMLElement, key: string) {
-  const status = h('div', {});
+export async function productPage(root: HTMLElement, key: string, notice?: string): Promise<() => void> {
+  const status = h('div', {}, notice ? h('p', { class: 'ok', role: 'status' }, notice) : null);
   const body = h('div', {});
   fill(root, h('p', {}, h('a', { href: '#/products' }, '‹ All products')), pageHeader(`Product ${key}`), status, body);
   let p: ProductDetail;
@@ -129,7 +129,7 @@ export async function productPage(root: HTMLElement, key: string) {
     p = await api<ProductDetail>(`/api/v1/products/${encodeURIComponent(key)}`);
   } catch (e) {
     fill(body, errorBox((e as Error).message));
-    return;
+    return () => {};
   }
   const text = JSON.stringify(p.tsl, null, 2);
   const download = h('a', { class: 'button secondary', download: `${p.productKey}.json`, href: URL.createObjectURL(new Blob([text], { type: 'application/json' })) }, 'Export the thing model');
@@ -159,6 +159,53 @@ export async function productPage(root: HTMLElement, key: string) {
         canChange() ? h('button', { type: 'button', class: 'danger', onclick: () => void del() }, 'Delete product') : null),
     ),
     h('section', { class: 'card' }, h('h2', { id: 'tsl-head' }, 'Thing model'), h('pre', { class: 'payload', 'aria-labelledby': 'tsl-head', tabindex: 0 }, text)),
+    canChange() ? editForm(p, text, (msg) => void productPage(root, key, msg).then((c) => (cleanupNext = c))) : null,
   );
-  return () => URL.revokeObjectURL(download.href);
+  let cleanupNext: (() => void) | null = null;
+  return () => {
+    URL.revokeObjectURL(download.href);
+    cleanupNext?.();
+  };
+}
+
+/** Edits a product's name, validation mode and thing model; saving replaces them (PUT). */
+function editForm(p: ProductDetail, text: string, saved: (msg: string) => void): HTMLElement {
+  const name = h('input', { id: 'edit-name', autocomplete: 'off', value: p.name });
+  const validation = h('select', { id: 'edit-validation' },
+    ['strict', 'weak', 'none'].map((v) => h('option', { value: v, selected: v === p.validation }, v)));
+  const tsl = h('textarea', { id: 'edit-tsl', rows: 16, required: true, spellcheck: 'false', 'aria-describedby': 'edit-help' });
+  tsl.value = text;
+  const result = h('div', { 'aria-live': 'polite' });
+  const form = h('form', { class: 'card form', 'aria-labelledby': 'edit-head' },
+    h('h2', { id: 'edit-head' }, 'Edit the thing model'),
+    h('p', { class: 'muted', id: 'edit-help' }, 'Saving replaces the model for every device of the product; reports are checked against the new one at once.'),
+    h('div', { class: 'row' },
+      h('div', { class: 'grow' }, h('label', { for: 'edit-name' }, 'Product name'), name),
+      h('div', {}, h('label', { for: 'edit-validation' }, 'Validation mode'), validation)),
+    h('label', { for: 'edit-tsl' }, 'Thing model to save (TSL JSON)'),
+    tsl,
+    h('div', { class: 'row' }, h('button', { type: 'submit' }, 'Save the thing model')),
+    result);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    let model: unknown;
+    try {
+      model = JSON.parse(tsl.value);
+    } catch (e) {
+      fill(result, errorBox(`The thing model is not JSON: ${(e as Error).message}`));
+      tsl.focus();
+      return;
+    }
+    try {
+      await api<Product>(`/api/v1/products/${encodeURIComponent(p.productKey)}`, {
+        method: 'PUT',
+        body: { productKey: p.productKey, name: name.value.trim() || undefined, validation: validation.value, nodeType: p.nodeType, tsl: model },
+      });
+      saved(`The thing model of “${p.productKey}” was saved.`);
+    } catch (e) {
+      fill(result, errorBox(`Cannot save the thing model: ${(e as Error).message}`));
+      tsl.focus();
+    }
+  });
+  return form;
 }

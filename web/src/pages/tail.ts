@@ -4,6 +4,7 @@
 import mqtt, { type MqttClient } from 'mqtt';
 import { api, type WsEndpoint } from '../api';
 import { h, fill, errorBox, emptyState, pageHeader } from '../ui';
+import { savedCredentials } from '../live';
 
 const KEEP = 500;
 
@@ -36,8 +37,11 @@ export async function tailPage(root: HTMLElement) {
   }
   const url = h('input', { id: 'tail-url', value: wsUrl(endpoints[0]), spellcheck: 'false' });
   const filter = h('input', { id: 'tail-filter', value: '#', required: true, spellcheck: 'false' });
-  const user = h('input', { id: 'tail-user', autocomplete: 'off', placeholder: 'only if the broker needs one' });
+  // Prefilled with what the live pages use (this tab's sessionStorage), if anything.
+  const saved = savedCredentials();
+  const user = h('input', { id: 'tail-user', autocomplete: 'off', placeholder: 'only if the broker needs one', value: saved?.username ?? '' });
   const pass = h('input', { id: 'tail-pass', type: 'password', autocomplete: 'off' });
+  pass.value = saved?.password ?? '';
   const start = h('button', { type: 'submit' }, 'Subscribe');
   const stop = h('button', { type: 'button', class: 'secondary', disabled: true }, 'Stop');
   const clear = h('button', { type: 'button', class: 'secondary' }, 'Clear');

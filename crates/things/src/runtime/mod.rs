@@ -473,6 +473,26 @@ impl Platform {
         Ok(())
     }
 
+    /// Gives a device a new random secret and returns it. The old one stops working at
+    /// once: the device is disconnected and must connect with the new one.
+    pub async fn reset_device_secret(
+        &self,
+        product_key: &str,
+        device_name: &str,
+    ) -> Result<String, PlatformError> {
+        let k = key(product_key, device_name);
+        let mut device = self.state().devices.get(&k).cloned().ok_or_else(|| {
+            PlatformError::NotFound(format!("device {device_name}&{product_key}"))
+        })?;
+        device.device_secret = crate::registry::generate_secret();
+        self.inner.store.put_device(&device).await?;
+        let secret = device.device_secret.clone();
+        self.state().devices.insert(k.clone(), device);
+        self.refresh_credentials();
+        self.kick(&k).await;
+        Ok(secret)
+    }
+
     /// Replaces a device's tags.
     pub async fn set_device_tags(
         &self,
