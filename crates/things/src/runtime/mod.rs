@@ -625,16 +625,28 @@ impl Platform {
         let online = self.state().online.contains_key(&k);
         if !online {
             let now = now_ms();
-            let mut state = self.state();
-            let shadow = state.shadows.entry(k.clone()).or_default();
-            let mut versions = Vec::new();
-            for (id, value) in values {
-                let version = shadow
-                    .set_desired(&id, value, None, now)
-                    .map_err(|e| PlatformError::Conflict(e.to_string()))?;
-                versions.push((id, version));
-            }
-            state.dirty.insert(k);
+            let (versions, shadow) = {
+                let mut state = self.state();
+                let shadow = state.shadows.entry(k.clone()).or_default();
+                let mut versions = Vec::new();
+                for (id, value) in values {
+                    let version = shadow
+                        .set_desired(&id, value, None, now)
+                        .map_err(|e| PlatformError::Conflict(e.to_string()))?;
+                    versions.push((id, version));
+                }
+                let shadow = shadow.clone();
+                // Also dirty: a periodic save that copied the shadow before this change may
+                // land after the write below; the next one writes this version again.
+                state.dirty.insert(k);
+                (versions, shadow)
+            };
+            // The caller is told the values are kept for the device: save them now, not
+            // with the next periodic shadow save.
+            self.inner
+                .store
+                .put_shadow(product_key, device_name, &shadow)
+                .await?;
             return Ok(SetOutcome::Desired(versions));
         }
         let id = self.next_call_id();
