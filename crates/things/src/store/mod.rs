@@ -271,10 +271,19 @@ impl Store {
                 .max_connections(1)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
-                        sqlx::query("PRAGMA synchronous = NORMAL")
-                            .execute(conn)
-                            .await
-                            .map(|_| ())
+                        // A history batch of 20,000 rows touches more pages than SQLite's
+                        // default 2 MB cache: it then spilled pages and its statement journals
+                        // to disk mid-transaction (~20 % of the broker's CPU in pwrite under
+                        // 10,000 devices). 64 MB of cache and journals in memory keep a batch
+                        // in memory until its commit.
+                        for pragma in [
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA cache_size = -65536",
+                            "PRAGMA temp_store = MEMORY",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                        Ok(())
                     })
                 })
                 .connect_with(options)
