@@ -89,6 +89,8 @@ export interface ClientSummary {
   client_id: string;
   connected: boolean;
   connection: Connection | null;
+  queued: number;
+  inflight: number;
 }
 
 export interface Subscription {
@@ -102,8 +104,6 @@ export interface Subscription {
 
 export interface ClientDetail extends ClientSummary {
   subscriptions: Subscription[];
-  queued: number;
-  inflight: number;
 }
 
 export interface RetainedInfo {

@@ -374,6 +374,153 @@ async fn metrics_are_in_prometheus_text_format() {
     within("shutdown", server.shutdown()).await;
 }
 
+/// The value of one sample line (`name` with its labels) in a Prometheus text.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_show_qos_counts_queue_depths_and_store_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(&format!(
+        "[[listeners]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval_secs = 0\n\
+         [storage]\ndata_dir = {:?}\nsync = \"always\"\n",
+        dir.path().display().to_string()
+    ))
+    .unwrap();
+    let server = within("server start", Server::start(config)).await.unwrap();
+    let addr = server.local_addrs()[0];
+    let state = open(&server);
+
+    // A persistent subscriber goes away: what is published for it waits in its queue.
+    let mut sub = mqtt(addr, "queued-sub", None).await;
+    sub.subscribe("q/#").await;
+    sub.client.disconnect().await.unwrap();
+    drop(sub);
+    within("session offline", async {
+        loop {
+            let (_, c) = call(&state, Method::GET, "/api/v1/clients/queued-sub", None).await;
+            if c["connected"] == false {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let mut publisher = mqtt(addr, "qos-pub", None).await;
+    for i in 0..3 {
+        publisher
+            .client
+            .publish(format!("q/{i}"), QoS::AtLeastOnce, false, "x")
+            .await
+            .unwrap();
+        publisher
+            .next("PUBACK", |p| matches!(p, Packet::PubAck(_)))
+            .await;
+    }
+    publisher
+        .client
+        .publish("q/zero", QoS::AtMostOnce, false, "x")
+        .await
+        .unwrap();
+
+    // A subscriber that does not acknowledge keeps its deliveries in flight.
+    let mut o = MqttOptions::new("no-ack", addr.ip().to_string(), addr.port());
+    o.set_manual_acks(true);
+    let (slow, mut slow_loop) = AsyncClient::new(o, 10);
+    slow.subscribe("slow/t", QoS::AtLeastOnce).await.unwrap();
+    let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    let slow_task = tokio::spawn(async move {
+        while let Ok(e) = slow_loop.poll().await {
+            if let Event::Incoming(p) = e {
+                let _ = got_tx.send(p);
+            }
+        }
+    });
+    within("no-ack SUBACK", async {
+        while !matches!(got.recv().await, Some(Packet::SubAck(_))) {}
+    })
+    .await;
+    for _ in 0..2 {
+        publisher
+            .client
+            .publish("slow/t", QoS::AtLeastOnce, false, "y")
+            .await
+            .unwrap();
+    }
+    within("two unacknowledged deliveries", async {
+        let mut n = 0;
+        while n < 2 {
+            if let Some(Packet::Publish(_)) = got.recv().await {
+                n += 1;
+            }
+        }
+    })
+    .await;
+
+    let text = within("depths in /metrics", async {
+        loop {
+            let (status, body) = call(&state, Method::GET, "/metrics", None).await;
+            assert_eq!(status, StatusCode::OK);
+            let text = body.as_str().unwrap().to_owned();
+            if sample(&text, "thingmq_session_queued_messages") == 3.0
+                && sample(&text, "thingmq_session_inflight_messages") == 2.0
+            {
+                break text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(sample(&text, "thingmq_session_queued_messages_max"), 3.0);
+    assert_eq!(sample(&text, "thingmq_sessions_queueing"), 1.0);
+    assert_eq!(sample(&text, "thingmq_session_inflight_messages_max"), 2.0);
+    // One HELP/TYPE for the family, one sample per QoS.
+    assert_eq!(
+        text.matches("# TYPE thingmq_publish_received_total counter\n")
+            .count(),
+        1
+    );
+    assert_eq!(
+        sample(&text, "thingmq_publish_received_total{qos=\"0\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "thingmq_publish_received_total{qos=\"1\"}"),
+        5.0
+    );
+    assert_eq!(
+        sample(&text, "thingmq_publish_received_total{qos=\"2\"}"),
+        0.0
+    );
+    assert_eq!(sample(&text, "thingmq_publish_sent_total{qos=\"1\"}"), 2.0);
+    // Every acknowledged QoS 1 publish was a store write first (sync = "always").
+    assert!(text.contains("# TYPE thingmq_store_write_seconds histogram\n"));
+    let writes = sample(&text, "thingmq_store_write_seconds_count");
+    assert!(writes >= 3.0, "{text}");
+    assert_eq!(
+        sample(&text, "thingmq_store_write_seconds_bucket{le=\"+Inf\"}"),
+        writes
+    );
+    assert!(sample(&text, "thingmq_store_write_seconds_sum") > 0.0);
+    let first = sample(&text, "thingmq_store_write_seconds_bucket{le=\"0.00005\"}");
+    assert!(first <= sample(&text, "thingmq_store_write_seconds_bucket{le=\"1\"}"));
+
+    // The client list shows each session's depths too.
+    let (_, list) = call(&state, Method::GET, "/api/v1/clients", None).await;
+    let items = list["items"].as_array().unwrap();
+    let find = |id: &str| items.iter().find(|c| c["client_id"] == id).unwrap().clone();
+    assert_eq!(find("queued-sub")["queued"], 3);
+    assert_eq!(find("no-ack")["inflight"], 2);
+
+    slow_task.abort();
+    within("shutdown", server.shutdown()).await;
+}
+
 #[tokio::test]
 async fn api_keys_are_required_and_roles_limit_what_they_may_do() {
     let (server, _) = start().await;

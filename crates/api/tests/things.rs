@@ -489,6 +489,13 @@ async fn an_online_device_answers_sets_reports_history_and_a_silent_one_times_ou
         "{metrics}"
     );
     assert!(metrics.contains("# TYPE thingmq_things_history_rows_written_total counter"));
+    assert!(metrics.contains("# TYPE thingmq_things_history_queued_records gauge\n"));
+    // The history above was read after a batch was committed: it was timed.
+    let batches = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("thingmq_things_history_batch_seconds_count "))
+        .expect("batch histogram");
+    assert!(batches.parse::<u64>().unwrap() >= 1, "{metrics}");
     let (_, log) = h
         .call(
             Method::GET,

@@ -55,6 +55,27 @@ pub struct ClientSummary {
     pub connected: bool,
     /// The attached connection, if any.
     pub connection: Option<ConnectionInfo>,
+    /// Messages waiting in its queue (QoS 1/2 behind the in-flight window, or anything kept
+    /// while it is offline).
+    pub queued: u32,
+    /// Deliveries sent and not yet acknowledged.
+    pub inflight: u32,
+}
+
+/// Queue depths over all sessions, for `/metrics` (a per-session label would make one
+/// series per client: too many for a fleet).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueDepths {
+    /// Messages waiting in all session queues.
+    pub queued: u64,
+    /// The deepest session queue.
+    pub queued_max: u64,
+    /// Sessions with at least one message waiting.
+    pub sessions_queueing: u64,
+    /// Unacknowledged deliveries over all sessions.
+    pub inflight: u64,
+    /// The most unacknowledged deliveries of one session.
+    pub inflight_max: u64,
 }
 
 /// One subscription of a session.
@@ -80,12 +101,9 @@ pub struct ClientDetail {
     /// Identity and connection.
     #[serde(flatten)]
     pub summary: ClientSummary,
-    /// Its subscriptions.
+    /// Its subscriptions. (The summary's `queued` and `inflight` are read from the session
+    /// task itself here, so they are exact at this moment.)
     pub subscriptions: Vec<SubscriptionInfo>,
-    /// QoS 1/2 messages waiting behind the in-flight window or while offline.
-    pub queued: usize,
-    /// Deliveries sent and not yet acknowledged.
-    pub inflight: usize,
 }
 
 /// A retained message.
@@ -134,6 +152,8 @@ pub struct Counter {
     pub help: &'static str,
     /// `counter` (only grows) or `gauge`.
     pub kind: &'static str,
+    /// Empty, or the sample's Prometheus labels (e.g. `qos="1"`).
+    pub labels: &'static str,
     /// Current value.
     pub value: u64,
 }
@@ -185,14 +205,17 @@ impl Admin {
     /// Every counter, for `/metrics`.
     pub fn counters(&self) -> Vec<Counter> {
         let mut all = Vec::new();
-        self.broker.metrics.for_each(|name, help, kind, value| {
-            all.push(Counter {
-                name,
-                help,
-                kind,
-                value,
-            })
-        });
+        self.broker
+            .metrics
+            .for_each(|name, labels, help, kind, value| {
+                all.push(Counter {
+                    name,
+                    help,
+                    kind,
+                    labels,
+                    value,
+                })
+            });
         all
     }
 
@@ -202,6 +225,27 @@ impl Admin {
         let mut list: Vec<ClientSummary> = handles.iter().map(summary).collect();
         list.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         list
+    }
+
+    /// Queue and in-flight depths summed over every session.
+    pub fn queue_depths(&self) -> QueueDepths {
+        let registry = self.broker.registry.lock();
+        let mut d = QueueDepths::default();
+        for h in registry.values() {
+            let q = u64::from(h.session.0.queued.load(Ordering::Relaxed));
+            let i = u64::from(h.session.0.inflight.load(Ordering::Relaxed));
+            d.queued += q;
+            d.queued_max = d.queued_max.max(q);
+            d.sessions_queueing += u64::from(q > 0);
+            d.inflight += i;
+            d.inflight_max = d.inflight_max.max(i);
+        }
+        d
+    }
+
+    /// The latency histograms (session store), for `/metrics`.
+    pub fn histograms(&self) -> Vec<crate::metrics::Histogram> {
+        self.broker.metrics.histograms()
     }
 
     /// One session with its subscriptions and queues, or `None` when there is no session
@@ -219,11 +263,12 @@ impl Admin {
             Ok(Err(_)) => return Ok(None),
             Ok(Ok(i)) => i,
         };
+        let mut summary = summary(&handle);
+        summary.queued = u32::try_from(inspected.queued).unwrap_or(u32::MAX);
+        summary.inflight = u32::try_from(inspected.inflight).unwrap_or(u32::MAX);
         Ok(Some(ClientDetail {
-            summary: summary(&handle),
+            summary,
             subscriptions: inspected.subscriptions,
-            queued: inspected.queued,
-            inflight: inspected.inflight,
         }))
     }
 
@@ -296,6 +341,7 @@ impl Admin {
             TravellingProperties::default(),
         ));
         Metrics::add(&self.broker.metrics.messages_received, 1);
+        Metrics::add(&self.broker.metrics.received_by_qos[req.qos as usize], 1);
         // Stored for persistent subscribers like any publish; the answer does not wait for
         // the store (there is no acknowledgement to hold back).
         Ok(self.broker.publish(&message, None, &mut Vec::new()).0)
@@ -320,6 +366,8 @@ fn summary(h: &SessionHandle) -> ClientSummary {
         client_id: shared.client_id.to_string(),
         connected: shared.online.load(Ordering::Relaxed),
         connection: shared.connection.lock().clone(),
+        queued: shared.queued.load(Ordering::Relaxed),
+        inflight: shared.inflight.load(Ordering::Relaxed),
     }
 }
 

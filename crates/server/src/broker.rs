@@ -11,7 +11,7 @@ use bytestring::ByteString;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use thingmq_broker::retain::RetainStore;
@@ -33,6 +33,11 @@ pub(crate) struct SessionShared {
     /// The session is kept in the store: QoS 1/2 messages routed to it are stored (once)
     /// with a queue entry for it before the publisher is acknowledged.
     pub(crate) durable: AtomicBool,
+    /// Messages waiting in the session's queue and its unacknowledged deliveries, as its
+    /// task last saw them: written by that task only when they change, so `/metrics` and
+    /// the client list read every session's depth without asking each task.
+    pub(crate) queued: AtomicU32,
+    pub(crate) inflight: AtomicU32,
 }
 
 /// A cheap, comparable reference to a session (by identity, not client id: a client id can
@@ -204,6 +209,8 @@ impl Broker {
             online: AtomicBool::new(false),
             connection: Mutex::new(None),
             durable: AtomicBool::new(false),
+            queued: AtomicU32::new(0),
+            inflight: AtomicU32::new(0),
         }))
     }
 

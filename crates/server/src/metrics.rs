@@ -1,8 +1,77 @@
 //! Broker-wide counters, updated with relaxed atomics from every task and read by `$SYS`
-//! (and later the metrics endpoint).
+//! and the metrics endpoint.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Upper bounds (µs) of the latency histogram buckets: from a page-cache write (tens of µs)
+/// to a stalled disk (a second), roughly ×2.5 apart as Prometheus' defaults are.
+pub const LATENCY_BUCKETS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+/// A latency histogram with fixed buckets, written with relaxed atomics (by one writer in
+/// practice: a store task) and read by `/metrics` as a Prometheus histogram.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Observations per bucket (not cumulative); the last one is above every bound (+Inf).
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+/// A named histogram, for `/metrics`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Histogram {
+    /// Prometheus name without the `thingmq_` prefix.
+    pub name: &'static str,
+    /// What it measures.
+    pub help: &'static str,
+    /// Its buckets now.
+    pub value: HistogramSnapshot,
+}
+
+/// A histogram read at one moment, in Prometheus' terms.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistogramSnapshot {
+    /// `(upper bound in seconds, observations at or below it)`, cumulative, ending with
+    /// `f64::INFINITY` (rendered `+Inf`).
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of all observations, seconds.
+    pub sum_seconds: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_US.partition_point(|&le| le < us);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// The cumulative buckets, sum and count.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(self.buckets.len());
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            let le = LATENCY_BUCKETS_US
+                .get(i)
+                .map_or(f64::INFINITY, |&us| us as f64 / 1e6);
+            buckets.push((le, cumulative));
+        }
+        HistogramSnapshot {
+            // Prometheus requires the count to equal the +Inf bucket.
+            count: cumulative,
+            sum_seconds: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+            buckets,
+        }
+    }
+}
 
 /// How the store is doing, written by the store task. While a write fails, it is retried
 /// (with back-off) and every acknowledgement that waits on it stays held.
@@ -14,6 +83,11 @@ pub struct StoreHealth {
     pub write_failures: AtomicU64,
     /// Changes (operations) held in the batch being retried.
     pub held_changes: AtomicU64,
+    /// How long applying a batch took (with its fsync under `sync = "always"`), for batches
+    /// that succeeded.
+    pub write_latency: LatencyHistogram,
+    /// How long a periodic fsync took (`sync = "interval"`).
+    pub sync_latency: LatencyHistogram,
 }
 
 /// Counters. All monotonic except `connections` and `sessions`.
@@ -29,6 +103,10 @@ pub struct Metrics {
     pub messages_received: AtomicU64,
     /// PUBLISH packets sent.
     pub messages_sent: AtomicU64,
+    /// PUBLISH packets received, by QoS (index 0, 1, 2).
+    pub received_by_qos: [AtomicU64; 3],
+    /// PUBLISH packets sent, by QoS (index 0, 1, 2).
+    pub sent_by_qos: [AtomicU64; 3],
     /// Bytes read from clients.
     pub bytes_received: AtomicU64,
     /// Bytes written to clients.
@@ -76,9 +154,13 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Calls `f(name, help, kind, value)` for every counter, named as in Prometheus
-    /// (without the `thingmq_` prefix); `kind` is `counter` or `gauge`.
-    pub fn for_each(&self, mut f: impl FnMut(&'static str, &'static str, &'static str, u64)) {
+    /// Calls `f(name, labels, help, kind, value)` for every counter, named as in Prometheus
+    /// (without the `thingmq_` prefix); `labels` is empty or a label set such as `qos="1"`
+    /// (samples of one name come one after another); `kind` is `counter` or `gauge`.
+    pub fn for_each(
+        &self,
+        mut f: impl FnMut(&'static str, &'static str, &'static str, &'static str, u64),
+    ) {
         let all: [(&str, &str, &str, &AtomicU64); 21] = [
             (
                 "connections",
@@ -208,7 +290,28 @@ impl Metrics {
             ),
         ];
         for (name, help, kind, value) in all {
-            f(name, help, kind, Self::get(value));
+            f(name, "", help, kind, Self::get(value));
+        }
+        const QOS: [&str; 3] = ["qos=\"0\"", "qos=\"1\"", "qos=\"2\""];
+        for (labels, value) in QOS.iter().zip(&self.received_by_qos) {
+            let help = "PUBLISH packets received, by QoS";
+            f(
+                "publish_received_total",
+                labels,
+                help,
+                "counter",
+                Self::get(value),
+            );
+        }
+        for (labels, value) in QOS.iter().zip(&self.sent_by_qos) {
+            let help = "PUBLISH packets sent, by the QoS they were sent with";
+            f(
+                "publish_sent_total",
+                labels,
+                help,
+                "counter",
+                Self::get(value),
+            );
         }
         if let Some(h) = &self.store {
             let store: [(&str, &str, &str, &AtomicU64); 3] = [
@@ -232,13 +335,56 @@ impl Metrics {
                 ),
             ];
             for (name, help, kind, value) in store {
-                f(name, help, kind, Self::get(value));
+                f(name, "", help, kind, Self::get(value));
             }
         }
+    }
+
+    /// The latency histograms, named as in Prometheus (without `thingmq_` and `_bucket`).
+    pub fn histograms(&self) -> Vec<Histogram> {
+        let mut all = Vec::new();
+        if let Some(h) = &self.store {
+            all.push(Histogram {
+                name: "store_write_seconds",
+                help: "Time to apply a session-store batch (with its fsync under sync = always)",
+                value: h.write_latency.snapshot(),
+            });
+            all.push(Histogram {
+                name: "store_sync_seconds",
+                help: "Time of a periodic session-store fsync (sync = interval)",
+                value: h.sync_latency.snapshot(),
+            });
+        }
+        all
     }
 
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_observation_lands_in_the_first_bucket_at_or_above_it() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_micros(50)); // exactly on the first bound
+        h.observe(Duration::from_micros(51));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(5)); // above every bound
+        let s = h.snapshot();
+        assert_eq!(s.buckets.len(), LATENCY_BUCKETS_US.len() + 1);
+        assert_eq!(s.buckets[0], (0.00005, 1));
+        assert_eq!(s.buckets[1], (0.0001, 2));
+        assert_eq!(s.buckets[5].1, 2); // le 2.5 ms
+        assert_eq!(s.buckets[6], (0.005, 3));
+        assert_eq!(s.buckets[13], (1.0, 3));
+        assert_eq!(s.buckets[14].1, 4);
+        assert!(s.buckets[14].0.is_infinite());
+        assert_eq!(s.count, 4);
+        assert!((s.sum_seconds - 5.003101).abs() < 1e-9, "{}", s.sum_seconds);
     }
 }

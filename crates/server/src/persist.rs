@@ -290,8 +290,10 @@ impl StoreTask {
         let mut failures = 0u32;
         let mut delay = RETRY_FIRST;
         loop {
+            let started = Instant::now();
             let error = match self.store.apply(ops, sync) {
                 Ok(()) => {
+                    self.health.write_latency.observe(started.elapsed());
                     if failures > 0 {
                         self.health.failing.store(0, Ordering::Relaxed);
                         self.health.held_changes.store(0, Ordering::Relaxed);
@@ -347,8 +349,12 @@ impl StoreTask {
 
     /// Makes everything applied durable; false (logged and counted) when that failed.
     fn sync(&mut self) -> bool {
+        let started = Instant::now();
         match self.store.sync() {
-            Ok(()) => true,
+            Ok(()) => {
+                self.health.sync_latency.observe(started.elapsed());
+                true
+            }
             Err(e) => {
                 Metrics::add(&self.health.write_failures, 1);
                 tracing::error!("store sync failed: {e}");

@@ -187,6 +187,7 @@ impl SessionTask {
             if self.session.is_ended() {
                 break;
             }
+            self.publish_depths();
             if self.broker.access_generation() != self.access_generation {
                 self.bind_policy();
             }
@@ -346,6 +347,20 @@ impl SessionTask {
         self.decode_all();
     }
 
+    /// Shows the queue and in-flight counts to `/metrics` and the client list; a store only
+    /// when they changed keeps an idle session's shared line untouched.
+    fn publish_depths(&self) {
+        let shared = &self.me.0;
+        let queued = u32::try_from(self.session.queued_len()).unwrap_or(u32::MAX);
+        let inflight = u32::try_from(self.session.inflight_len()).unwrap_or(u32::MAX);
+        if shared.queued.load(Ordering::Relaxed) != queued {
+            shared.queued.store(queued, Ordering::Relaxed);
+        }
+        if shared.inflight.load(Ordering::Relaxed) != inflight {
+            shared.inflight.store(inflight, Ordering::Relaxed);
+        }
+    }
+
     /// The session as the admin API shows it.
     fn inspect(&self) -> Inspected {
         Inspected {
@@ -421,8 +436,10 @@ impl SessionTask {
             let before = reader.buf.len();
             match decode(&mut reader.buf, self.session.protocol(), max) {
                 Ok(Some(packet)) => {
-                    if matches!(packet, Packet::Publish(_)) {
-                        Metrics::add(&self.broker.metrics.messages_received, 1);
+                    if let Packet::Publish(p) = &packet {
+                        let m = &self.broker.metrics;
+                        Metrics::add(&m.messages_received, 1);
+                        Metrics::add(&m.received_by_qos[p.qos as usize], 1);
                         self.limiter.publish(now, before - reader.buf.len());
                     }
                     if let Err(v) = self.session.handle_packet(now, packet, &mut self.out) {
@@ -701,8 +718,10 @@ impl SessionTask {
         let Some(writer) = self.writer.as_mut() else {
             return;
         };
-        if matches!(packet, Packet::Publish(_)) {
-            Metrics::add(&self.broker.metrics.messages_sent, 1);
+        if let Packet::Publish(p) = packet {
+            let m = &self.broker.metrics;
+            Metrics::add(&m.messages_sent, 1);
+            Metrics::add(&m.sent_by_qos[p.qos as usize], 1);
         }
         if let Err(e) = encode(packet, self.session.protocol(), &mut writer.buf) {
             tracing::warn!(client_id = %self.session.client_id(), "cannot encode packet: {e}");

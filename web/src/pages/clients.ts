@@ -71,6 +71,8 @@ export function clientsPage(root: HTMLElement) {
           h('td', { 'data-label': 'User' }, c.connection?.username ?? '—'),
           h('td', { 'data-label': 'Address' }, c.connection ? (c.connection.internal ? 'internal' : c.connection.peer) : '—'),
           h('td', { 'data-label': 'Protocol' }, c.connection?.protocol ?? '—'),
+          h('td', { 'data-label': 'Queued' }, String(c.queued)),
+          h('td', { 'data-label': 'In flight' }, String(c.inflight)),
           h(
             'td',
             { 'data-label': 'Actions' },
@@ -86,7 +88,7 @@ export function clientsPage(root: HTMLElement) {
           'table',
           { class: 'table' },
           h('caption', { class: 'sr-only' }, 'Clients'),
-          h('thead', {}, h('tr', {}, ['Client id', 'State', 'User', 'Address', 'Protocol', ''].map((t) => h('th', { scope: 'col' }, t)))),
+          h('thead', {}, h('tr', {}, ['Client id', 'State', 'User', 'Address', 'Protocol', 'Queued', 'In flight', ''].map((t) => h('th', { scope: 'col' }, t)))),
           h('tbody', {}, rows),
         ),
       );

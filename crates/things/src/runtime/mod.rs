@@ -312,6 +312,11 @@ impl Platform {
         self.inner.writer.stats()
     }
 
+    /// History records waiting for the writer.
+    pub fn writer_queued(&self) -> usize {
+        self.inner.writer.queued()
+    }
+
     /// Devices connected now.
     pub fn online_count(&self) -> usize {
         self.state().online.len()

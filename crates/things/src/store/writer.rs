@@ -54,6 +54,8 @@ pub struct WriterStats {
     pub batches: AtomicU64,
     /// Duration of the last committed batch, µs.
     pub last_batch_us: AtomicU64,
+    /// Durations of committed batches.
+    pub batch_latency: thingmq_server::metrics::LatencyHistogram,
 }
 
 // Records are the common case and a flush is rare; boxing records to shrink the enum would
@@ -113,6 +115,11 @@ impl HistoryWriter {
     /// The counters.
     pub fn stats(&self) -> &WriterStats {
         &self.stats
+    }
+
+    /// Records waiting in the queue for a batch.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 }
 
@@ -199,6 +206,7 @@ async fn write(store: &Store, batch: &mut Vec<Record>, stats: &WriterStats) {
             stats.written.fetch_add(n, Ordering::Relaxed);
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.last_batch_us.store(us, Ordering::Relaxed);
+            stats.batch_latency.observe(started.elapsed());
             // The write latency the load benchmark (bench/things-load) reads; debug level so
             // it costs nothing unless asked for.
             tracing::debug!(rows = n, us, "history batch written");
