@@ -23,7 +23,7 @@ function connectDevice(url, clientId, topic) {
   });
 }
 
-test('console: login, dashboard, clients, kick, publish, live tail, retained', { timeout: 180_000 }, async () => {
+test('console: login, dashboard, clients, subscriptions, kick, publish, live tail, retained', { timeout: 180_000 }, async () => {
   assert.ok(fs.existsSync(bin), `${bin} missing: build it first (cargo build -p thingmq)`);
   assert.ok(fs.existsSync(browserPath), `${browserPath} missing: apt-get install chromium`);
   const shots = screenshotDir();
@@ -87,6 +87,19 @@ test('console: login, dashboard, clients, kick, publish, live tail, retained', {
     await page.getByRole('heading', { name: 'Client e2e-lamp' }).waitFor();
     await page.getByText('home/lamp/set').waitFor();
     await page.screenshot({ path: path.join(shots, 'client.png') });
+
+    // Subscriptions: who gets a message on a topic.
+    await page.getByRole('link', { name: 'Subscriptions', exact: true }).click();
+    await page.getByRole('heading', { name: 'Subscriptions' }).waitFor();
+    await page.getByLabel('Matching topic').fill('home/lamp/set');
+    // Only the device's own subscription matches (not the platform's /sys/… and $SYS ones).
+    await page.getByText('Page 1 of 1 · 1 subscription', { exact: true }).waitFor();
+    const subRow = page.locator('tr', { hasText: 'home/lamp/set' });
+    await subRow.getByRole('link', { name: 'e2e-lamp' }).waitFor();
+    assert.equal(await subRow.locator('td[data-label="QoS"]').textContent(), '1');
+    await page.screenshot({ path: path.join(shots, 'subscriptions.png') });
+    await page.getByLabel('Matching topic').fill('home/other/set');
+    await page.getByText('No subscription matches.').waitFor();
 
     // Phone-sized screen: the same list stays usable.
     await page.setViewportSize({ width: 390, height: 844 });

@@ -102,6 +102,10 @@ export interface Subscription {
   identifier: number | null;
 }
 
+export interface SubscriptionListing extends Subscription {
+  client_id: string;
+}
+
 export interface ClientDetail extends ClientSummary {
   subscriptions: Subscription[];
 }

@@ -8,6 +8,7 @@ import { h, fill, session, errorBox, type Cleanup } from './ui';
 import { loginPage } from './pages/login';
 import { dashboardPage } from './pages/dashboard';
 import { clientsPage, clientPage } from './pages/clients';
+import { subscriptionsPage } from './pages/subscriptions';
 import { retainedPage, retainedMessagePage } from './pages/retained';
 import { publishPage } from './pages/publish';
 import { productsPage, productPage } from './pages/products';
@@ -19,6 +20,7 @@ const routes: { pattern: RegExp; page: Page; title: string }[] = [
   { pattern: /^\/$/, page: dashboardPage, title: 'Dashboard' },
   { pattern: /^\/clients$/, page: clientsPage, title: 'Clients' },
   { pattern: /^\/clients\/(.+)$/, page: clientPage, title: 'Client' },
+  { pattern: /^\/subscriptions$/, page: subscriptionsPage, title: 'Subscriptions' },
   { pattern: /^\/retained$/, page: retainedPage, title: 'Retained messages' },
   { pattern: /^\/retained\/(.+)$/, page: retainedMessagePage, title: 'Retained message' },
   { pattern: /^\/publish$/, page: publishPage, title: 'Publish' },
@@ -36,6 +38,7 @@ const nav: [string, string][] = [
   ['#/devices', 'Devices'],
   ['#/products', 'Products'],
   ['#/clients', 'Clients'],
+  ['#/subscriptions', 'Subscriptions'],
   ['#/retained', 'Retained'],
   ['#/publish', 'Publish'],
   ['#/tail', 'Live tail'],

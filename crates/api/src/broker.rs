@@ -10,7 +10,9 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use thingmq_codec::QoS;
-use thingmq_server::admin::{AdminError, ClientSummary, PublishRequest, RetainedInfo};
+use thingmq_server::admin::{
+    AdminError, ClientSummary, PublishRequest, RetainedInfo, SubscriptionListing,
+};
 
 /// Largest page a client may ask for.
 const MAX_PER_PAGE: usize = 1000;
@@ -134,6 +136,72 @@ pub(crate) async fn clients(
                     .and_then(|conn| conn.username.as_deref())
                     == Some(u)
             })
+        })
+        .collect();
+    Ok(Json(paginate(
+        list,
+        &Paging {
+            page: f.page,
+            per_page: f.per_page,
+        },
+    )?))
+}
+
+/// Filters for the subscription list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SubscriptionFilter {
+    /// Client ids containing this text.
+    client_id: Option<String>,
+    /// Filters containing this text.
+    q: Option<String>,
+    /// Only the subscriptions that match this topic name (who gets a message published
+    /// there).
+    topic: Option<String>,
+    /// Only members of this `$share` group.
+    share_group: Option<String>,
+    /// Page number, from 1.
+    page: Option<usize>,
+    /// Items per page (1 to 1000, default 50).
+    per_page: Option<usize>,
+}
+
+/// Every subscription of every session, filtered and paged.
+#[utoipa::path(get, path = "/api/v1/subscriptions", tag = "broker", params(SubscriptionFilter),
+    responses(
+        (status = 200, description = "`{items, total, page, per_page}`; each item `{client_id, filter, share_group, qos, no_local, retain_as_published, identifier}`", body = Object),
+        (status = 400, description = "Bad topic or paging", body = crate::error::ErrorBody),
+    ))]
+pub(crate) async fn subscriptions(
+    State(state): State<ApiState>,
+    Query(f): Query<SubscriptionFilter>,
+) -> Result<Json<Page<SubscriptionListing>>, ApiError> {
+    if let Some(t) = &f.topic {
+        thingmq_codec::topic::validate_name(t)
+            .map_err(|e| ApiError::invalid("topic", e.to_string()))?;
+    }
+    let list: Vec<SubscriptionListing> = state
+        .admin
+        .subscriptions()
+        .into_iter()
+        .filter(|s| {
+            f.client_id
+                .as_deref()
+                .is_none_or(|q| s.client_id.contains(q))
+        })
+        .filter(|s| {
+            f.q.as_deref()
+                .is_none_or(|q| s.subscription.filter.contains(q))
+        })
+        .filter(|s| {
+            f.share_group
+                .as_deref()
+                .is_none_or(|g| s.subscription.share_group.as_deref() == Some(g))
+        })
+        .filter(|s| {
+            f.topic
+                .as_deref()
+                .is_none_or(|t| thingmq_codec::topic::matches(&s.subscription.filter, t))
         })
         .collect();
     Ok(Json(paginate(

@@ -80,6 +80,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
         ("/api/v1/me", get(auth::me)),
         ("/api/v1/overview", get(broker::overview)),
         ("/api/v1/clients", get(broker::clients)),
+        ("/api/v1/subscriptions", get(broker::subscriptions)),
         (
             "/api/v1/clients/{client_id}",
             get(broker::client).delete(broker::kick),

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "thingmq API", description = "REST API of the thingmq broker and console. Errors are `{code, message}`."),
     paths(
         crate::auth::login, crate::auth::logout, crate::auth::me,
-        crate::broker::overview, crate::broker::clients, crate::broker::client, crate::broker::kick,
+        crate::broker::overview, crate::broker::clients, crate::broker::subscriptions, crate::broker::client, crate::broker::kick,
         crate::broker::retained_list, crate::broker::retained_get, crate::broker::retained_delete,
         crate::broker::publish, crate::console::endpoints, crate::metrics::prometheus, openapi_json,
         crate::things::products, crate::things::create_product, crate::things::product,

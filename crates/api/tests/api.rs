@@ -159,6 +159,92 @@ async fn overview_reports_version_counts_and_counters() {
 }
 
 #[tokio::test]
+async fn subscriptions_of_all_sessions_are_listed_filtered_and_paged() {
+    let (server, addr) = start().await;
+    let state = open(&server);
+    let mut a = mqtt(addr, "sub-a", None).await;
+    a.subscribe("home/+/temp").await;
+    a.subscribe("home/#").await;
+    let mut b = mqtt(addr, "sub-b", None).await;
+    b.subscribe("$share/workers/jobs/#").await;
+    b.subscribe("home/kitchen/temp").await;
+
+    let (status, body) = call(&state, Method::GET, "/api/v1/subscriptions", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["total"], 4, "{body}");
+    // Sorted by filter; a shared subscription names its group, without the prefix.
+    let filters: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["filter"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        filters,
+        ["home/#", "home/+/temp", "home/kitchen/temp", "jobs/#"]
+    );
+    assert_eq!(body["items"][3]["share_group"], "workers");
+    assert_eq!(body["items"][3]["client_id"], "sub-b");
+    assert_eq!(body["items"][3]["qos"], 1);
+    assert!(body["items"][0]["share_group"].is_null());
+
+    // Who gets a message published on home/kitchen/temp.
+    let (_, body) = call(
+        &state,
+        Method::GET,
+        "/api/v1/subscriptions?topic=home/kitchen/temp",
+        None,
+    )
+    .await;
+    assert_eq!(body["total"], 3, "{body}");
+    let (_, body) = call(
+        &state,
+        Method::GET,
+        "/api/v1/subscriptions?client_id=-a",
+        None,
+    )
+    .await;
+    assert_eq!(body["total"], 2);
+    let (_, body) = call(&state, Method::GET, "/api/v1/subscriptions?q=%2B", None).await;
+    assert_eq!(body["total"], 1);
+    assert_eq!(body["items"][0]["filter"], "home/+/temp");
+    let (_, body) = call(
+        &state,
+        Method::GET,
+        "/api/v1/subscriptions?share_group=workers&per_page=1&page=1",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (body["total"].as_u64(), body["per_page"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    let (status, body) = call(
+        &state,
+        Method::GET,
+        "/api/v1/subscriptions?topic=home/%23",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["message"].as_str().unwrap().starts_with("topic"),
+        "{body}"
+    );
+    let (status, _) = call(&state, Method::GET, "/api/v1/subscriptions?page=0", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Unsubscribing takes it out of the list.
+    a.client.unsubscribe("home/#").await.unwrap();
+    a.next("UNSUBACK", |p| matches!(p, Packet::UnsubAck(_)))
+        .await;
+    let (_, body) = call(&state, Method::GET, "/api/v1/subscriptions", None).await;
+    assert_eq!(body["total"], 3);
+    within("shutdown", server.shutdown()).await;
+}
+
+#[tokio::test]
 async fn clients_are_listed_filtered_paged_and_shown_in_detail() {
     let (server, addr) = start().await;
     let state = open(&server);

@@ -454,6 +454,7 @@ async fn roles_matrix_for_sessions_keys_and_nobody() {
         for uri in [
             "/api/v1/overview",
             "/api/v1/clients",
+            "/api/v1/subscriptions",
             "/api/v1/retained",
             "/api/v1/me",
             "/api/v1/endpoints",
@@ -664,7 +665,7 @@ async fn openapi_document_parses_and_documents_every_route_the_router_serves() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 34);
+    assert_eq!(operations, 35);
     within("shutdown", server.shutdown()).await;
 }
 

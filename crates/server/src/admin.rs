@@ -95,6 +95,16 @@ pub struct SubscriptionInfo {
     pub identifier: Option<u32>,
 }
 
+/// One subscription in the broker-wide list.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriptionListing {
+    /// The session holding it.
+    pub client_id: String,
+    /// The subscription itself.
+    #[serde(flatten)]
+    pub subscription: SubscriptionInfo,
+}
+
 /// A session in detail.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientDetail {
@@ -225,6 +235,34 @@ impl Admin {
         let mut list: Vec<ClientSummary> = handles.iter().map(summary).collect();
         list.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         list
+    }
+
+    /// Every subscription in the router, sorted by filter, group and client id. Copied out
+    /// under the router's read lock, which publishers share (only SUBSCRIBE waits).
+    pub fn subscriptions(&self) -> Vec<SubscriptionListing> {
+        let mut all = Vec::new();
+        self.broker
+            .router
+            .read()
+            .for_each_subscription(|filter, group, s, e| {
+                all.push(SubscriptionListing {
+                    client_id: s.0.client_id.to_string(),
+                    subscription: SubscriptionInfo {
+                        filter: filter.to_owned(),
+                        share_group: group.map(str::to_owned),
+                        qos: e.options.qos as u8,
+                        no_local: e.options.no_local,
+                        retain_as_published: e.options.retain_as_published,
+                        identifier: e.identifier.map(|i| i.get()),
+                    },
+                })
+            });
+        fn key(l: &SubscriptionListing) -> (&str, Option<&str>, &str) {
+            let s = &l.subscription;
+            (&s.filter, s.share_group.as_deref(), &l.client_id)
+        }
+        all.sort_by(|a, b| key(a).cmp(&key(b)));
+        all
     }
 
     /// Queue and in-flight depths summed over every session.

@@ -191,6 +191,26 @@ impl<S: Subscriber> Router<S> {
         group.select(Some(exclude)).cloned()
     }
 
+    /// Calls `visit(filter, share_group, subscriber, entry)` for every subscription (each
+    /// shared-group membership once), in no particular order. Walks the whole trie: for
+    /// operators' listings, not for the publish path.
+    pub fn for_each_subscription(
+        &self,
+        mut visit: impl FnMut(&str, Option<&str>, &S, &SubscriptionEntry),
+    ) {
+        let mut path = String::new();
+        self.root.each_filter(&mut path, true, &mut |filter, subs| {
+            for (s, e) in &subs.direct {
+                visit(filter, None, s, e);
+            }
+            for g in &subs.groups {
+                for (s, e) in g.members() {
+                    visit(filter, Some(g.name()), s, e);
+                }
+            }
+        });
+    }
+
     /// Number of subscriptions (each shared-group membership counts one).
     pub fn len(&self) -> usize {
         self.len

@@ -41,6 +41,10 @@ impl<S> SharedGroup<S> {
     pub(super) fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
+
+    pub(super) fn members(&self) -> &[(S, SubscriptionEntry)] {
+        &self.members
+    }
 }
 
 impl<S: Subscriber> SharedGroup<S> {

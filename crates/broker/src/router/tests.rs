@@ -393,3 +393,33 @@ fn route_appends_without_clearing_the_output() {
     router.route("a", None, &mut out);
     assert_eq!(out.len(), 2);
 }
+
+#[test]
+fn every_subscription_is_listed_with_its_filter_spelled_back() {
+    let filters = [
+        "a", "a/b", "a/+", "a/#", "#", "+", "/a", "/", "//", "+/+/#", "$SYS/#", "a//b",
+    ];
+    let mut router = router_with(&filters);
+    router.subscribe("a/+", Some("g"), client(100), entry(QoS::AtLeastOnce));
+    router.subscribe("a/+", Some("g"), client(101), q0());
+    let mut seen = Vec::new();
+    router.for_each_subscription(|filter, group, s, e| {
+        seen.push((
+            filter.to_owned(),
+            group.map(str::to_owned),
+            s.id,
+            e.options.qos,
+        ));
+    });
+    seen.sort();
+    let mut expected: Vec<_> = filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.to_string(), None, i as u32, QoS::AtMostOnce))
+        .collect();
+    expected.push(("a/+".into(), Some("g".into()), 100, QoS::AtLeastOnce));
+    expected.push(("a/+".into(), Some("g".into()), 101, QoS::AtMostOnce));
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert_eq!(seen.len(), router.len());
+}

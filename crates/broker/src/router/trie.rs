@@ -57,6 +57,38 @@ impl<S> Node<S> {
             && self.hash.is_none()
     }
 
+    /// Calls `visit(filter, subs)` for every subscription set in the trie, `filter` spelled
+    /// from the levels walked. `path` is scratch space (the filter so far, left as given);
+    /// `at_root` tells a first level (no `/` before it) from an empty one (`/a`).
+    pub(super) fn each_filter<F: FnMut(&str, &Subs<S>)>(
+        &self,
+        path: &mut String,
+        at_root: bool,
+        visit: &mut F,
+    ) {
+        if !self.exact.is_empty() {
+            visit(path, &self.exact);
+        }
+        let len = path.len();
+        let descend = |path: &mut String, level: &str| {
+            if !at_root {
+                path.push('/');
+            }
+            path.push_str(level);
+        };
+        if let Some(hash) = &self.hash {
+            descend(path, "#");
+            visit(path, hash);
+            path.truncate(len);
+        }
+        let plus = self.plus.as_deref().map(|n| ("+", n));
+        for (level, child) in self.children.iter().map(|(l, n)| (&**l, n)).chain(plus) {
+            descend(path, level);
+            child.each_filter(path, false, visit);
+            path.truncate(len);
+        }
+    }
+
     /// Calls `visit` with every non-empty subscription set whose filter matches `topic`.
     pub(super) fn walk<'a, F: FnMut(&'a Subs<S>)>(&'a self, topic: &str, visit: &mut F) {
         self.walk_from(Some(topic), true, visit);
