@@ -30,6 +30,8 @@ enum Target {
 /// Keeps the SQLite temp dir alive for the test.
 struct Db {
     store: Store,
+    /// Where `store` is connected, to open a second connection (an upgrade, raw SQL).
+    url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -55,14 +57,20 @@ fn random_name() -> String {
 
 /// Opens a fresh database on `target`, or `None` when explicitly skipped.
 async fn open(target: Target) -> Option<Db> {
+    open_at(target, i64::MAX).await
+}
+
+/// Opens a fresh database with the schema migrated up to `version`.
+async fn open_at(target: Target, version: i64) -> Option<Db> {
     match target {
         Target::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}/things.db?mode=rwc", dir.path().display());
-            let store = Store::connect(&url).await.unwrap();
+            let store = Store::connect_at_version(&url, version).await.unwrap();
             assert_eq!(store.backend(), Backend::Sqlite);
             Some(Db {
                 store,
+                url,
                 _dir: Some(dir),
             })
         }
@@ -88,8 +96,13 @@ async fn open(target: Target) -> Option<Db> {
             let (base, _) = admin_url
                 .rsplit_once('/')
                 .expect("URL with a database path");
-            let store = Store::connect(&format!("{base}/{name}")).await.unwrap();
-            Some(Db { store, _dir: None })
+            let url = format!("{base}/{name}");
+            let store = Store::connect_at_version(&url, version).await.unwrap();
+            Some(Db {
+                store,
+                url,
+                _dir: None,
+            })
         }
     }
 }
@@ -129,14 +142,191 @@ fn prop(dn: &str, id: &str, time: i64, value: serde_json::Value) -> Record {
 
 async fn migrations_are_recorded_and_rerun_safely(t: Target) {
     let Some(db) = open(t).await else { return };
-    assert_eq!(db.store.schema_version().await.unwrap(), 1);
+    assert_eq!(db.store.schema_version().await.unwrap(), SCHEMA_VERSION);
     // Connecting again to the same database runs no migration twice.
-    if let Target::Sqlite = t {
-        let dir = db._dir.as_ref().unwrap();
-        let url = format!("sqlite://{}/things.db?mode=rwc", dir.path().display());
-        let again = Store::connect(&url).await.unwrap();
-        assert_eq!(again.schema_version().await.unwrap(), 1);
+    let again = Store::connect(&db.url).await.unwrap();
+    assert_eq!(again.schema_version().await.unwrap(), SCHEMA_VERSION);
+    again.close().await;
+}
+
+/// The schema version this build writes.
+const SCHEMA_VERSION: i64 = 2;
+
+/// A second, raw connection to the test database.
+async fn raw(db: &Db) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(&db.url).await.unwrap()
+}
+
+async fn count(pool: &sqlx::AnyPool, sql: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::query(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .try_get::<i64, _>(0)
+        .unwrap()
+}
+
+async fn version_1_property_history_is_carried_into_reports(t: Target) {
+    let Some(old) = open_at(t, 1).await else {
+        return;
+    };
+    assert_eq!(old.store.schema_version().await.unwrap(), 1);
+    let pool = raw(&old).await;
+    // Rows as a version-1 build wrote them: one per value; a key from a device under
+    // validation mode "none" may be any text.
+    for (i, (id, ts, num, json)) in [
+        ("temp", T0, Some(20.5), "20.5"),
+        ("temp", T0 + 1000, Some(21.0), "21.0"),
+        ("power", T0, Some(1.0), "true"),
+        ("we\"ird", T0 + 2000, None, r#"{"a":[1,2]}"#),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sqlx::query(&format!(
+            "INSERT INTO property_history (product_key, device_name, identifier, ts, value_num, value_json) VALUES ('pk1', 'd1', '{}', {ts}, {}, '{json}')",
+            id.replace('\'', "''"),
+            num.map_or("NULL".to_string(), |n: f64| n.to_string()),
+        ))
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("row {i}: {e}"));
     }
+    pool.close().await;
+    old.store.close().await;
+
+    let store = Store::connect(&old.url).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let temp = store
+        .property_history("pk1", "d1", "temp", T0, T0 + 10_000, 10)
+        .await
+        .unwrap();
+    let temp: Vec<_> = temp
+        .iter()
+        .map(|p| (p.time - T0, p.value.clone()))
+        .collect();
+    assert_eq!(temp, [(0, json!(20.5)), (1000, json!(21.0))]);
+    let power = store
+        .property_history("pk1", "d1", "power", T0, T0 + 10_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(power[0].value, json!(true));
+    let weird = store
+        .property_history("pk1", "d1", "we\"ird", T0, T0 + 10_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(weird[0].value, json!({"a": [1, 2]}));
+    let buckets = store
+        .property_buckets("pk1", "d1", "temp", T0, T0 + 10_000, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(buckets.len(), 1);
+    assert_eq!((buckets[0].count, buckets[0].avg), (2, 20.75));
+    // The old table is gone.
+    let pool = raw(&old).await;
+    assert!(sqlx::query("SELECT COUNT(*) FROM property_history")
+        .fetch_one(&pool)
+        .await
+        .is_err());
+    pool.close().await;
+    store.close().await;
+}
+
+async fn a_report_is_one_row_and_every_value_survives(t: Target) {
+    let Some(db) = open(t).await else { return };
+    let s = &db.store;
+    let mut records = vec![
+        prop("d1", "temp", T0, json!(20.0)),
+        prop("d1", "hum", T0, json!(40)),
+        prop("d1", "a_b", T0, json!(1)),
+        // The same identifier twice at one time (two reports in one millisecond).
+        prop("d1", "temp", T0, json!(20.5)),
+        // Another device and another time are rows of their own.
+        prop("d2", "temp", T0, json!(30.0)),
+        prop("d1", "temp", T0 + 1, json!(21.0)),
+    ];
+    // A struct whose member has a property's name, at times between the property's values:
+    // the text search finds it, the value check leaves it out.
+    for i in 0..5 {
+        records.push(prop(
+            "d1",
+            "cfg",
+            T0 + 10 + i,
+            json!({"temp": -1, "axb": 2}),
+        ));
+    }
+    records.push(prop("d1", "temp", T0 + 20, json!(22.0)));
+    s.write_records(&records).await.unwrap();
+
+    let pool = raw(&db).await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM property_reports WHERE device_name = 'd1' AND ts = 1700000000000"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(&pool, "SELECT COUNT(*) FROM property_reports").await,
+        10
+    );
+    pool.close().await;
+
+    let temp = s
+        .property_history("pk1", "d1", "temp", T0, T0 + 100, 100)
+        .await
+        .unwrap();
+    let temp: Vec<_> = temp
+        .iter()
+        .map(|p| (p.time - T0, p.value.clone()))
+        .collect();
+    assert_eq!(
+        temp,
+        [
+            (0, json!(20.0)),
+            (0, json!(20.5)),
+            (1, json!(21.0)),
+            (20, json!(22.0))
+        ]
+    );
+    // A limit counts this property's values, not the reports scanned for them.
+    let limited = s
+        .property_history("pk1", "d1", "temp", T0 + 1, T0 + 100, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        limited.iter().map(|p| p.time - T0).collect::<Vec<_>>(),
+        [1, 20]
+    );
+    // `_` in an identifier is not a LIKE wildcard: `a_b` is not `axb`, which only exists
+    // inside the struct.
+    let ab = s
+        .property_history("pk1", "d1", "a_b", T0, T0 + 100, 100)
+        .await
+        .unwrap();
+    assert_eq!(ab.len(), 1);
+    let axb = s
+        .property_history("pk1", "d1", "axb", T0, T0 + 100, 100)
+        .await
+        .unwrap();
+    assert!(axb.is_empty());
+    let hum = s
+        .property_history("pk1", "d1", "hum", T0, T0 + 100, 100)
+        .await
+        .unwrap();
+    assert_eq!(hum[0].value, json!(40));
+    let buckets = s
+        .property_buckets("pk1", "d1", "temp", T0, T0 + 100, 10)
+        .await
+        .unwrap();
+    let summary: Vec<_> = buckets
+        .iter()
+        .map(|b| (b.start - T0, b.count, b.min, b.max))
+        .collect();
+    assert_eq!(summary, [(0, 3, 20.0, 21.0), (20, 1, 22.0, 22.0)]);
 }
 
 async fn products_round_trip_with_their_thing_model(t: Target) {
@@ -726,6 +916,8 @@ suite!(
     devices_round_trip_and_feed_credentials,
     shadows_round_trip,
     property_history_and_downsampling,
+    version_1_property_history_is_carried_into_reports,
+    a_report_is_one_row_and_every_value_survives,
     events_are_queried_by_type_and_time,
     status_changes_and_service_calls_are_logged,
     retention_deletes_only_old_history,

@@ -13,7 +13,7 @@
 mod schema;
 mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use serde_json::Value;
@@ -199,7 +199,7 @@ pub enum Record {
 /// Rows removed by [`Store::apply_retention`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionReport {
-    /// From `property_history`.
+    /// Property reports (each one or more values of a device at one time).
     pub properties: u64,
     /// From `events`.
     pub events: u64,
@@ -248,6 +248,13 @@ impl Store {
     /// Connects to `url` (`sqlite:///path/things.db?mode=rwc`, `postgres://…`,
     /// `mysql://…`) and brings the schema up to date.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_at_version(url, schema::CURRENT_VERSION).await
+    }
+
+    /// Connects and migrates the schema only up to `version`: for tests that upgrade a
+    /// database written by an older build. Not for use outside tests.
+    #[doc(hidden)]
+    pub async fn connect_at_version(url: &str, version: i64) -> Result<Self> {
         let backend =
             Backend::of_url(url).ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
         sqlx::any::install_default_drivers();
@@ -264,7 +271,7 @@ impl Store {
             pool,
             backend,
         };
-        store.migrate().await?;
+        store.migrate(version.min(schema::CURRENT_VERSION)).await?;
         // An in-memory SQLite database exists once per connection: it cannot have a second pool.
         if backend == Backend::Sqlite && !url.contains("memory") {
             store.bulk = AnyPoolOptions::new()
@@ -312,7 +319,7 @@ impl Store {
         })
     }
 
-    async fn migrate(&self) -> Result<()> {
+    async fn migrate(&self, target: i64) -> Result<()> {
         if self.backend == Backend::Sqlite {
             // WAL lets readers (API queries) run while the history writer writes.
             sqlx::query("PRAGMA journal_mode=WAL")
@@ -334,15 +341,19 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         }
-        while version < schema::CURRENT_VERSION {
+        while version < target {
+            // One transaction per migration, so a crash part-way runs it again from the
+            // start (SQLite and PostgreSQL; MySQL commits each DDL statement by itself).
+            let mut tx = self.pool.begin().await?;
             for stmt in schema::migration(self.backend, version as usize) {
-                sqlx::query(&stmt).execute(&self.pool).await?;
+                sqlx::query(&stmt).execute(&mut *tx).await?;
             }
             version += 1;
             sqlx::query(&self.sql("UPDATE things_schema SET version = ?"))
                 .bind(version)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
         }
         Ok(())
     }
@@ -666,42 +677,20 @@ impl Store {
         let event_sql = self.sql("INSERT INTO events (product_key, device_name, identifier, event_type, ts, output) VALUES (?, ?, ?, ?, ?, ?)");
         let status_sql = self.sql("INSERT INTO status_changes (product_key, device_name, ts, online, reason, ip) VALUES (?, ?, ?, ?, ?, ?)");
         let call_sql = self.sql("INSERT INTO service_calls (product_key, device_name, call_id, service, input, output, status, code, started_ms, latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        // Property values are the bulk of history: they go in multi-row INSERTs, which cost
-        // one statement round trip per chunk instead of per row.
-        let properties: Vec<&Record> = records
-            .iter()
-            .filter(|r| matches!(r, Record::Property { .. }))
-            .collect();
-        for chunk in properties.chunks(PROPERTY_ROWS_PER_INSERT) {
+        // Property values are the bulk of history: grouped into one row per report (device
+        // and time), in multi-row INSERTs that cost one statement per chunk, not per row.
+        for chunk in group_reports(records).chunks(REPORT_ROWS_PER_INSERT) {
             let sql = self.sql(&format!(
-                "INSERT INTO property_history (product_key, device_name, identifier, ts, value_num, value_json) VALUES {}",
-                vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+                "INSERT INTO property_reports (product_key, device_name, ts, doc) VALUES {}",
+                vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
             ));
             let mut q = sqlx::query(&sql);
             for r in chunk {
-                let Record::Property {
-                    product_key,
-                    device_name,
-                    identifier,
-                    time,
-                    value,
-                } = r
-                else {
-                    unreachable!("filtered above")
-                };
-                // Numbers (and booleans as 0/1) also go to value_num so buckets can
-                // aggregate them.
-                let num = match value {
-                    Value::Bool(b) => Some(f64::from(u8::from(*b))),
-                    v => v.as_f64(),
-                };
                 q = q
-                    .bind(product_key.as_str())
-                    .bind(device_name.as_str())
-                    .bind(identifier.as_str())
-                    .bind(*time)
-                    .bind(num)
-                    .bind(value.to_string());
+                    .bind(r.product_key)
+                    .bind(r.device_name)
+                    .bind(r.time)
+                    .bind(serde_json::to_string(&r.values).expect("JSON values serialize"));
             }
             q.execute(&mut *tx).await?;
         }
@@ -773,29 +762,45 @@ impl Store {
         to: i64,
         limit: i64,
     ) -> Result<Vec<PropertyPoint>> {
-        let rows = sqlx::query(&self.sql(
-            "SELECT ts, value_json FROM property_history WHERE product_key = ? AND device_name = ? AND identifier = ? AND ts >= ? AND ts < ? ORDER BY ts, id LIMIT ?",
-        ))
-        .bind(product_key)
-        .bind(device_name)
-        .bind(identifier)
-        .bind(from)
-        .bind(to)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PropertyPoint {
-                    time: r.try_get("ts")?,
-                    value: json(r, "value_json")?,
-                })
-            })
-            .collect()
+        let limit = usize::try_from(limit.max(0)).unwrap_or(usize::MAX);
+        let mut points = Vec::new();
+        // Pages of reports after (ts, id): the text match in SQL can also hit a key nested in
+        // a struct value, so a page may hold fewer of this property's values than asked for.
+        let mut after: Option<(i64, i64)> = None;
+        while points.len() < limit {
+            let page = (limit - points.len()).clamp(1, 10_000);
+            let rows = self
+                .reports(
+                    product_key,
+                    device_name,
+                    identifier,
+                    from,
+                    to,
+                    after,
+                    Some(page),
+                )
+                .await?;
+            for (ts, id, mut doc) in rows.iter().map(report_row).collect::<Result<Vec<_>>>()? {
+                after = Some((ts, id));
+                if let Some(value) = doc.remove(identifier) {
+                    points.push(PropertyPoint { time: ts, value });
+                }
+            }
+            if rows.len() < page {
+                break;
+            }
+        }
+        points.truncate(limit);
+        Ok(points)
     }
 
     /// Numeric values of one property in `[from, to)` downsampled to buckets of `bucket_ms`
-    /// (aligned to multiples of it), oldest first; empty buckets are left out.
+    /// (aligned to multiples of it), oldest first; empty buckets are left out. Booleans count
+    /// as 0 and 1.
+    ///
+    /// Aggregated here rather than in SQL: the values sit in JSON documents, and the three
+    /// backends' JSON functions disagree on types (MariaDB's JSON is text); a chart's range
+    /// of one device is a bounded scan of its index either way.
     pub async fn property_buckets(
         &self,
         product_key: &str,
@@ -806,38 +811,101 @@ impl Store {
         bucket_ms: i64,
     ) -> Result<Vec<Bucket>> {
         let bucket_ms = bucket_ms.max(1);
-        // `/` on integers is integer division in SQLite and PostgreSQL but not in MySQL.
-        let div = if self.backend == Backend::MySql {
-            "DIV"
+        let mut buckets: Vec<Bucket> = Vec::new();
+        let mut after = None;
+        loop {
+            let rows = self
+                .reports(
+                    product_key,
+                    device_name,
+                    identifier,
+                    from,
+                    to,
+                    after,
+                    Some(10_000),
+                )
+                .await?;
+            for row in &rows {
+                let (ts, id, doc) = report_row(row)?;
+                after = Some((ts, id));
+                let v = match doc.get(identifier) {
+                    Some(Value::Bool(b)) => f64::from(u8::from(*b)),
+                    Some(v) => match v.as_f64() {
+                        Some(n) => n,
+                        None => continue,
+                    },
+                    None => continue,
+                };
+                let start = ts.div_euclid(bucket_ms) * bucket_ms;
+                match buckets.last_mut() {
+                    Some(b) if b.start == start => {
+                        // `avg` holds the running sum until the end.
+                        b.count += 1;
+                        b.avg += v;
+                        b.min = b.min.min(v);
+                        b.max = b.max.max(v);
+                    }
+                    _ => buckets.push(Bucket {
+                        start,
+                        count: 1,
+                        avg: v,
+                        min: v,
+                        max: v,
+                    }),
+                }
+            }
+            if rows.len() < 10_000 {
+                break;
+            }
+        }
+        for b in &mut buckets {
+            b.avg /= b.count as f64;
+        }
+        Ok(buckets)
+    }
+
+    /// A device's reports in `[from, to)` after `(ts, id)` whose document may hold
+    /// `identifier`, by time; the caller parses them and checks.
+    #[allow(clippy::too_many_arguments)]
+    async fn reports(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        identifier: &str,
+        from: i64,
+        to: i64,
+        after: Option<(i64, i64)>,
+        limit: Option<usize>,
+    ) -> Result<Vec<AnyRow>> {
+        let after_clause = if after.is_some() {
+            " AND (ts > ? OR (ts = ? AND id > ?))"
         } else {
-            "/"
+            ""
         };
-        let sql = format!(
-            "SELECT (ts {div} ?) * ? AS bucket, COUNT(*) AS n, AVG(value_num) AS avg_v, MIN(value_num) AS min_v, MAX(value_num) AS max_v \
-             FROM property_history WHERE product_key = ? AND device_name = ? AND identifier = ? AND ts >= ? AND ts < ? AND value_num IS NOT NULL \
-             GROUP BY bucket ORDER BY bucket"
+        let limit_clause = if limit.is_some() { " LIMIT ?" } else { "" };
+        // `"identifier":` as JSON writes it; `!` escapes LIKE's wildcards (`_` is common in
+        // identifiers), with the same meaning on all three backends.
+        let key = serde_json::to_string(identifier).expect("a string serializes");
+        let pattern = format!(
+            "%{}:%",
+            key.replace('!', "!!").replace('%', "!%").replace('_', "!_")
         );
-        let rows = sqlx::query(&self.sql(&sql))
-            .bind(bucket_ms)
-            .bind(bucket_ms)
-            .bind(product_key)
-            .bind(device_name)
-            .bind(identifier)
+        let sql = self.sql(&format!(
+            "SELECT id, ts, doc FROM property_reports WHERE product_key = ? AND device_name = ? AND ts >= ? AND ts < ? AND doc LIKE ? ESCAPE '!'{after_clause} ORDER BY ts, id{limit_clause}"
+        ));
+        let mut q = sqlx::query(&sql)
+            .bind(product_key.to_string())
+            .bind(device_name.to_string())
             .bind(from)
             .bind(to)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Bucket {
-                    start: r.try_get("bucket")?,
-                    count: r.try_get("n")?,
-                    avg: r.try_get("avg_v")?,
-                    min: r.try_get("min_v")?,
-                    max: r.try_get("max_v")?,
-                })
-            })
-            .collect()
+            .bind(pattern);
+        if let Some((ts, id)) = after {
+            q = q.bind(ts).bind(ts).bind(id);
+        }
+        if let Some(l) = limit {
+            q = q.bind(i64::try_from(l).unwrap_or(i64::MAX));
+        }
+        Ok(q.fetch_all(&self.pool).await?)
     }
 
     /// Events of a device in `[from, to)`, optionally of one type, oldest first.
@@ -950,7 +1018,7 @@ impl Store {
     pub async fn apply_retention(&self, cutoff_ms: i64) -> Result<RetentionReport> {
         let mut report = RetentionReport::default();
         for (table, col, slot) in [
-            ("property_history", "ts", &mut report.properties),
+            ("property_reports", "ts", &mut report.properties),
             ("events", "ts", &mut report.events),
             ("status_changes", "ts", &mut report.status_changes),
             ("service_calls", "started_ms", &mut report.service_calls),
@@ -971,9 +1039,69 @@ impl Store {
     }
 }
 
-/// Rows per multi-row property INSERT: 6 parameters each stays below every backend's
-/// parameter limit (SQLite 32 766, PostgreSQL and MySQL 65 535).
-const PROPERTY_ROWS_PER_INSERT: usize = 1_000;
+/// Reports per multi-row INSERT: 4 parameters each stays below every backend's parameter
+/// limit (SQLite 32 766, PostgreSQL and MySQL 65 535).
+const REPORT_ROWS_PER_INSERT: usize = 1_000;
+
+/// One `property_reports` row to write: a device's values at one time.
+struct ReportRow<'a> {
+    product_key: &'a str,
+    device_name: &'a str,
+    time: i64,
+    values: serde_json::Map<String, Value>,
+}
+
+/// Groups property records into reports: values of one device at one time share a row.
+/// The device layer submits a report's values together, but grouping over the whole batch
+/// also joins values that arrive apart. A value for an identifier the row already has (two
+/// reports in the same millisecond) starts a new row, so none is lost.
+fn group_reports(records: &[Record]) -> Vec<ReportRow<'_>> {
+    let mut rows: Vec<ReportRow<'_>> = Vec::new();
+    let mut open: HashMap<(&str, &str, i64), usize> = HashMap::new();
+    for r in records {
+        let Record::Property {
+            product_key,
+            device_name,
+            identifier,
+            time,
+            value,
+        } = r
+        else {
+            continue;
+        };
+        let key = (product_key.as_str(), device_name.as_str(), *time);
+        match open.get(&key) {
+            Some(&i) if !rows[i].values.contains_key(identifier) => {
+                rows[i].values.insert(identifier.clone(), value.clone());
+            }
+            _ => {
+                open.insert(key, rows.len());
+                let mut values = serde_json::Map::new();
+                values.insert(identifier.clone(), value.clone());
+                rows.push(ReportRow {
+                    product_key,
+                    device_name,
+                    time: *time,
+                    values,
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// `(ts, id, values)` of a `property_reports` row.
+fn report_row(row: &AnyRow) -> Result<(i64, i64, serde_json::Map<String, Value>)> {
+    let doc = match json(row, "doc")? {
+        Value::Object(m) => m,
+        _ => {
+            return Err(StoreError::Corrupt(
+                "property report is not an object".into(),
+            ))
+        }
+    };
+    Ok((row.try_get("ts")?, row.try_get("id")?, doc))
+}
 /// Shadows per upsert statement (4 parameters each).
 const SHADOW_ROWS_PER_UPSERT: usize = 200;
 
