@@ -49,9 +49,10 @@ enum Command {
     Device(things::DeviceCommand),
     /// Run simulated devices of a product (from its thing model) against a running server.
     Simulate(simulate::SimulateArgs),
-    /// Make a running broker reload its password files, ACLs and TLS certificates (sends
-    /// it SIGHUP; see `serve --pid-file`). Connections stay up; a broken file keeps the old
-    /// rules and the broker logs why.
+    /// Make a running broker reload its password files, ACLs, TLS certificates, API keys,
+    /// console users and device registry (sends it SIGHUP; see `serve --pid-file`).
+    /// Connections stay up, except devices removed, disabled or given a new secret; a broken
+    /// file keeps the old rules and the broker logs why.
     Reload {
         /// The file `serve --pid-file` wrote.
         #[arg(long, value_name = "PATH")]
@@ -274,6 +275,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         run_until_stopped(&server, || {
             if let Some(access) = &access {
                 reload_http_files(access, &http);
+            }
+            // Devices and products changed with `thingmq things …` while this server runs.
+            if let Some(platform) = platform.clone() {
+                tokio::spawn(async move {
+                    if let Err(e) = platform.reload_registry().await {
+                        tracing::error!(
+                            "cannot reload the device registry, keeping the loaded one: {e}"
+                        );
+                    }
+                });
             }
         })
         .await?;

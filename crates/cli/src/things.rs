@@ -1,7 +1,7 @@
 //! `thingmq product …` and `thingmq device …`: the device registry from the command line,
 //! working on the device database directly (the embedded SQLite file in the data directory,
-//! or `--database-url`). A running server loads the registry at start; changes made here
-//! while it runs take effect at its next start (the REST API changes it live).
+//! or `--database-url`). A running server loads the registry at start and again on SIGHUP
+//! (`thingmq reload`), so changes made here take effect then (the REST API changes it live).
 
 use anyhow::{bail, Context};
 use std::path::PathBuf;

@@ -555,6 +555,97 @@ async fn disabling_a_device_disconnects_it_and_refuses_it() {
 }
 
 #[tokio::test]
+async fn a_registry_reload_applies_changes_made_in_the_database_by_another_process() {
+    let h = Harness::start(ValidationMode::Strict).await;
+    let (mut disabled, _) = h.device("r-disabled").await;
+    let (mut rekeyed, old_secret) = h.device("r-rekeyed").await;
+    let (mut deleted, _) = h.device("r-deleted").await;
+    let (_tagged, _) = h.device("r-tagged").await;
+    for name in ["r-disabled", "r-rekeyed", "r-deleted", "r-tagged"] {
+        wait_online(&h, name, true).await;
+    }
+
+    // What `thingmq device …` does: a second connection to the same database file.
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        h._dir.path().join("things.db").display()
+    );
+    let cli = Store::connect(&url).await.unwrap();
+    let get = |name: &str| h.platform.device("thermostat", name).unwrap().device;
+    let mut d = get("r-disabled");
+    d.enabled = false;
+    cli.put_device(&d).await.unwrap();
+    let mut d = get("r-rekeyed");
+    d.device_secret = "a-new-secret".into();
+    cli.put_device(&d).await.unwrap();
+    let mut d = get("r-tagged");
+    d.tags.insert("room".into(), "kitchen".into());
+    cli.put_device(&d).await.unwrap();
+    assert!(cli.delete_device("thermostat", "r-deleted").await.unwrap());
+    let added = thingmq_things::registry::Device::new("thermostat", "r-added", 0);
+    cli.put_device(&added).await.unwrap();
+    let plug = Product {
+        product_key: "plug".into(),
+        name: "Plug".into(),
+        node_type: NodeType::Direct,
+        validation: ValidationMode::Weak,
+        model: ThingModel::from_json(include_str!("../../../examples/things/smart-plug.json"))
+            .unwrap(),
+        created_ms: 0,
+    };
+    cli.put_product(&plug).await.unwrap();
+    cli.close().await;
+    // Nothing changes before the reload.
+    assert!(Device::connect(h.addr, "r-added", &added.device_secret)
+        .await
+        .is_err());
+    assert!(h.platform.product("plug").is_none());
+
+    let report = h.platform.reload_registry().await.unwrap();
+    assert_eq!(
+        report,
+        thingmq_things::runtime::RegistryReload {
+            products: 2,
+            devices: 4,
+            added: 1,
+            removed: 1,
+            changed: 3,
+            disconnected: 3,
+        }
+    );
+    disabled.expect_closed().await;
+    rekeyed.expect_closed().await;
+    deleted.expect_closed().await;
+    assert!(Device::connect(h.addr, "r-rekeyed", &old_secret)
+        .await
+        .is_err());
+    assert!(Device::connect(h.addr, "r-rekeyed", "a-new-secret")
+        .await
+        .is_ok());
+    assert!(Device::connect(h.addr, "r-added", &added.device_secret)
+        .await
+        .is_ok());
+    assert!(h.platform.device("thermostat", "r-deleted").is_none());
+    assert!(h.platform.product("plug").is_some());
+    // A change that takes no right away leaves the device connected.
+    let tagged = h.platform.device("thermostat", "r-tagged").unwrap();
+    assert!(tagged.online);
+    assert_eq!(tagged.device.tags["room"], "kitchen");
+    // A second reload finds nothing to do.
+    let again = h.platform.reload_registry().await.unwrap();
+    assert_eq!(
+        (
+            again.added,
+            again.removed,
+            again.changed,
+            again.disconnected
+        ),
+        (0, 0, 0, 0)
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn registry_and_shadows_survive_a_platform_restart() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!(

@@ -13,10 +13,12 @@
 //! can be looked up), and history queries.
 
 mod hook;
+mod reload;
 mod task;
 mod topo;
 
 pub use hook::DeviceAccessHook;
+pub use reload::RegistryReload;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
