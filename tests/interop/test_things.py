@@ -5,6 +5,7 @@ is computed here with Python's own `hmac`, independently of thingmq's code."""
 import hashlib
 import hmac
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -306,3 +307,51 @@ def test_a_device_over_its_quota_gets_429(start_broker, tmp_path):
     codes = [json.loads(expect_on(c, topic("fast", "thing/event/property/post_reply")).payload)["code"]
              for _ in range(6)]
     assert sorted(codes) == [200, 200, 200, 429, 429, 429], codes
+
+
+def plain_login(broker, name, secret, expect_success=True):
+    c = Client(broker, f"plain-{name}-{time.monotonic_ns()}", protocol=MQTTv311, connect=False)
+    c.c.username_pw_set(f"{name}&{PK}", secret)
+    c.connect(expect_success=expect_success)
+    return c
+
+
+def test_registry_changes_from_the_cli_apply_on_sighup(platform, tmp_path):
+    """`thingmq device add|disable|delete` on the database of a running server: nothing
+    changes until SIGHUP; then the new device gets in and the disabled one is disconnected."""
+    broker, secrets = platform
+    data = tmp_path / "data"
+    t1 = plain_login(broker, "t1", secrets["t1"])
+    t2 = plain_login(broker, "t2", secrets["t2"])
+    t3 = json.loads(run("device", "add", PK, "t3", "--data-dir", str(data)))["deviceSecret"]
+    assert "disabled" in run("device", "disable", PK, "t1", "--data-dir", str(data))
+    assert "deleted" in run("device", "delete", PK, "t2", "--data-dir", str(data))
+    refused = plain_login(broker, "t3", t3, expect_success=False)
+    assert refused.connack.reason_code != 0
+    refused.stop()
+    t1.expect_no_message(timeout=0.3)
+    assert t1.c.is_connected()
+
+    broker.proc.send_signal(signal.SIGHUP)
+    t1.expect_disconnect()
+    t2.expect_disconnect()
+    t1.stop()
+    t2.stop()
+    plain_login(broker, "t3", t3).stop()
+    for name in ("t1", "t2"):
+        c = plain_login(broker, name, secrets[name], expect_success=False)
+        assert c.connack.reason_code != 0, name
+        c.stop()
+    listed = run("device", "list", PK, "--data-dir", str(data))
+    assert "t1\tdisabled" in listed and "t3\tenabled" in listed and "t2\t" not in listed
+    assert "enabled" in run("device", "enable", PK, "t1", "--data-dir", str(data))
+    broker.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while True:
+        c = plain_login(broker, "t1", secrets["t1"], expect_success=False)
+        ok = c.connack.reason_code == 0
+        c.stop()
+        if ok or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert ok, "t1 was enabled again but still refused after the reload"

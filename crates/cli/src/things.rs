@@ -88,7 +88,38 @@ pub(crate) enum DeviceCommand {
         #[command(flatten)]
         db: Database,
     },
+    /// Let a disabled device connect again.
+    Enable {
+        /// Its product's key.
+        product_key: String,
+        /// Its name.
+        device_name: String,
+        #[command(flatten)]
+        db: Database,
+    },
+    /// Refuse a device's connections (a running server disconnects it on `thingmq reload`).
+    Disable {
+        /// Its product's key.
+        product_key: String,
+        /// Its name.
+        device_name: String,
+        #[command(flatten)]
+        db: Database,
+    },
+    /// Delete a device (its history stays until retention removes it).
+    Delete {
+        /// Its product's key.
+        product_key: String,
+        /// Its name.
+        device_name: String,
+        #[command(flatten)]
+        db: Database,
+    },
 }
+
+/// Printed after a change: a running server reads the database only at start and on reload.
+const RELOAD_HINT: &str =
+    "a running server applies this on SIGHUP (`thingmq reload --pid-file F`) or at its next start";
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -134,7 +165,7 @@ pub(crate) fn product(cmd: ProductCommand) -> anyhow::Result<()> {
                     created_ms: now_ms(),
                 };
                 store.put_product(&product).await?;
-                println!("product {} saved", product.product_key);
+                println!("product {} saved; {RELOAD_HINT}", product.product_key);
                 Ok(())
             }
             ProductCommand::List { db } => {
@@ -155,6 +186,7 @@ pub(crate) fn product(cmd: ProductCommand) -> anyhow::Result<()> {
 }
 
 pub(crate) fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
+    let enable = matches!(cmd, DeviceCommand::Enable { .. });
     runtime()?.block_on(async move {
         match cmd {
             DeviceCommand::Add {
@@ -182,6 +214,39 @@ pub(crate) fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
                         "deviceSecret": device.device_secret,
                     })
                 );
+                Ok(())
+            }
+            DeviceCommand::Enable {
+                product_key,
+                device_name,
+                db,
+            }
+            | DeviceCommand::Disable {
+                product_key,
+                device_name,
+                db,
+            } => {
+                let enabled = enable;
+                let store = db.open().await?;
+                let Some(mut device) = store.device(&product_key, &device_name).await? else {
+                    bail!("no device {device_name}&{product_key}");
+                };
+                device.enabled = enabled;
+                store.put_device(&device).await?;
+                let state = if enabled { "enabled" } else { "disabled" };
+                println!("device {device_name}&{product_key} {state}; {RELOAD_HINT}");
+                Ok(())
+            }
+            DeviceCommand::Delete {
+                product_key,
+                device_name,
+                db,
+            } => {
+                let store = db.open().await?;
+                if !store.delete_device(&product_key, &device_name).await? {
+                    bail!("no device {device_name}&{product_key}");
+                }
+                println!("device {device_name}&{product_key} deleted; {RELOAD_HINT}");
                 Ok(())
             }
             DeviceCommand::List { product_key, db } => {
