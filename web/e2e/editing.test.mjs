@@ -106,7 +106,11 @@ test('editing: thing model, refused delete, tags, connection details, secret res
     assert.ok(!saved.tsl.properties.some((p) => p.identifier === dropped.identifier), 'the saved model is the edited one');
     // Back to the full model for the rest of the test.
     await page.getByLabel('Thing model to save (TSL JSON)').fill(JSON.stringify(model));
+    // The first save's notice is still shown: wait for the page to load the product again
+    // after this save, or the next click lands on the page this save replaces.
+    const reloaded = page.waitForResponse((r) => r.url().endsWith(`/api/v1/products/${PK}`) && r.request().method() === 'GET');
     await page.getByRole('button', { name: 'Save the thing model' }).click();
+    await reloaded;
     await page.getByRole('status').filter({ hasText: 'was saved' }).waitFor();
 
     // Deleting a product that has a device: refused (409) and said so.
