@@ -72,6 +72,7 @@ impl Harness {
             node_type: NodeType::Direct,
             validation,
             model,
+            dynamic_register: false,
             created_ms: 0,
         };
         platform.put_product(product, false).await.unwrap();
@@ -588,6 +589,7 @@ async fn registry_and_shadows_survive_a_platform_restart() {
                 node_type: NodeType::Direct,
                 validation: ValidationMode::Strict,
                 model,
+                dynamic_register: false,
                 created_ms: 0,
             },
             false,
@@ -627,6 +629,7 @@ async fn a_gateway_reports_for_its_registered_sub_devices_in_one_pack() {
                 node_type: NodeType::Gateway,
                 validation: ValidationMode::Strict,
                 model: gateway_model,
+                dynamic_register: false,
                 created_ms: 0,
             },
             false,

@@ -111,6 +111,7 @@ fn product(pk: &str) -> Product {
         node_type: NodeType::Direct,
         validation: ValidationMode::Weak,
         model: ThingModel::from_json(TSL).unwrap(),
+        dynamic_register: false,
         created_ms: 1_700_000_000_000,
     }
 }
@@ -129,13 +130,14 @@ fn prop(dn: &str, id: &str, time: i64, value: serde_json::Value) -> Record {
 
 async fn migrations_are_recorded_and_rerun_safely(t: Target) {
     let Some(db) = open(t).await else { return };
-    assert_eq!(db.store.schema_version().await.unwrap(), 1);
+    // 1: the tables; 2: products.dynamic_register.
+    assert_eq!(db.store.schema_version().await.unwrap(), 2);
     // Connecting again to the same database runs no migration twice.
     if let Target::Sqlite = t {
         let dir = db._dir.as_ref().unwrap();
         let url = format!("sqlite://{}/things.db?mode=rwc", dir.path().display());
         let again = Store::connect(&url).await.unwrap();
-        assert_eq!(again.schema_version().await.unwrap(), 1);
+        assert_eq!(again.schema_version().await.unwrap(), 2);
     }
 }
 
@@ -150,6 +152,7 @@ async fn products_round_trip_with_their_thing_model(t: Target) {
     p.name = "Renamed".into();
     p.validation = ValidationMode::Strict;
     p.node_type = NodeType::Gateway;
+    p.dynamic_register = true;
     s.put_product(&p).await.unwrap();
     assert_eq!(s.product("pk1").await.unwrap().unwrap(), p);
     let keys: Vec<String> = s

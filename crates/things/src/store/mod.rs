@@ -372,8 +372,11 @@ impl Store {
     /// Creates or replaces a product.
     pub async fn put_product(&self, p: &Product) -> Result<()> {
         let sql = format!(
-            "INSERT INTO products (product_key, name, node_type, validation, tsl, created_ms) VALUES (?, ?, ?, ?, ?, ?){}",
-            self.upsert("product_key", &["name", "node_type", "validation", "tsl"])
+            "INSERT INTO products (product_key, name, node_type, validation, tsl, created_ms, dynamic_register) VALUES (?, ?, ?, ?, ?, ?, ?){}",
+            self.upsert(
+                "product_key",
+                &["name", "node_type", "validation", "tsl", "dynamic_register"]
+            )
         );
         sqlx::query(&self.sql(&sql))
             .bind(&p.product_key)
@@ -382,6 +385,7 @@ impl Store {
             .bind(p.validation.as_str())
             .bind(p.model.to_json().to_string())
             .bind(p.created_ms)
+            .bind(i64::from(p.dynamic_register))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -399,6 +403,7 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt(format!("validation {validation:?}")))?,
             model: ThingModel::from_json(&text(row, "tsl")?)
                 .map_err(|e| StoreError::Corrupt(format!("thing model of {pk}: {e}")))?,
+            dynamic_register: row.try_get::<i64, _>("dynamic_register")? != 0,
             created_ms: row.try_get("created_ms")?,
             product_key: pk,
         })

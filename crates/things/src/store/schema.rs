@@ -75,7 +75,9 @@ const MIGRATIONS: &[&[&str]] = &[&[
         latency_ms BIGINT NULL)",
     "CREATE INDEX service_calls_device ON service_calls (product_key, device_name, started_ms)",
     "CREATE INDEX service_calls_ts ON service_calls (started_ms)",
-]];
+],
+// 2: products whose devices gateways may register (`thing/sub/register`).
+&["ALTER TABLE products ADD COLUMN dynamic_register BIGINT NOT NULL DEFAULT 0"]];
 
 /// The schema version this build writes.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
