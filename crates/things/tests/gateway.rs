@@ -90,9 +90,14 @@ impl Drop for Gateway {
 
 impl Gateway {
     async fn connect(server: &ServerHandle, secret: &str) -> Gateway {
+        Self::connect_as(server, "gw", "g1", secret).await
+    }
+
+    /// Device `pk`/`dn` (not necessarily a gateway) on its topo, sub and session topics.
+    async fn connect_as(server: &ServerHandle, pk: &str, dn: &str, secret: &str) -> Gateway {
         let addr = server.local_addrs()[0];
-        let mut o = MqttOptions::new("gw-g1", addr.ip().to_string(), addr.port());
-        o.set_credentials("g1&gw", secret);
+        let mut o = MqttOptions::new(format!("{pk}-{dn}"), addr.ip().to_string(), addr.port());
+        o.set_credentials(format!("{dn}&{pk}"), secret);
         // A 51-device batch (and its echo on the gateway's own subscription) is over rumqttc's
         // 10 KiB default.
         o.set_max_packet_size(1 << 20, 1 << 20);
@@ -119,11 +124,11 @@ impl Gateway {
             task,
         };
         for f in [
-            "/sys/gw/g1/thing/topo/#",
-            "/sys/gw/g1/thing/sub/#",
-            "/ext/session/gw/g1/combine/#",
+            format!("/sys/{pk}/{dn}/thing/topo/#"),
+            format!("/sys/{pk}/{dn}/thing/sub/#"),
+            format!("/ext/session/{pk}/{dn}/combine/#"),
         ] {
-            gw.client.subscribe(f, QoS::AtLeastOnce).await.unwrap();
+            gw.client.subscribe(&f, QoS::AtLeastOnce).await.unwrap();
             let ack = within("SUBACK", acks.recv()).await.unwrap();
             assert!(
                 matches!(
@@ -490,11 +495,12 @@ async fn a_gateway_logs_sub_devices_in_and_out_in_batches_all_or_none() {
     let content = format!("clientId{SUB}.s1deviceNames1productKey{SUB}timestamp{ts}");
     let s1_sha = json!({"productKey": SUB, "deviceName": "s1", "clientId": format!("{SUB}.s1"),
                         "timestamp": ts, "sign": python_sha256(s1, &content).to_uppercase()});
+    // (s1 twice: a sub-device named again is logged in once.)
     let r = g
         .request(
             batch,
             "6",
-            json!({"signMethod": "sha256", "deviceList": [s1_sha, sub_sign(s2, "s2")]}),
+            json!({"signMethod": "sha256", "deviceList": [s1_sha.clone(), sub_sign(s2, "s2"), s1_sha]}),
         )
         .await;
     assert_eq!(r["code"], 200, "{r}");
@@ -527,7 +533,11 @@ async fn a_gateway_logs_sub_devices_in_and_out_in_batches_all_or_none() {
     let r = g.request(out, "9", json!([])).await;
     assert_eq!(r["code"], 460, "{r}");
     let r = g
-        .request(out, "10", json!([ident(SUB, "s1"), ident(SUB, "s2")]))
+        .request(
+            out,
+            "10",
+            json!([ident(SUB, "s1"), ident(SUB, "s2"), ident(SUB, "s1")]),
+        )
         .await;
     assert_eq!(r["code"], 200, "{r}");
     assert_eq!(r["data"], json!([ident(SUB, "s1"), ident(SUB, "s2")]));
@@ -615,11 +625,16 @@ async fn a_gateway_registers_sub_devices_of_products_that_allow_it() {
     let mut g = Gateway::connect(&server, &gw.device_secret).await;
     let register = "/sys/gw/g1/thing/sub/register";
 
+    // (n1 twice: registered once, answered once.)
     let r = g
         .request(
             register,
             "1",
-            json!([ident("dynsub", "n1"), ident("dynsub", "n2")]),
+            json!([
+                ident("dynsub", "n1"),
+                ident("dynsub", "n2"),
+                ident("dynsub", "n1")
+            ]),
         )
         .await;
     assert_eq!(r["code"], 200, "{r}");
@@ -700,6 +715,40 @@ async fn a_gateway_registers_sub_devices_of_products_that_allow_it() {
     }
     assert!(platform.device("dynsub", "m1").is_none());
     assert!(platform.device(SUB, "x").is_none());
+
+    // A device of a direct product may neither register nor batch-log-in sub-devices.
+    let d1 = platform.create_device("direct", "d1").await.unwrap();
+    let mut d = Gateway::connect_as(&server, "direct", "d1", &d1.device_secret).await;
+    let r = d
+        .request(
+            "/sys/direct/d1/thing/sub/register",
+            "1",
+            json!([ident("dynsub", "m1")]),
+        )
+        .await;
+    assert_eq!(r["code"], 460, "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("not a gateway"),
+        "{r}"
+    );
+    let r = d
+        .request(
+            "/ext/session/direct/d1/combine/batch_login",
+            "2",
+            json!({"deviceList": [signed("dynsub", &secret, "n1")]}),
+        )
+        .await;
+    assert_eq!(r["code"], 460, "{r}");
+    let r = d
+        .request(
+            "/ext/session/direct/d1/combine/batch_logout",
+            "3",
+            json!([ident("dynsub", "n1")]),
+        )
+        .await;
+    assert_eq!(r["code"], 460, "{r}");
+    assert!(platform.device("dynsub", "m1").is_none());
+    drop(d);
 
     drop(g);
     platform.shutdown().await;
