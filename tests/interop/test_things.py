@@ -54,9 +54,13 @@ def alink_login(broker, name, secret, method="hmacsha256", timestamp="1700000000
     content = f"clientId{client_id}deviceName{name}productKey{PK}"
     if timestamp is not None:
         content += f"timestamp{timestamp}"
-    digest = {"hmacsha256": hashlib.sha256, "hmacsha1": hashlib.sha1,
-              "hmacmd5": hashlib.md5, None: hashlib.md5}[method]
-    password = hmac.new(secret.encode(), content.encode(), digest).hexdigest()
+    if method == "sha256":
+        # No HMAC: the digest of the content with the secret appended.
+        password = hashlib.sha256((content + secret).encode()).hexdigest()
+    else:
+        digest = {"hmacsha256": hashlib.sha256, "hmacsha1": hashlib.sha1,
+                  "hmacmd5": hashlib.md5, None: hashlib.md5}[method]
+        password = hmac.new(secret.encode(), content.encode(), digest).hexdigest()
     if tamper:
         password = password[:-1] + ("0" if password[-1] != "0" else "1")
     c = Client(broker, mqtt_client_id, protocol=MQTTv311, connect=False)
@@ -69,7 +73,7 @@ def topic(name, rest):
     return f"/sys/{PK}/{name}/{rest}"
 
 
-@pytest.mark.parametrize("method", ["hmacsha256", "hmacsha1", "hmacmd5", None])
+@pytest.mark.parametrize("method", ["hmacsha256", "hmacsha1", "hmacmd5", "sha256", None])
 def test_alink_signatures_computed_by_python_let_devices_in(platform, method):
     broker, secrets = platform
     c = alink_login(broker, "t1", secrets["t1"], method=method,
@@ -85,6 +89,9 @@ def test_wrong_signature_unknown_device_and_other_secret_are_refused(platform):
     assert ghost.connack.reason_code == 0x86
     swapped = alink_login(broker, "t1", secrets["t2"], expect_success=False)
     assert swapped.connack.reason_code == 0x86
+    bad_sha = alink_login(broker, "t1", secrets["t1"], method="sha256", tamper=True,
+                          expect_success=False)
+    assert bad_sha.connack.reason_code == 0x86
 
 
 def test_plain_secret_login_and_topics_confined_to_the_device(platform):
@@ -220,11 +227,15 @@ def test_simulated_devices_report_and_answer_commands_over_the_rest_api(start_br
 
 
 def sub_sign(pk, dn, secret, method="hmacsha1"):
-    """A topo/add item or combine/login params, signed here with Python's hmac."""
+    """A topo/add item or combine/login params, signed here with Python's hmac / hashlib."""
     client_id, ts = f"{pk}.{dn}", "1700000000000"
     content = f"clientId{client_id}deviceName{dn}productKey{pk}timestamp{ts}"
-    digest = {"hmacsha1": hashlib.sha1, "hmacsha256": hashlib.sha256, "hmacmd5": hashlib.md5}[method]
-    sign = hmac.new(secret.encode(), content.encode(), digest).hexdigest()
+    if method == "sha256":
+        sign = hashlib.sha256((content + secret).encode()).hexdigest()
+    else:
+        digest = {"hmacsha1": hashlib.sha1, "hmacsha256": hashlib.sha256,
+                  "hmacmd5": hashlib.md5}[method]
+        sign = hmac.new(secret.encode(), content.encode(), digest).hexdigest()
     return {"productKey": pk, "deviceName": dn, "clientId": client_id, "timestamp": ts,
             "signmethod": method, "signMethod": method, "sign": sign}
 
@@ -355,3 +366,87 @@ def test_registry_changes_from_the_cli_apply_on_sighup(platform, tmp_path):
             break
         time.sleep(0.1)
     assert ok, "t1 was enabled again but still refused after the reload"
+
+
+def test_a_gateway_logs_in_batches_hears_topology_changes_and_registers_sub_devices(
+        start_broker, tmp_path):
+    data = tmp_path / "data"
+    thermostat = str(REPO / "examples/things/thermostat.json")
+    run("product", "add", "--tsl", str(REPO / "examples/things/gateway.json"), "--key", "gw",
+        "--node-type", "gateway", "--data-dir", str(data))
+    run("product", "add", "--tsl", thermostat, "--key", "sub", "--node-type", "sub-device",
+        "--data-dir", str(data))
+    run("product", "add", "--tsl", thermostat, "--key", "dyn", "--node-type", "sub-device",
+        "--dynamic-register", "--data-dir", str(data))
+    gw = json.loads(run("device", "add", "gw", "g1", "--data-dir", str(data)))["deviceSecret"]
+    secrets = {dn: json.loads(run("device", "add", "sub", dn, "--data-dir", str(data)))["deviceSecret"]
+               for dn in ("s1", "s2")}
+    broker = start_broker("[auth]\nallow_anonymous = false\n[sys]\ninterval_secs = 0\n",
+                          data_dir=data)
+    c = Client(broker, "gw-g1", protocol=MQTTv311, connect=False)
+    c.c.username_pw_set("g1&gw", gw)
+    c.connect()
+    assert c.subscribe("/sys/gw/g1/thing/#", 1) == [1]
+    assert c.subscribe("/ext/session/gw/g1/combine/#", 1) == [1]
+    reply = request(c, "/sys/gw/g1/thing/topo/add", "1",
+                    [sub_sign("sub", dn, secrets[dn]) for dn in ("s1", "s2")])
+    assert reply["code"] == 200, reply
+
+    # batch_login: s2 signed with s1's secret fails the whole batch, naming s2.
+    batch = "/ext/session/gw/g1/combine/batch_login"
+    reply = request(c, batch, "2", {"deviceList": [sub_sign("sub", "s1", secrets["s1"]),
+                                                   sub_sign("sub", "s2", secrets["s1"])]})
+    assert reply["code"] == 401, reply
+    assert [(d["deviceName"], d["code"]) for d in reply["data"]] == [("s2", 401)], reply
+    assert api(broker, "GET", "/api/v1/devices/sub/s1")[1]["online"] is False
+    # The batch's own signMethod (plain sha256) for items that name none.
+    items = [sub_sign("sub", dn, secrets[dn], "sha256") for dn in ("s1", "s2")]
+    for item in items:
+        del item["signmethod"], item["signMethod"]
+    reply = request(c, batch, "3", {"signMethod": "sha256", "deviceList": items})
+    assert reply["code"] == 200, reply
+    assert reply["data"] == [{"productKey": "sub", "deviceName": dn} for dn in ("s1", "s2")]
+    for dn in ("s1", "s2"):
+        assert api(broker, "GET", f"/api/v1/devices/sub/{dn}")[1]["online"] is True
+
+    # Disabled, enabled, deleted over the REST API: the gateway hears each on topo/change.
+    def change():
+        m = json.loads(expect_on(c, "/sys/gw/g1/thing/topo/change").payload)
+        assert m["method"] == "thing.topo.change", m
+        return m["params"]["status"], m["params"]["subList"]
+    s2 = [{"productKey": "sub", "deviceName": "s2"}]
+    assert api(broker, "PATCH", "/api/v1/devices/sub/s2", {"enabled": False})[0] == 200
+    assert change() == (8, s2)
+    assert api(broker, "GET", "/api/v1/devices/sub/s2")[1]["online"] is False
+    assert api(broker, "PATCH", "/api/v1/devices/sub/s2", {"enabled": True})[0] == 200
+    assert change() == (2, s2)
+    assert api(broker, "DELETE", "/api/v1/devices/sub/s2")[0] in (200, 204)
+    assert change() == (1, s2)
+
+    out = "/ext/session/gw/g1/combine/batch_logout"
+    reply = request(c, out, "4", [{"productKey": "sub", "deviceName": "s1"},
+                                  {"productKey": "sub", "deviceName": "s2"}])
+    assert reply["code"] == 6100, reply  # s2 is gone, so s1 stays online
+    assert api(broker, "GET", "/api/v1/devices/sub/s1")[1]["online"] is True
+    reply = request(c, out, "5", [{"productKey": "sub", "deviceName": "s1"}])
+    assert reply["code"] == 200, reply
+    assert api(broker, "GET", "/api/v1/devices/sub/s1")[1]["online"] is False
+
+    # thing/sub/register: only for a product that allows it; the secret answered works.
+    register = "/sys/gw/g1/thing/sub/register"
+    reply = request(c, register, "6", [{"productKey": "sub", "deviceName": "new"}])
+    assert reply["code"] == 401, reply
+    assert api(broker, "GET", "/api/v1/devices/sub/new")[0] == 404
+    reply = request(c, register, "7", [{"productKey": "ghost", "deviceName": "new"}])
+    assert reply["code"] == 6250, reply
+    reply = request(c, register, "8", [{"productKey": "dyn", "deviceName": "n1"}])
+    assert reply["code"] == 200, reply
+    [entry] = reply["data"]
+    assert (entry["productKey"], entry["deviceName"]) == ("dyn", "n1"), reply
+    secret = entry["deviceSecret"]
+    reply = request(c, "/sys/gw/g1/thing/topo/add", "9", [sub_sign("dyn", "n1", secret)])
+    assert reply["code"] == 200, reply
+    reply = request(c, "/ext/session/gw/g1/combine/login", "10",
+                    sub_sign("dyn", "n1", secret, "hmacsha256"))
+    assert reply["code"] == 200, reply
+    assert api(broker, "GET", "/api/v1/devices/dyn/n1")[1]["online"] is True

@@ -55,6 +55,8 @@ pub(crate) struct ProductView {
     name: String,
     node_type: &'static str,
     validation: &'static str,
+    /// Gateways may register its devices with `thing/sub/register`.
+    dynamic_register: bool,
     created_ms: i64,
     properties: usize,
     events: usize,
@@ -68,6 +70,7 @@ impl From<&Product> for ProductView {
             name: p.name.clone(),
             node_type: p.node_type.as_str(),
             validation: p.validation.as_str(),
+            dynamic_register: p.dynamic_register,
             created_ms: p.created_ms,
             properties: p.model.properties.len(),
             events: p.model.events.len(),
@@ -99,6 +102,9 @@ pub(crate) struct ProductBody {
     node_type: Option<String>,
     /// `strict` (default), `weak` or `none`.
     validation: Option<String>,
+    /// Let gateways register devices of this product with `thing/sub/register` (default
+    /// false).
+    dynamic_register: Option<bool>,
     /// The thing model (TSL JSON).
     #[schema(value_type = Object)]
     tsl: Value,
@@ -132,6 +138,7 @@ fn product_from(body: ProductBody, key: Option<&str>) -> Result<Product, ApiErro
         node_type,
         validation,
         model,
+        dynamic_register: body.dynamic_register.unwrap_or(false),
         created_ms: now_ms(),
     })
 }
@@ -154,7 +161,7 @@ pub(crate) async fn create_product(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-/// Replaces a product's name, mode or thing model.
+/// Replaces a product's name, mode, thing model or `dynamicRegister` (kept when omitted).
 #[utoipa::path(put, path = "/api/v1/products/{productKey}", tag = "devices",
     params(("productKey" = String, Path, description = "The product key")),
     request_body(content = ProductBody, content_type = "application/json"),
@@ -172,8 +179,14 @@ pub(crate) async fn put_product(
     let Some(existing) = p.product(&product_key) else {
         return Err(ApiError::not_found(format!("product {product_key}")));
     };
-    let mut product = product_from(body(&bytes)?, Some(&product_key))?;
+    let body: ProductBody = body(&bytes)?;
+    // A client that does not know the flag (an older console) must not switch it off.
+    let keep_dynamic = body.dynamic_register.is_none();
+    let mut product = product_from(body, Some(&product_key))?;
     product.created_ms = existing.created_ms;
+    if keep_dynamic {
+        product.dynamic_register = existing.dynamic_register;
+    }
     let view = ProductView::from(&product);
     p.put_product(product, true).await?;
     Ok(Json(view))

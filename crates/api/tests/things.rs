@@ -158,6 +158,7 @@ async fn products_are_created_listed_exported_replaced_and_deleted() {
         .await;
     assert_eq!(status, StatusCode::OK, "{replaced}");
     assert_eq!(replaced["validation"], "weak");
+    assert_eq!(replaced["dynamicRegister"], false, "off by default");
 
     let (status, _) = h
         .call(
@@ -603,6 +604,27 @@ async fn put_replaces_a_products_model_and_refuses_unknown_products_other_keys_a
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+
+    // dynamicRegister: set by a PUT that names it, kept by one that does not.
+    for (body, expected) in [
+        (
+            json!({"tsl": thermostat(), "nodeType": "sub-device", "dynamicRegister": true}),
+            true,
+        ),
+        (json!({"tsl": thermostat(), "nodeType": "sub-device"}), true),
+        (
+            json!({"tsl": thermostat(), "dynamicRegister": false}),
+            false,
+        ),
+    ] {
+        let (status, replaced) = h
+            .call(Method::PUT, "/api/v1/products/thermostat", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{replaced}");
+        assert_eq!(replaced["dynamicRegister"], expected, "{replaced}");
+        let (_, listed) = h.call(Method::GET, "/api/v1/products", None).await;
+        assert_eq!(listed[0]["dynamicRegister"], expected, "{listed}");
+    }
     h.stop().await;
 }
 

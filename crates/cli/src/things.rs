@@ -60,6 +60,9 @@ pub(crate) enum ProductCommand {
         /// `direct`, `gateway` or `sub-device`.
         #[arg(long, default_value = "direct")]
         node_type: String,
+        /// Let gateways register devices of this product with `thing/sub/register`.
+        #[arg(long)]
+        dynamic_register: bool,
         #[command(flatten)]
         db: Database,
     },
@@ -137,6 +140,7 @@ pub(crate) fn product(cmd: ProductCommand) -> anyhow::Result<()> {
                 name,
                 validation,
                 node_type,
+                dynamic_register,
                 db,
             } => {
                 let text = std::fs::read_to_string(&tsl)
@@ -162,6 +166,7 @@ pub(crate) fn product(cmd: ProductCommand) -> anyhow::Result<()> {
                     node_type,
                     validation,
                     model,
+                    dynamic_register,
                     created_ms: now_ms(),
                 };
                 store.put_product(&product).await?;

@@ -4,7 +4,8 @@
 //! - **Alink signature**: client id `{id}|securemode=3,signmethod=hmacsha256,timestamp=…|`,
 //!   username `{deviceName}&{productKey}`, password = hex HMAC keyed by the deviceSecret of
 //!   `clientId{id}deviceName{dn}productKey{pk}[timestamp{ts}]` (parameters sorted by name).
-//!   `hmacmd5` (the default), `hmacsha1` and `hmacsha256` are supported.
+//!   `hmacmd5` (the default), `hmacsha1` and `hmacsha256` are supported, and `sha256`: the hex
+//!   SHA-256 digest of the same content with the deviceSecret appended (no HMAC).
 //! - **Plain**: any client id without `|`, username `{deviceName}&{productKey}`, password =
 //!   the deviceSecret.
 //!
@@ -23,7 +24,7 @@ use thingmq_broker::AccessPolicy;
 
 use crate::alink::{DeviceTopic, SessionTopic, SignedIdentity};
 
-/// HMAC algorithms of the Alink `signmethod` parameter.
+/// Signature algorithms of the Alink `signmethod` parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignMethod {
     /// `hmacmd5` (Alink's default when `signmethod` is absent).
@@ -32,16 +33,20 @@ pub enum SignMethod {
     HmacSha1,
     /// `hmacsha256`.
     HmacSha256,
+    /// `sha256`: SHA-256 of the content followed by the secret. Alibaba lists the method
+    /// without spelling it out; this is the construction of EnOS, whose device protocol is
+    /// derived from Alink and documents it (`sha256(content + deviceSecret)`).
+    Sha256,
 }
 
 impl SignMethod {
-    /// Parses the `signmethod` value. `sha256` (a plain digest that some SDKs name) is not
-    /// supported because its exact construction is not documented; such devices are refused.
+    /// Parses the `signmethod` value, ignoring case (SDKs write `hmacSha256`, `HmacSHA1`).
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
             "hmacmd5" => Some(Self::HmacMd5),
             "hmacsha1" => Some(Self::HmacSha1),
             "hmacsha256" => Some(Self::HmacSha256),
+            "sha256" => Some(Self::Sha256),
             _ => None,
         }
     }
@@ -120,7 +125,8 @@ pub fn sign_content(
     s
 }
 
-/// Lower-case hex HMAC of `content` keyed by `secret`.
+/// Lower-case hex signature of `content` with `secret`: an HMAC keyed by the secret, or for
+/// [`SignMethod::Sha256`] the digest of `content` followed by the secret.
 pub fn sign(method: SignMethod, secret: &str, content: &str) -> String {
     fn run<M: Mac + hmac::digest::KeyInit>(secret: &str, content: &str) -> Vec<u8> {
         let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(secret.as_bytes())
@@ -132,6 +138,13 @@ pub fn sign(method: SignMethod, secret: &str, content: &str) -> String {
         SignMethod::HmacMd5 => run::<Hmac<md5::Md5>>(secret, content),
         SignMethod::HmacSha1 => run::<Hmac<sha1::Sha1>>(secret, content),
         SignMethod::HmacSha256 => run::<Hmac<sha2::Sha256>>(secret, content),
+        SignMethod::Sha256 => {
+            use sha2::Digest;
+            let mut d = sha2::Sha256::new();
+            d.update(content.as_bytes());
+            d.update(secret.as_bytes());
+            d.finalize().to_vec()
+        }
     };
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -199,8 +212,9 @@ impl DeviceAuth {
     }
 
     /// Checks the signature a gateway presents for a sub-device (`thing/topo/add`,
-    /// `combine/login`): HMAC of `clientId…deviceName…productKey…[timestamp…]` keyed by the
-    /// sub-device's secret, as for an MQTT password.
+    /// `combine/login`, `combine/batch_login`): the signature of
+    /// `clientId…deviceName…productKey…[timestamp…]` with the sub-device's secret, as for an
+    /// MQTT password.
     pub fn check_signed(&self, id: &SignedIdentity) -> Result<(), SubDeviceAuthError> {
         let snap = self.current();
         let cred = snap

@@ -52,6 +52,9 @@ pub struct Product {
     pub validation: ValidationMode,
     /// The thing model.
     pub model: ThingModel,
+    /// Gateways may register devices of this product with `thing/sub/register` (Alibaba's
+    /// "dynamic registration" switch); off by default, so only the registry creates devices.
+    pub dynamic_register: bool,
     /// Creation time, UTC ms.
     pub created_ms: i64,
 }

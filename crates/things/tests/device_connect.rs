@@ -54,16 +54,19 @@ impl AccessHook for DeviceHook {
     }
 }
 
-/// HMAC hex computed by Python, not by us.
+/// The password hex computed by Python, not by us: HMAC for `hmac*`, and for `sha256` the
+/// digest of the content with the secret appended.
 fn python_hmac(method: &str, secret: &str, content: &str) -> String {
-    let digest = method.trim_start_matches("hmac");
     let out = std::process::Command::new("python3")
         .args([
             "-c",
-            "import hmac, hashlib, sys; print(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), getattr(hashlib, sys.argv[3])).hexdigest())",
+            "import hmac, hashlib, sys\n\
+             s, c, m = sys.argv[1].encode(), sys.argv[2].encode(), sys.argv[3]\n\
+             print(hashlib.sha256(c + s).hexdigest() if m == 'sha256' else \
+             hmac.new(s, c, getattr(hashlib, m[4:])).hexdigest())",
             secret,
             content,
-            digest,
+            method,
         ])
         .output()
         .expect("python3 must be installed for this test");
@@ -199,6 +202,7 @@ async fn devices_connect_with_alink_signatures_and_are_confined_to_their_topics(
             node_type: NodeType::Direct,
             validation: ValidationMode::Strict,
             model: ThingModel::from_json(r#"{"properties":[]}"#).unwrap(),
+            dynamic_register: false,
             created_ms: 0,
         })
         .await
@@ -226,7 +230,7 @@ async fn devices_connect_with_alink_signatures_and_are_confined_to_their_topics(
 
     let user1 = format!("lamp-01&{PK}");
     let ts = "1700000000123";
-    for method in ["hmacmd5", "hmacsha1", "hmacsha256"] {
+    for method in ["hmacmd5", "hmacsha1", "hmacsha256", "sha256"] {
         let id = format!("sn-{method}");
         let content = format!("clientId{id}deviceNamelamp-01productKey{PK}timestamp{ts}");
         let password = python_hmac(method, &lamp1.device_secret, &content);
@@ -263,7 +267,7 @@ async fn devices_connect_with_alink_signatures_and_are_confined_to_their_topics(
         );
     }
 
-    // The wrong signature, a signature for another device, and an unsupported method.
+    // The wrong signature, a signature for another device, and unsupported methods.
     let content = format!("clientIdsn-xdeviceNamelamp-01productKey{PK}");
     let good = python_hmac("hmacsha1", &lamp1.device_secret, &content);
     let bad = python_hmac("hmacsha1", &lamp2.device_secret, &content);
@@ -278,8 +282,22 @@ async fn devices_connect_with_alink_signatures_and_are_confined_to_their_topics(
             .err(),
         Some(ConnectReturnCode::BadUserNamePassword)
     );
+    // An HMAC password under plain sha256, and a method nobody defines.
     assert_eq!(
         connect(addr, "sn-x|signmethod=sha256|", Some(&user1), &good)
+            .await
+            .err(),
+        Some(ConnectReturnCode::BadUserNamePassword)
+    );
+    let sha256_other = python_hmac("sha256", &lamp2.device_secret, &content);
+    assert_eq!(
+        connect(addr, "sn-x|signmethod=sha256|", Some(&user1), &sha256_other)
+            .await
+            .err(),
+        Some(ConnectReturnCode::BadUserNamePassword)
+    );
+    assert_eq!(
+        connect(addr, "sn-x|signmethod=hmacsha512|", Some(&user1), &good)
             .await
             .err(),
         Some(ConnectReturnCode::BadUserNamePassword)

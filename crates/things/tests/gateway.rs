@@ -1,7 +1,9 @@
 //! Gateways and sub-devices end to end: a real broker, the platform with SQLite, and a gateway
 //! played by rumqttc that adds its sub-device with `thing/topo/add`, logs it in with
-//! `combine/login` and speaks for it on the sub-device's own topics. Signatures are computed by
-//! Python's `hmac` module, not by our code.
+//! `combine/login` (or several with `combine/batch_login`), speaks for it on the sub-device's
+//! own topics, hears of registry changes on `thing/topo/change` and registers sub-devices with
+//! `thing/sub/register`. Signatures are computed by Python's `hmac` and `hashlib` modules, not
+//! by our code.
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
@@ -28,6 +30,25 @@ fn python_hmac(secret: &str, content: &str) -> String {
         .args([
             "-c",
             "import hmac, hashlib, sys; print(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha256).hexdigest())",
+            secret,
+            content,
+        ])
+        .output()
+        .expect("python3 must be installed for this test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `signmethod=sha256` computed by Python: the digest of the content with the secret appended.
+fn python_sha256(secret: &str, content: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib, sys; print(hashlib.sha256((sys.argv[2] + sys.argv[1]).encode()).hexdigest())",
             secret,
             content,
         ])
@@ -69,9 +90,17 @@ impl Drop for Gateway {
 
 impl Gateway {
     async fn connect(server: &ServerHandle, secret: &str) -> Gateway {
+        Self::connect_as(server, "gw", "g1", secret).await
+    }
+
+    /// Device `pk`/`dn` (not necessarily a gateway) on its topo, sub and session topics.
+    async fn connect_as(server: &ServerHandle, pk: &str, dn: &str, secret: &str) -> Gateway {
         let addr = server.local_addrs()[0];
-        let mut o = MqttOptions::new("gw-g1", addr.ip().to_string(), addr.port());
-        o.set_credentials("g1&gw", secret);
+        let mut o = MqttOptions::new(format!("{pk}-{dn}"), addr.ip().to_string(), addr.port());
+        o.set_credentials(format!("{dn}&{pk}"), secret);
+        // A 51-device batch (and its echo on the gateway's own subscription) is over rumqttc's
+        // 10 KiB default.
+        o.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(o, 100);
         let (tx, incoming) = tokio::sync::mpsc::unbounded_channel();
         let (acks_tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
@@ -94,8 +123,12 @@ impl Gateway {
             incoming,
             task,
         };
-        for f in ["/sys/gw/g1/thing/topo/#", "/ext/session/gw/g1/combine/#"] {
-            gw.client.subscribe(f, QoS::AtLeastOnce).await.unwrap();
+        for f in [
+            format!("/sys/{pk}/{dn}/thing/topo/#"),
+            format!("/sys/{pk}/{dn}/thing/sub/#"),
+            format!("/ext/session/{pk}/{dn}/combine/#"),
+        ] {
+            gw.client.subscribe(&f, QoS::AtLeastOnce).await.unwrap();
             let ack = within("SUBACK", acks.recv()).await.unwrap();
             assert!(
                 matches!(
@@ -143,8 +176,15 @@ async fn wait_online(p: &Platform, dn: &str, online: bool) {
     .await;
 }
 
-#[tokio::test]
-async fn a_gateway_adds_logs_in_and_speaks_for_its_sub_device() {
+/// A broker with the platform on SQLite and the products `gw` (gateway), [`SUB`] and `dynsub`
+/// (sub-devices; only `dynsub` allows `thing/sub/register`) and `direct`.
+struct Env {
+    server: ServerHandle,
+    platform: Platform,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
     let config = Config::from_toml(
@@ -171,22 +211,33 @@ async fn a_gateway_adds_logs_in_and_speaks_for_its_sub_device() {
         node_type,
         validation: ValidationMode::Strict,
         model: ThingModel::from_json(tsl).unwrap(),
+        dynamic_register: pk == "dynsub",
         created_ms: 0,
     };
     let gateway_tsl = include_str!("../../../examples/things/gateway.json");
     let thermostat_tsl = include_str!("../../../examples/things/thermostat.json");
-    platform
-        .put_product(product("gw", NodeType::Gateway, gateway_tsl), false)
-        .await
-        .unwrap();
-    platform
-        .put_product(product(SUB, NodeType::SubDevice, thermostat_tsl), false)
-        .await
-        .unwrap();
-    platform
-        .put_product(product("direct", NodeType::Direct, thermostat_tsl), false)
-        .await
-        .unwrap();
+    for p in [
+        product("gw", NodeType::Gateway, gateway_tsl),
+        product(SUB, NodeType::SubDevice, thermostat_tsl),
+        product("dynsub", NodeType::SubDevice, thermostat_tsl),
+        product("direct", NodeType::Direct, thermostat_tsl),
+    ] {
+        platform.put_product(p, false).await.unwrap();
+    }
+    Env {
+        server,
+        platform,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_adds_logs_in_and_speaks_for_its_sub_device() {
+    let Env {
+        server,
+        platform,
+        _dir,
+    } = start().await;
     let gw = platform.create_device("gw", "g1").await.unwrap();
     let s1 = platform.create_device(SUB, "s1").await.unwrap();
     let s2 = platform.create_device(SUB, "s2").await.unwrap();
@@ -356,6 +407,404 @@ async fn a_gateway_adds_logs_in_and_speaks_for_its_sub_device() {
             (false, "logout".to_string()),
             (true, "login".to_string()),
             (false, "gateway_offline".to_string()),
+        ]
+    );
+    platform.shutdown().await;
+    within("shutdown", server.shutdown()).await;
+}
+
+/// The status and sub-devices of the next `thing/topo/change` the gateway receives.
+async fn topo_change(g: &mut Gateway) -> (i64, Value) {
+    let n = g.expect("/sys/gw/g1/thing/topo/change").await;
+    assert_eq!(n["method"], "thing.topo.change", "{n}");
+    assert!(n["id"].as_str().unwrap().parse::<u64>().is_ok(), "{n}");
+    (
+        n["params"]["status"].as_i64().unwrap(),
+        n["params"]["subList"].clone(),
+    )
+}
+
+fn ident(pk: &str, dn: &str) -> Value {
+    json!({"productKey": pk, "deviceName": dn})
+}
+
+#[tokio::test]
+async fn a_gateway_logs_sub_devices_in_and_out_in_batches_all_or_none() {
+    let Env {
+        server,
+        platform,
+        _dir,
+    } = start().await;
+    let gw = platform.create_device("gw", "g1").await.unwrap();
+    let mut g = Gateway::connect(&server, &gw.device_secret).await;
+    let mut subs = Vec::new();
+    for dn in ["s1", "s2", "s3"] {
+        subs.push(platform.create_device(SUB, dn).await.unwrap());
+    }
+    let gw_key = Some(("gw".to_string(), "g1".to_string()));
+    // Attached through the registry: the gateway is told (status 0, created).
+    for dn in ["s1", "s2"] {
+        platform
+            .set_device_gateway(SUB, dn, gw_key.clone())
+            .await
+            .unwrap();
+        assert_eq!(topo_change(&mut g).await, (0, json!([ident(SUB, dn)])));
+    }
+    let (s1, s2) = (&subs[0].device_secret, &subs[1].device_secret);
+    let batch = "/ext/session/gw/g1/combine/batch_login";
+
+    // One wrong signature and one sub-device of no gateway: nobody goes online, and `data`
+    // names each failure.
+    let r = g
+        .request(
+            batch,
+            "1",
+            json!({"deviceList": [sub_sign(s1, "s1"), sub_sign(s1, "s2"), sub_sign(&subs[2].device_secret, "s3")]}),
+        )
+        .await;
+    assert_eq!(r["code"], 401, "{r}");
+    assert_eq!(r["data"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(
+        (&r["data"][0]["deviceName"], &r["data"][0]["code"]),
+        (&json!("s2"), &json!(401)),
+        "{r}"
+    );
+    assert_eq!(
+        (&r["data"][1]["deviceName"], &r["data"][1]["code"]),
+        (&json!("s3"), &json!(6401)),
+        "{r}"
+    );
+    assert!(!platform.device(SUB, "s1").unwrap().online);
+
+    // Malformed batches.
+    for (id, params) in [
+        ("2", json!([sub_sign(s1, "s1")])),
+        ("3", json!({"deviceList": []})),
+        ("4", json!({"deviceList": vec![sub_sign(s1, "s1"); 51]})),
+        (
+            "5",
+            json!({"deviceList": [{"productKey": SUB, "deviceName": "s1"}]}),
+        ),
+    ] {
+        let r = g.request(batch, id, params).await;
+        assert_eq!(r["code"], 460, "{id}: {r}");
+    }
+
+    // All good: s1 signed with plain sha256 (the batch's method), s2 with its own hmacsha256.
+    let ts = "1700000000000";
+    let content = format!("clientId{SUB}.s1deviceNames1productKey{SUB}timestamp{ts}");
+    let s1_sha = json!({"productKey": SUB, "deviceName": "s1", "clientId": format!("{SUB}.s1"),
+                        "timestamp": ts, "sign": python_sha256(s1, &content).to_uppercase()});
+    // (s1 twice: a sub-device named again is logged in once.)
+    let r = g
+        .request(
+            batch,
+            "6",
+            json!({"signMethod": "sha256", "deviceList": [s1_sha.clone(), sub_sign(s2, "s2"), s1_sha]}),
+        )
+        .await;
+    assert_eq!(r["code"], 200, "{r}");
+    assert_eq!(r["data"], json!([ident(SUB, "s1"), ident(SUB, "s2")]));
+    wait_online(&platform, "s1", true).await;
+    wait_online(&platform, "s2", true).await;
+
+    // batch_logout: one unknown to this gateway refuses the whole batch.
+    let out = "/ext/session/gw/g1/combine/batch_logout";
+    let r = g
+        .request(
+            out,
+            "7",
+            json!([ident(SUB, "s1"), ident(SUB, "s3"), ident(SUB, "nobody")]),
+        )
+        .await;
+    assert_eq!(r["code"], 6401, "{r}");
+    assert_eq!(
+        r["data"],
+        json!([
+            {"productKey": SUB, "deviceName": "s3", "code": 6401,
+             "message": format!("{SUB}/s3 is not a sub-device of this gateway")},
+            {"productKey": SUB, "deviceName": "nobody", "code": 6100,
+             "message": format!("sub-device {SUB}/nobody not found")},
+        ])
+    );
+    assert!(platform.device(SUB, "s1").unwrap().online);
+    let r = g.request(out, "8", ident(SUB, "s1")).await;
+    assert_eq!(r["code"], 460, "params must be an array: {r}");
+    let r = g.request(out, "9", json!([])).await;
+    assert_eq!(r["code"], 460, "{r}");
+    let r = g
+        .request(
+            out,
+            "10",
+            json!([ident(SUB, "s1"), ident(SUB, "s2"), ident(SUB, "s1")]),
+        )
+        .await;
+    assert_eq!(r["code"], 200, "{r}");
+    assert_eq!(r["data"], json!([ident(SUB, "s1"), ident(SUB, "s2")]));
+    wait_online(&platform, "s1", false).await;
+    wait_online(&platform, "s2", false).await;
+
+    // Disabling and enabling through the registry: status 8, then 2; a disabled sub-device
+    // cannot log in (6204).
+    platform.set_device_enabled(SUB, "s2", false).await.unwrap();
+    assert_eq!(topo_change(&mut g).await, (8, json!([ident(SUB, "s2")])));
+    let r = g
+        .request(batch, "11", json!({"deviceList": [sub_sign(s2, "s2")]}))
+        .await;
+    assert_eq!(r["code"], 6204, "{r}");
+    platform.set_device_enabled(SUB, "s2", true).await.unwrap();
+    assert_eq!(topo_change(&mut g).await, (2, json!([ident(SUB, "s2")])));
+    // Enabling an enabled device changes nothing and tells nobody; the next notice is the
+    // deletion's (status 1).
+    platform.set_device_enabled(SUB, "s2", true).await.unwrap();
+    platform.delete_device(SUB, "s2").await.unwrap();
+    assert_eq!(topo_change(&mut g).await, (1, json!([ident(SUB, "s2")])));
+    // The platform detaching s1 (status 1) ends its session too.
+    let r = g
+        .request(batch, "12", json!({"deviceList": [sub_sign(s1, "s1")]}))
+        .await;
+    assert_eq!(r["code"], 200, "{r}");
+    wait_online(&platform, "s1", true).await;
+    platform.set_device_gateway(SUB, "s1", None).await.unwrap();
+    assert_eq!(topo_change(&mut g).await, (1, json!([ident(SUB, "s1")])));
+    wait_online(&platform, "s1", false).await;
+
+    // A sub-device moved to another gateway by topo/add: the old gateway is told (status 1).
+    platform
+        .set_device_gateway(SUB, "s1", gw_key.clone())
+        .await
+        .unwrap();
+    assert_eq!(topo_change(&mut g).await, (0, json!([ident(SUB, "s1")])));
+    let gw2 = platform.create_device("gw", "g2").await.unwrap();
+    let addr = server.local_addrs()[0];
+    let mut o = MqttOptions::new("gw-g2", addr.ip().to_string(), addr.port());
+    o.set_credentials("g2&gw", &gw2.device_secret);
+    let (g2, mut g2_loop) = AsyncClient::new(o, 10);
+    let g2_task = tokio::spawn(async move { while g2_loop.poll().await.is_ok() {} });
+    g2.publish(
+        "/sys/gw/g2/thing/topo/add",
+        QoS::AtLeastOnce,
+        false,
+        json!({"id": "1", "params": [sub_sign(s1, "s1")]}).to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(topo_change(&mut g).await, (1, json!([ident(SUB, "s1")])));
+    g2_task.abort();
+    drop(g);
+
+    platform.flush().await.unwrap();
+    let reasons: Vec<(bool, String)> = platform
+        .status_changes(SUB, "s1", 0, i64::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.online, c.reason))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (true, "login".to_string()),
+            (false, "logout".to_string()),
+            (true, "login".to_string()),
+            (false, "topo_deleted".to_string()),
+        ]
+    );
+    platform.shutdown().await;
+    within("shutdown", server.shutdown()).await;
+}
+
+#[tokio::test]
+async fn a_gateway_registers_sub_devices_of_products_that_allow_it() {
+    let Env {
+        server,
+        platform,
+        _dir,
+    } = start().await;
+    let gw = platform.create_device("gw", "g1").await.unwrap();
+    let mut g = Gateway::connect(&server, &gw.device_secret).await;
+    let register = "/sys/gw/g1/thing/sub/register";
+
+    // (n1 twice: registered once, answered once.)
+    let r = g
+        .request(
+            register,
+            "1",
+            json!([
+                ident("dynsub", "n1"),
+                ident("dynsub", "n2"),
+                ident("dynsub", "n1")
+            ]),
+        )
+        .await;
+    assert_eq!(r["code"], 200, "{r}");
+    let data = r["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2, "{r}");
+    assert_eq!(
+        (&data[0]["productKey"], &data[0]["deviceName"]),
+        (&json!("dynsub"), &json!("n1"))
+    );
+    let secret = data[0]["deviceSecret"].as_str().unwrap().to_string();
+    assert_eq!(secret.len(), 32, "{r}");
+    assert_eq!(
+        platform
+            .device("dynsub", "n1")
+            .unwrap()
+            .device
+            .device_secret,
+        secret
+    );
+    // Registering again answers the same secret; nothing is created twice.
+    let r = g
+        .request(register, "2", json!([ident("dynsub", "n1")]))
+        .await;
+    assert_eq!(r["code"], 200, "{r}");
+    assert_eq!(r["data"][0]["deviceSecret"], json!(secret));
+
+    // The secret works: the gateway attaches and logs in the new sub-device with it.
+    let r = g
+        .request(
+            "/sys/gw/g1/thing/topo/add",
+            "3",
+            json!([signed("dynsub", &secret, "n1")]),
+        )
+        .await;
+    assert_eq!(r["code"], 200, "{r}");
+    let r = g
+        .request(
+            "/ext/session/gw/g1/combine/login",
+            "4",
+            signed("dynsub", &secret, "n1"),
+        )
+        .await;
+    assert_eq!(r["code"], 200, "{r}");
+
+    // Refusals, each applied whole: nothing of the request is created.
+    let other_gw = platform.create_device("gw", "g2").await.unwrap();
+    platform.create_device("dynsub", "taken").await.unwrap();
+    platform
+        .set_device_gateway("dynsub", "taken", Some(("gw".into(), other_gw.device_name)))
+        .await
+        .unwrap();
+    platform.create_device("dynsub", "off").await.unwrap();
+    platform
+        .set_device_enabled("dynsub", "off", false)
+        .await
+        .unwrap();
+    for (id, params, code) in [
+        ("5", json!([ident("dynsub", "m1"), ident(SUB, "x")]), 401),
+        (
+            "6",
+            json!([ident("dynsub", "m1"), ident("nope", "x")]),
+            6250,
+        ),
+        ("7", json!([ident("direct", "x")]), 460),
+        ("8", json!([ident("gw", "g1")]), 6402),
+        ("9", json!([ident("dynsub", "a/b")]), 460),
+        ("10", json!("x"), 460),
+        ("11", json!([]), 460),
+        (
+            "12",
+            json!([ident("dynsub", "m1"), ident("dynsub", "taken")]),
+            401,
+        ),
+        ("13", json!([ident("dynsub", "off")]), 6204),
+    ] {
+        let r = g.request(register, id, params).await;
+        assert_eq!(r["code"], code, "{id}: {r}");
+    }
+    assert!(platform.device("dynsub", "m1").is_none());
+    assert!(platform.device(SUB, "x").is_none());
+
+    // A device of a direct product may neither register nor batch-log-in sub-devices.
+    let d1 = platform.create_device("direct", "d1").await.unwrap();
+    let mut d = Gateway::connect_as(&server, "direct", "d1", &d1.device_secret).await;
+    let r = d
+        .request(
+            "/sys/direct/d1/thing/sub/register",
+            "1",
+            json!([ident("dynsub", "m1")]),
+        )
+        .await;
+    assert_eq!(r["code"], 460, "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("not a gateway"),
+        "{r}"
+    );
+    let r = d
+        .request(
+            "/ext/session/direct/d1/combine/batch_login",
+            "2",
+            json!({"deviceList": [signed("dynsub", &secret, "n1")]}),
+        )
+        .await;
+    assert_eq!(r["code"], 460, "{r}");
+    let r = d
+        .request(
+            "/ext/session/direct/d1/combine/batch_logout",
+            "3",
+            json!([ident("dynsub", "n1")]),
+        )
+        .await;
+    assert_eq!(r["code"], 460, "{r}");
+    assert!(platform.device("dynsub", "m1").is_none());
+    drop(d);
+
+    drop(g);
+    platform.shutdown().await;
+    within("shutdown", server.shutdown()).await;
+    // Registered devices are in the store, not only in memory.
+    let url = format!("sqlite://{}?mode=rwc", _dir.path().join("t.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    let n1 = store.device("dynsub", "n1").await.unwrap().unwrap();
+    assert_eq!(n1.device_secret, secret);
+    assert!(store.device("dynsub", "m1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn registry_changes_read_on_reload_reach_the_gateway_on_topo_change() {
+    let Env {
+        server,
+        platform,
+        _dir,
+    } = start().await;
+    let gw = platform.create_device("gw", "g1").await.unwrap();
+    let mut g = Gateway::connect(&server, &gw.device_secret).await;
+    let gw_key = Some(("gw".to_string(), "g1".to_string()));
+    for dn in ["r1", "r2", "r3"] {
+        platform.create_device(SUB, dn).await.unwrap();
+        platform
+            .set_device_gateway(SUB, dn, gw_key.clone())
+            .await
+            .unwrap();
+        assert_eq!(topo_change(&mut g).await, (0, json!([ident(SUB, dn)])));
+    }
+    // Another process (the offline CLI) changes the database: r1 disabled, r2 deleted, r3
+    // detached.
+    let url = format!("sqlite://{}?mode=rwc", _dir.path().join("t.db").display());
+    let cli = Store::connect(&url).await.unwrap();
+    let mut r1 = platform.device(SUB, "r1").unwrap().device;
+    r1.enabled = false;
+    cli.put_device(&r1).await.unwrap();
+    assert!(cli.delete_device(SUB, "r2").await.unwrap());
+    let mut r3 = platform.device(SUB, "r3").unwrap().device;
+    r3.gateway = None;
+    cli.put_device(&r3).await.unwrap();
+    cli.close().await;
+
+    let report = platform.reload_registry().await.unwrap();
+    assert_eq!((report.removed, report.changed), (1, 2), "{report:?}");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(topo_change(&mut g).await);
+    }
+    got.sort_by_key(|(status, _)| *status);
+    assert_eq!(
+        got,
+        [
+            (1, json!([ident(SUB, "r2")])),
+            (1, json!([ident(SUB, "r3")])),
+            (8, json!([ident(SUB, "r1")])),
         ]
     );
     platform.shutdown().await;

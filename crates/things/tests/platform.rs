@@ -72,6 +72,7 @@ impl Harness {
             node_type: NodeType::Direct,
             validation,
             model,
+            dynamic_register: false,
             created_ms: 0,
         };
         platform.put_product(product, false).await.unwrap();
@@ -589,6 +590,7 @@ async fn a_registry_reload_applies_changes_made_in_the_database_by_another_proce
         name: "Plug".into(),
         node_type: NodeType::Direct,
         validation: ValidationMode::Weak,
+        dynamic_register: false,
         model: ThingModel::from_json(include_str!("../../../examples/things/smart-plug.json"))
             .unwrap(),
         created_ms: 0,
@@ -679,6 +681,7 @@ async fn registry_and_shadows_survive_a_platform_restart() {
                 node_type: NodeType::Direct,
                 validation: ValidationMode::Strict,
                 model,
+                dynamic_register: false,
                 created_ms: 0,
             },
             false,
@@ -718,6 +721,7 @@ async fn a_gateway_reports_for_its_registered_sub_devices_in_one_pack() {
                 node_type: NodeType::Gateway,
                 validation: ValidationMode::Strict,
                 model: gateway_model,
+                dynamic_register: false,
                 created_ms: 0,
             },
             false,

@@ -124,6 +124,7 @@ fn product(pk: &str) -> Product {
         node_type: NodeType::Direct,
         validation: ValidationMode::Weak,
         model: ThingModel::from_json(TSL).unwrap(),
+        dynamic_register: false,
         created_ms: 1_700_000_000_000,
     }
 }
@@ -149,8 +150,9 @@ async fn migrations_are_recorded_and_rerun_safely(t: Target) {
     again.close().await;
 }
 
-/// The schema version this build writes.
-const SCHEMA_VERSION: i64 = 2;
+/// The schema version this build writes: 1 the tables, 2 one row per property report,
+/// 3 `products.dynamic_register`.
+const SCHEMA_VERSION: i64 = 3;
 
 /// A second, raw connection to the test database.
 async fn raw(db: &Db) -> sqlx::AnyPool {
@@ -340,6 +342,7 @@ async fn products_round_trip_with_their_thing_model(t: Target) {
     p.name = "Renamed".into();
     p.validation = ValidationMode::Strict;
     p.node_type = NodeType::Gateway;
+    p.dynamic_register = true;
     s.put_product(&p).await.unwrap();
     assert_eq!(s.product("pk1").await.unwrap().unwrap(), p);
     let keys: Vec<String> = s

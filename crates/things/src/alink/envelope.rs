@@ -491,6 +491,15 @@ pub fn signed_identity(
     o: &Map<String, Value>,
     where_: &str,
 ) -> Result<SignedIdentity, EnvelopeError> {
+    signed_identity_or(o, where_, "hmacmd5")
+}
+
+/// As [`signed_identity`], with `default_method` when the object names no sign method.
+fn signed_identity_or(
+    o: &Map<String, Value>,
+    where_: &str,
+    default_method: &str,
+) -> Result<SignedIdentity, EnvelopeError> {
     let text = |k: &str| -> Option<String> {
         match o.get(k)? {
             Value::String(s) => Some(s.clone()),
@@ -506,9 +515,31 @@ pub fn signed_identity(
         timestamp: text("timestamp"),
         sign_method: text("signmethod")
             .or_else(|| text("signMethod"))
-            .unwrap_or_else(|| "hmacmd5".into()),
+            .unwrap_or_else(|| default_method.into()),
         sign: need("sign")?,
     })
+}
+
+/// `combine/batch_login` params: `{"deviceList": [item, …], "signMethod": …}`, each item as
+/// `combine/login` params. Alibaba's SDK names the method once for the batch, other gateways
+/// in each item; an item's own method wins.
+pub fn batch_login(params: &Value) -> Result<Vec<SignedIdentity>, EnvelopeError> {
+    let o = params
+        .as_object()
+        .ok_or_else(|| bad_at("params", "must be an object with deviceList"))?;
+    let list = o
+        .get("deviceList")
+        .ok_or_else(|| bad_at("params", "deviceList is required"))?;
+    let method = ["signMethod", "signmethod"]
+        .iter()
+        .find_map(|k| o.get(*k).and_then(Value::as_str))
+        .unwrap_or("hmacmd5");
+    objects(list)
+        .map_err(|_| bad_at("params.deviceList", "must be an array of objects"))?
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| signed_identity_or(item, &format!("params.deviceList[{i}]"), method))
+        .collect()
 }
 
 /// `thing.topo.add` params: an array of [`SignedIdentity`].
@@ -798,5 +829,42 @@ mod tests {
             "s2"
         );
         assert!(identities(&json!("x")).is_err());
+    }
+
+    #[test]
+    fn batch_login_items_take_the_batch_sign_method_unless_they_name_one() {
+        let item =
+            |dn: &str| json!({"productKey": "pk", "deviceName": dn, "clientId": "c", "sign": "s"});
+        let mut own = item("s2");
+        own["signMethod"] = json!("hmacsha1");
+        let batch = json!({"signMethod": "hmacSha256", "deviceList": [item("s1"), own]});
+        let ids = batch_login(&batch).unwrap();
+        assert_eq!(
+            ids.iter()
+                .map(|i| i.sign_method.as_str())
+                .collect::<Vec<_>>(),
+            ["hmacSha256", "hmacsha1"]
+        );
+        assert_eq!(
+            batch_login(&json!({"deviceList": [item("s1")]})).unwrap()[0].sign_method,
+            "hmacmd5"
+        );
+        let err = |p: Value| batch_login(&p).unwrap_err().to_string();
+        assert_eq!(
+            err(json!([item("s1")])),
+            "invalid params: params: must be an object with deviceList"
+        );
+        assert_eq!(
+            err(json!({})),
+            "invalid params: params: deviceList is required"
+        );
+        assert_eq!(
+            err(json!({"deviceList": [1]})),
+            "invalid params: params.deviceList: must be an array of objects"
+        );
+        assert_eq!(
+            err(json!({"deviceList": [{"productKey": "pk", "deviceName": "s1"}]})),
+            "invalid params: params.deviceList[0]: clientId is required"
+        );
     }
 }

@@ -5,9 +5,9 @@ mod envelope;
 mod topic;
 
 pub use envelope::{
-    event_params, history_post, identities, pack_post, property_values, signed_identity, topo_add,
-    EnvelopeError, EventParams, PackPost, PropertyValue, Reply, Request, SignedIdentity,
-    SubDeviceReport, MAX_PROPERTIES_PER_REPORT, MAX_TIME_AHEAD_MS,
+    batch_login, event_params, history_post, identities, pack_post, property_values,
+    signed_identity, topo_add, EnvelopeError, EventParams, PackPost, PropertyValue, Reply, Request,
+    SignedIdentity, SubDeviceReport, MAX_PROPERTIES_PER_REPORT, MAX_TIME_AHEAD_MS,
 };
 pub use topic::{DeviceTopic, Direction, SessionKind, SessionTopic, TopicError, TopicKind};
 
@@ -31,10 +31,13 @@ pub mod code {
     pub const TOPIC_NOT_PARSED: u32 = 6203;
     /// The device is disabled.
     pub const DEVICE_DISABLED: u32 = 6204;
-    /// A sub-device's signature (topo/add, combine/login) does not match its secret.
+    /// A sub-device's signature (topo/add, combine/login) does not match its secret, or the
+    /// gateway may not register it (`thing/sub/register`: "request auth error").
     pub const AUTH_FAILED: u32 = 401;
     /// The sub-device is not attached to this gateway (add it with `thing/topo/add`).
     pub const TOPO_NOT_FOUND: u32 = 6401;
     /// A gateway cannot be its own sub-device.
     pub const TOPO_SELF: u32 = 6402;
+    /// No such product (Alibaba: "查询产品信息失败", the product could not be found).
+    pub const PRODUCT_NOT_FOUND: u32 = 6250;
 }

@@ -57,6 +57,14 @@ pub enum TopicKind {
     TopoGet,
     /// Down: `thing/topo/get_reply`.
     TopoGetReply,
+    /// Down: `thing/topo/change` (the platform tells a gateway its topology changed).
+    TopoChange,
+    /// Up: `thing/topo/change_reply`.
+    TopoChangeReply,
+    /// Up: `thing/sub/register` (a gateway registers sub-devices dynamically).
+    SubRegister,
+    /// Down: `thing/sub/register_reply`.
+    SubRegisterReply,
 }
 
 /// Who publishes on a topic.
@@ -133,6 +141,10 @@ impl DeviceTopic {
             "thing/topo/delete_reply" => Some(K::TopoDeleteReply),
             "thing/topo/get" => Some(K::TopoGet),
             "thing/topo/get_reply" => Some(K::TopoGetReply),
+            "thing/topo/change" => Some(K::TopoChange),
+            "thing/topo/change_reply" => Some(K::TopoChangeReply),
+            "thing/sub/register" => Some(K::SubRegister),
+            "thing/sub/register_reply" => Some(K::SubRegisterReply),
             _ => None,
         };
         if fixed.is_some() {
@@ -189,7 +201,9 @@ impl DeviceTopic {
             | K::RrpcResponse(_)
             | K::TopoAdd
             | K::TopoDelete
-            | K::TopoGet => Direction::Up,
+            | K::TopoGet
+            | K::TopoChangeReply
+            | K::SubRegister => Direction::Up,
             _ => Direction::Down,
         }
     }
@@ -212,6 +226,8 @@ impl DeviceTopic {
             K::TopoAdd => K::TopoAddReply,
             K::TopoDelete => K::TopoDeleteReply,
             K::TopoGet => K::TopoGetReply,
+            K::TopoChange => K::TopoChangeReply,
+            K::SubRegister => K::SubRegisterReply,
             _ => return None,
         };
         Some(Self {
@@ -237,6 +253,8 @@ impl DeviceTopic {
             K::TopoAdd => "thing.topo.add".into(),
             K::TopoDelete => "thing.topo.delete".into(),
             K::TopoGet => "thing.topo.get".into(),
+            K::TopoChange => "thing.topo.change".into(),
+            K::SubRegister => "thing.sub.register".into(),
             _ => return None,
         })
     }
@@ -278,6 +296,10 @@ impl fmt::Display for DeviceTopic {
             K::TopoDeleteReply => f.write_str("thing/topo/delete_reply"),
             K::TopoGet => f.write_str("thing/topo/get"),
             K::TopoGetReply => f.write_str("thing/topo/get_reply"),
+            K::TopoChange => f.write_str("thing/topo/change"),
+            K::TopoChangeReply => f.write_str("thing/topo/change_reply"),
+            K::SubRegister => f.write_str("thing/sub/register"),
+            K::SubRegisterReply => f.write_str("thing/sub/register_reply"),
         }
     }
 }
@@ -293,10 +315,18 @@ pub enum SessionKind {
     Logout,
     /// Down: `combine/logout_reply`.
     LogoutReply,
+    /// Up: `combine/batch_login` (several sub-devices at once, all or none).
+    BatchLogin,
+    /// Down: `combine/batch_login_reply`.
+    BatchLoginReply,
+    /// Up: `combine/batch_logout`.
+    BatchLogout,
+    /// Down: `combine/batch_logout_reply`.
+    BatchLogoutReply,
 }
 
-/// A gateway's session topic: `/ext/session/{productKey}/{deviceName}/combine/{login|logout}`
-/// (+ `_reply`), named by the gateway, not by the sub-device.
+/// A gateway's session topic: `/ext/session/{productKey}/{deviceName}/combine/{login|logout|
+/// batch_login|batch_logout}` (+ `_reply`), named by the gateway, not by the sub-device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionTopic {
     /// The gateway's `{productKey}`.
@@ -324,6 +354,10 @@ impl SessionTopic {
             "login_reply" => SessionKind::LoginReply,
             "logout" => SessionKind::Logout,
             "logout_reply" => SessionKind::LogoutReply,
+            "batch_login" => SessionKind::BatchLogin,
+            "batch_login_reply" => SessionKind::BatchLoginReply,
+            "batch_logout" => SessionKind::BatchLogout,
+            "batch_logout_reply" => SessionKind::BatchLogoutReply,
             _ => return Err(bad()),
         };
         Ok(Self {
@@ -338,6 +372,8 @@ impl SessionTopic {
         let kind = match self.kind {
             SessionKind::Login => SessionKind::LoginReply,
             SessionKind::Logout => SessionKind::LogoutReply,
+            SessionKind::BatchLogin => SessionKind::BatchLoginReply,
+            SessionKind::BatchLogout => SessionKind::BatchLogoutReply,
             _ => return None,
         };
         Some(Self {
@@ -359,6 +395,10 @@ impl fmt::Display for SessionTopic {
             SessionKind::LoginReply => "login_reply",
             SessionKind::Logout => "logout",
             SessionKind::LogoutReply => "logout_reply",
+            SessionKind::BatchLogin => "batch_login",
+            SessionKind::BatchLoginReply => "batch_login_reply",
+            SessionKind::BatchLogout => "batch_logout",
+            SessionKind::BatchLogoutReply => "batch_logout_reply",
         };
         write!(
             f,
@@ -474,6 +514,14 @@ mod tests {
             ),
             ("thing/topo/get", K::TopoGet, Direction::Up),
             ("thing/topo/get_reply", K::TopoGetReply, Direction::Down),
+            ("thing/topo/change", K::TopoChange, Direction::Down),
+            ("thing/topo/change_reply", K::TopoChangeReply, Direction::Up),
+            ("thing/sub/register", K::SubRegister, Direction::Up),
+            (
+                "thing/sub/register_reply",
+                K::SubRegisterReply,
+                Direction::Down,
+            ),
         ];
         for (path, kind, dir) in cases {
             let topic = format!("/sys/a1Pk/lamp-01/{path}");
@@ -554,6 +602,10 @@ mod tests {
             ("login_reply", SessionKind::LoginReply),
             ("logout", SessionKind::Logout),
             ("logout_reply", SessionKind::LogoutReply),
+            ("batch_login", SessionKind::BatchLogin),
+            ("batch_login_reply", SessionKind::BatchLoginReply),
+            ("batch_logout", SessionKind::BatchLogout),
+            ("batch_logout_reply", SessionKind::BatchLogoutReply),
         ] {
             let topic = format!("/ext/session/gwPk/gw-1/combine/{what}");
             let t = SessionTopic::parse(&topic).unwrap();
@@ -568,8 +620,14 @@ mod tests {
             login.reply().unwrap().to_string(),
             "/ext/session/p/d/combine/login_reply"
         );
+        let batch = SessionTopic::parse("/ext/session/p/d/combine/batch_logout").unwrap();
+        assert_eq!(
+            batch.reply().unwrap().to_string(),
+            "/ext/session/p/d/combine/batch_logout_reply"
+        );
+        assert!(batch.reply().unwrap().reply().is_none());
         for bad in [
-            "/ext/session/p/d/combine/batch_login",
+            "/ext/session/p/d/combine/batch",
             "/ext/session/+/d/combine/login",
             "/ext/session/p/d/login",
             "/sys/p/d/combine/login",

@@ -13,6 +13,10 @@ const SECRET: &str = "5Rf6rKhMu3pDq0nM2hLx7sQwYbTzAcVe";
 const MD5_TS: &str = "03402736c0ffa46cc1b34a9c44ace5f1";
 const SHA1_TS: &str = "bed679166d9ac05d9be6e912861b35f066227c92";
 const SHA256_TS: &str = "a5aa9b03f3b51f4891c35adf5970fbdd0ea574695cb70097709470b966b5d825";
+// signmethod=sha256, no HMAC: the content with the secret appended,
+//   python3 -c 'import hashlib; print(hashlib.sha256(b"clientIdlamp-0042deviceNamelamp-01"
+//     b"productKeya1LampPKtimestamp1700000000000" b"5Rf6rKhMu3pDq0nM2hLx7sQwYbTzAcVe").hexdigest())'
+const PLAIN_SHA256_TS: &str = "a77f1f1af58e723fa05c4a361a358f4f26e32f67560cc12d3a97a15a8d869134";
 // Without timestamp: content b"clientIdlamp-0042deviceNamelamp-01productKeya1LampPK", hashlib.md5
 const MD5_NO_TS: &str = "9b7a9e472ce0eb509d9a203a1d77af71";
 
@@ -52,6 +56,7 @@ fn signatures_match_python_hmac() {
     assert_eq!(sign(SignMethod::HmacMd5, SECRET, &content), MD5_TS);
     assert_eq!(sign(SignMethod::HmacSha1, SECRET, &content), SHA1_TS);
     assert_eq!(sign(SignMethod::HmacSha256, SECRET, &content), SHA256_TS);
+    assert_eq!(sign(SignMethod::Sha256, SECRET, &content), PLAIN_SHA256_TS);
     assert_eq!(
         sign(
             SignMethod::HmacMd5,
@@ -70,6 +75,7 @@ fn alink_devices_with_each_sign_method_are_accepted() {
         ("hmacmd5", MD5_TS),
         ("hmacsha1", SHA1_TS),
         ("hmacsha256", SHA256_TS),
+        ("sha256", PLAIN_SHA256_TS),
     ] {
         let id = format!("lamp-0042|securemode=3,signmethod={method},timestamp=1700000000000|");
         assert_eq!(
@@ -116,6 +122,7 @@ fn wrong_signatures_are_refused() {
         ),
         (id, SECRET),
         (id, ""),
+        // the HMAC-SHA256 password under plain sha256
         (
             "lamp-0042|securemode=3,signmethod=sha256,timestamp=1700000000000|",
             SHA256_TS,
@@ -289,8 +296,15 @@ fn client_id_parsing() {
         ClientIdError::Malformed
     );
     assert_eq!(
-        AlinkClientId::parse("x|signmethod=sha256|").unwrap_err(),
-        ClientIdError::UnsupportedSignMethod("sha256".into())
+        AlinkClientId::parse("x|signmethod=sha256|")
+            .unwrap()
+            .unwrap()
+            .sign_method,
+        SignMethod::Sha256
+    );
+    assert_eq!(
+        AlinkClientId::parse("x|signmethod=hmacsha512|").unwrap_err(),
+        ClientIdError::UnsupportedSignMethod("hmacsha512".into())
     );
     assert_eq!(
         parse_username("lamp-01&a1LampPK"),
@@ -358,6 +372,14 @@ fn a_gateway_proves_a_sub_device_with_its_signature() {
     );
     assert_eq!(
         a.check_signed(&signed(DN, MD5_TS, "sha256")),
+        Err(SubDeviceAuthError::BadSignature)
+    );
+    assert_eq!(
+        a.check_signed(&signed(DN, &PLAIN_SHA256_TS.to_uppercase(), "Sha256")),
+        Ok(())
+    );
+    assert_eq!(
+        a.check_signed(&signed(DN, PLAIN_SHA256_TS, "hmacsha512")),
         Err(SubDeviceAuthError::BadSignature)
     );
     assert_eq!(

@@ -21,6 +21,7 @@ fn product(mode: ValidationMode) -> Product {
                 {"identifier": "temp", "dataType": {"type": "double", "specs": {"min": "0", "max": "200"}}}]}]
         }))
         .unwrap(),
+        dynamic_register: false,
         created_ms: 0,
     }
 }

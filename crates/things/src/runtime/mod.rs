@@ -459,7 +459,9 @@ impl Platform {
         Ok(device)
     }
 
-    /// Enables or disables a device; a disabled device is disconnected and refused.
+    /// Enables or disables a device; a disabled device is disconnected and refused. A
+    /// sub-device's gateway hears of the change on `thing/topo/change` (status 8 disabled,
+    /// 2 enabled).
     pub async fn set_device_enabled(
         &self,
         product_key: &str,
@@ -470,10 +472,20 @@ impl Platform {
         let mut device = self.state().devices.get(&k).cloned().ok_or_else(|| {
             PlatformError::NotFound(format!("device {device_name}&{product_key}"))
         })?;
+        let changed = device.enabled != enabled;
         device.enabled = enabled;
         self.inner.store.put_device(&device).await?;
+        let gateway = device.gateway.clone();
         self.state().devices.insert(k.clone(), device);
         self.refresh_credentials();
+        if let (Some(gw), true) = (gateway, changed) {
+            let status = if enabled {
+                topo::change::ENABLED
+            } else {
+                topo::change::DISABLED
+            };
+            topo::notify_topo_change(&self.inner, &gw, status, std::slice::from_ref(&k));
+        }
         if !enabled {
             self.kick(&k).await;
         }
@@ -518,7 +530,8 @@ impl Platform {
     }
 
     /// Attaches a sub-device to the gateway allowed to report for it in `pack/post` (`None`
-    /// detaches it).
+    /// detaches it). The gateways concerned hear of it on `thing/topo/change`: the old one
+    /// with status 1 (deleted), the new one with status 0 (created).
     pub async fn set_device_gateway(
         &self,
         product_key: &str,
@@ -538,25 +551,41 @@ impl Platform {
         self.inner.store.put_device(&device).await?;
         let mut state = self.state();
         // A sub-device moved away from its gateway is no longer online through it.
+        let changed = old != device.gateway;
         if let Some(old) = old.filter(|o| device.gateway.as_ref() != Some(o)) {
             topo::end_session(&self.inner, &mut state, &old, &k, "topo_deleted", now_ms());
+            topo::notify_topo_change(
+                &self.inner,
+                &old,
+                topo::change::DELETED,
+                std::slice::from_ref(&k),
+            );
+        }
+        if let (Some(new), true) = (device.gateway.clone(), changed) {
+            topo::notify_topo_change(
+                &self.inner,
+                &new,
+                topo::change::CREATED,
+                std::slice::from_ref(&k),
+            );
         }
         state.devices.insert(k, device);
         Ok(())
     }
 
-    /// Deletes a device (its history stays until retention removes it) and disconnects it.
+    /// Deletes a device (its history stays until retention removes it) and disconnects it;
+    /// a sub-device's gateway hears of it on `thing/topo/change` (status 1).
     pub async fn delete_device(
         &self,
         product_key: &str,
         device_name: &str,
     ) -> Result<(), PlatformError> {
         let k = key(product_key, device_name);
-        if !self.state().devices.contains_key(&k) {
+        let Some(gateway) = self.state().devices.get(&k).map(|d| d.gateway.clone()) else {
             return Err(PlatformError::NotFound(format!(
                 "device {device_name}&{product_key}"
             )));
-        }
+        };
         self.inner
             .store
             .delete_device(product_key, device_name)
@@ -568,6 +597,14 @@ impl Platform {
             state.dirty.remove(&k);
         }
         self.refresh_credentials();
+        if let Some(gw) = gateway {
+            topo::notify_topo_change(
+                &self.inner,
+                &gw,
+                topo::change::DELETED,
+                std::slice::from_ref(&k),
+            );
+        }
         self.kick(&k).await;
         Ok(())
     }

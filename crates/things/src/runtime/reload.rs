@@ -61,6 +61,9 @@ impl Platform {
             ..RegistryReload::default()
         };
         let mut to_kick = Vec::new();
+        // Gateways hear of their sub-devices' changes on `thing/topo/change`, as for the
+        // same changes made through the API: (gateway, status, sub-device).
+        let mut notices: Vec<(Key, u8, Key)> = Vec::new();
         {
             let mut state = self.state();
             let now = now_ms();
@@ -72,6 +75,9 @@ impl Platform {
                 .collect();
             for k in removed {
                 report.removed += 1;
+                if let Some(gw) = state.devices.get(&k).and_then(|d| d.gateway.clone()) {
+                    notices.push((gw, topo::change::DELETED, k.clone()));
+                }
                 state.devices.remove(&k);
                 state.shadows.remove(&k);
                 state.dirty.remove(&k);
@@ -93,13 +99,23 @@ impl Platform {
                         if device.device_secret != old.device_secret || !device.enabled {
                             to_kick.push(k.clone());
                         }
+                        let moved = old.gateway != device.gateway;
+                        if let (Some(gw), false) = (&device.gateway, moved) {
+                            if old.enabled != device.enabled {
+                                let status = if device.enabled {
+                                    topo::change::ENABLED
+                                } else {
+                                    topo::change::DISABLED
+                                };
+                                notices.push((gw.clone(), status, k.clone()));
+                            }
+                        }
+                        if let (Some(gw), true) = (&device.gateway, moved) {
+                            notices.push((gw.clone(), topo::change::CREATED, k.clone()));
+                        }
                         // A sub-device moved away from its gateway is no longer online
                         // through it.
-                        if let Some(gw) = old
-                            .gateway
-                            .clone()
-                            .filter(|g| device.gateway.as_ref() != Some(g))
-                        {
+                        if let Some(gw) = old.gateway.clone().filter(|_| moved) {
                             topo::end_session(
                                 &self.inner,
                                 &mut state,
@@ -108,6 +124,7 @@ impl Platform {
                                 "topo_deleted",
                                 now,
                             );
+                            notices.push((gw, topo::change::DELETED, k.clone()));
                         }
                     }
                     Some(_) => {}
@@ -123,6 +140,9 @@ impl Platform {
             state.products = products;
         }
         self.refresh_credentials();
+        for (gw, status, sub) in &notices {
+            topo::notify_topo_change(&self.inner, gw, *status, std::slice::from_ref(sub));
+        }
         for k in &to_kick {
             if self.state().online.contains_key(k) {
                 report.disconnected += 1;

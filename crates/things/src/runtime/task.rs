@@ -146,7 +146,8 @@ fn log_stats(inner: &Inner) {
     );
 }
 
-/// Handles one message; returns a topology request (`thing/topo/*`) for the caller to await.
+/// Handles one message; returns a topology or registration request (`thing/topo/*`,
+/// `thing/sub/register`) for the caller to await.
 fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) -> Option<DeviceTopic> {
     if let Some(kind) = topic.strip_prefix("$SYS/brokers/clients/") {
         client_event(inner, kind, payload);
@@ -191,7 +192,7 @@ fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) -> Option<DeviceT
     }
     if matches!(
         topic.kind,
-        TopicKind::TopoAdd | TopicKind::TopoDelete | TopicKind::TopoGet
+        TopicKind::TopoAdd | TopicKind::TopoDelete | TopicKind::TopoGet | TopicKind::SubRegister
     ) {
         return Some(topic);
     }
@@ -258,7 +259,7 @@ fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) -> Option<DeviceT
     None
 }
 
-/// A gateway's `/ext/session/…/combine/login|logout`. The broker's ACL lets only that gateway
+/// A gateway's `/ext/session/…/combine/login|logout|batch_login|batch_logout`. The broker's ACL lets only that gateway
 /// publish there.
 fn session_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
     let Ok(topic) = alink::SessionTopic::parse(topic) else {
@@ -266,7 +267,10 @@ fn session_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
     };
     if !matches!(
         topic.kind,
-        alink::SessionKind::Login | alink::SessionKind::Logout
+        alink::SessionKind::Login
+            | alink::SessionKind::Logout
+            | alink::SessionKind::BatchLogin
+            | alink::SessionKind::BatchLogout
     ) {
         return;
     }

@@ -1,11 +1,16 @@
 //! Gateways and their sub-devices, as Alink has them:
 //!
 //! - topology: `thing/topo/add` (the gateway proves it holds each sub-device's secret with a
-//!   signature), `thing/topo/delete`, `thing/topo/get`, on the gateway's own topics;
+//!   signature), `thing/topo/delete`, `thing/topo/get`, on the gateway's own topics, and
+//!   `thing/topo/change`, the platform's notice to a gateway that one of its sub-devices was
+//!   attached, detached, deleted, disabled or enabled through the registry;
+//! - registration: `thing/sub/register` creates sub-devices of products that allow it and
+//!   answers their secrets;
 //! - sessions: `/ext/session/{gw}/combine/login` puts a sub-device online through its gateway
 //!   (the gateway may then use the sub-device's `/sys/…/` topics, see
 //!   [`DeviceAuth::login_sub`](crate::device_auth::DeviceAuth::login_sub)), `combine/logout`
-//!   takes it offline, and so does the gateway's own disconnection.
+//!   takes it offline, and so does the gateway's own disconnection; `combine/batch_login` and
+//!   `batch_logout` do the same for several sub-devices, all of them or none.
 //!
 //! A sub-device's messages then arrive on its own topics and take the ordinary path.
 
@@ -20,7 +25,8 @@ use crate::alink::{
 use crate::device_auth::SubDeviceAuthError;
 use crate::engine::Publish;
 use crate::now_ms;
-use crate::registry::NodeType;
+use crate::registry::{valid_name, Device, NodeType};
+use crate::shadow::Shadow;
 use crate::store::{Record, StatusChange};
 
 /// Status-change reasons this module records.
@@ -29,7 +35,39 @@ const LOGOUT: &str = "logout";
 const GATEWAY_OFFLINE: &str = "gateway_offline";
 const TOPO_DELETED: &str = "topo_deleted";
 
+/// Most sub-devices one batch login, logout or registration may name (Alibaba's limit).
+const MAX_BATCH: usize = 50;
+
+/// `thing/topo/change` `status` values, as Alibaba numbers them.
+pub(super) mod change {
+    /// A topology relation was created.
+    pub(crate) const CREATED: u8 = 0;
+    /// A relation was removed, or the sub-device deleted.
+    pub(crate) const DELETED: u8 = 1;
+    /// The sub-device was enabled again.
+    pub(crate) const ENABLED: u8 = 2;
+    /// The sub-device was disabled.
+    pub(crate) const DISABLED: u8 = 8;
+}
+
 type Refusal = (u32, String);
+
+/// A refusal whose reply carries data: a batch names each sub-device that failed.
+struct Failure {
+    code: u32,
+    message: String,
+    data: Value,
+}
+
+impl From<Refusal> for Failure {
+    fn from((code, message): Refusal) -> Self {
+        Self {
+            code,
+            message,
+            data: json!({}),
+        }
+    }
+}
 
 fn reply_publish(topic: String, reply: &Reply) -> Publish {
     Publish {
@@ -93,6 +131,7 @@ pub(super) async fn on_topo(inner: &Arc<Inner>, topic: &DeviceTopic, payload: &[
         TopicKind::TopoAdd => topo_add(inner, &gw, &req.params).await,
         TopicKind::TopoDelete => topo_delete(inner, &gw, &req.params).await,
         TopicKind::TopoGet => topo_get(inner, &gw),
+        TopicKind::SubRegister => sub_register(inner, &gw, &req.params).await,
         _ => return,
     };
     if req.ack {
@@ -156,6 +195,7 @@ async fn topo_add(inner: &Arc<Inner>, gw: &Key, params: &Value) -> Result<Value,
         if let Some(old) = state.devices.get(&k).and_then(|d| d.gateway.clone()) {
             if &old != gw {
                 end_session(inner, &mut state, &old, &k, TOPO_DELETED, now_ms());
+                notify_topo_change(inner, &old, change::DELETED, std::slice::from_ref(&k));
             }
         }
         state.devices.insert(k.clone(), device);
@@ -218,7 +258,122 @@ fn topo_get(inner: &Inner, gw: &Key) -> Result<Value, Refusal> {
     Ok(Value::Array(subs.into_iter().map(identity_json).collect()))
 }
 
-/// `/ext/session/{gw}/combine/login|logout`. Returns the reply to publish.
+/// `thing/sub/register`: `[{productKey, deviceName}, …]`. Each product must be a sub-device
+/// product that allows dynamic registration; a missing device is created, an existing one
+/// (not attached to another gateway, enabled) keeps its secret. Checked whole, then applied;
+/// the reply lists each device with its `deviceSecret`. Attaching stays `thing/topo/add`'s.
+async fn sub_register(inner: &Arc<Inner>, gw: &Key, params: &Value) -> Result<Value, Refusal> {
+    let items = alink::identities(params).map_err(|e| (e.code(), e.to_string()))?;
+    check_batch_size(items.len())?;
+    let mut order: Vec<Key> = Vec::new();
+    let to_create = {
+        let state = lock(&inner.state);
+        require_gateway(&state, gw)?;
+        let mut to_create = Vec::new();
+        for (pk, dn) in items {
+            let k = key(&pk, &dn);
+            if &k == gw {
+                return Err((
+                    code::TOPO_SELF,
+                    "a gateway cannot be its own sub-device".into(),
+                ));
+            }
+            let product = state
+                .products
+                .get(&pk)
+                .ok_or_else(|| (code::PRODUCT_NOT_FOUND, format!("product {pk} not found")))?;
+            if product.node_type != NodeType::SubDevice {
+                return Err((
+                    code::INVALID_PARAMS,
+                    format!("{pk} is not a sub-device product (its node type)"),
+                ));
+            }
+            if !product.dynamic_register {
+                return Err((
+                    code::AUTH_FAILED,
+                    format!("product {pk} does not allow dynamic registration"),
+                ));
+            }
+            if !valid_name(&dn) {
+                return Err((
+                    code::INVALID_PARAMS,
+                    format!("deviceName {dn:?}: 1-64 letters, digits or -_.@:"),
+                ));
+            }
+            if order.contains(&k) {
+                continue;
+            }
+            match state.devices.get(&k) {
+                // Another gateway's sub-device: its secret is not this gateway's to learn.
+                Some(d) if d.gateway.as_ref().is_some_and(|g| g != gw) => {
+                    return Err((
+                        code::AUTH_FAILED,
+                        format!("{} is attached to another gateway", name(&k)),
+                    ))
+                }
+                Some(d) if !d.enabled => {
+                    return Err(auth_refusal(SubDeviceAuthError::Disabled, &k))
+                }
+                Some(_) => {}
+                None => to_create.push(Device::new(&pk, &dn, now_ms())),
+            }
+            order.push(k);
+        }
+        to_create
+    };
+    for device in &to_create {
+        inner.store.insert_device(device).await.map_err(|e| {
+            (
+                code::INTERNAL_ERROR,
+                format!("cannot store the device: {e}"),
+            )
+        })?;
+        let k = key(&device.product_key, &device.device_name);
+        let mut state = lock(&inner.state);
+        state.shadows.insert(k.clone(), Shadow::default());
+        state.devices.insert(k, device.clone());
+    }
+    let state = lock(&inner.state);
+    if !to_create.is_empty() {
+        inner.auth.replace(state.credentials());
+    }
+    Ok(Value::Array(
+        order
+            .iter()
+            .filter_map(|k| state.devices.get(k))
+            .map(|d| {
+                json!({"productKey": d.product_key, "deviceName": d.device_name,
+                       "deviceSecret": d.device_secret})
+            })
+            .collect(),
+    ))
+}
+
+/// Tells gateway `gw` on `thing/topo/change` that the relation to `subs` changed (`status`:
+/// [`change`]). QoS 0 like Alibaba's downlinks: an offline gateway learns the topology with
+/// `thing/topo/get`.
+pub(super) fn notify_topo_change(inner: &Inner, gw: &Key, status: u8, subs: &[Key]) {
+    if subs.is_empty() {
+        return;
+    }
+    let topic = DeviceTopic::new(&gw.0, &gw.1, TopicKind::TopoChange);
+    let payload = json!({
+        "id": inner.next_call_id(now_ms()),
+        "version": "1.0",
+        "params": {"status": status, "subList": subs.iter().map(identity_json).collect::<Vec<_>>()},
+        "method": "thing.topo.change",
+    });
+    super::task::send_reply(
+        inner,
+        Publish {
+            topic: topic.to_string(),
+            payload: payload.to_string().into_bytes(),
+        },
+    );
+}
+
+/// `/ext/session/{gw}/combine/login|logout|batch_login|batch_logout`. Returns the reply to
+/// publish.
 pub(super) fn on_session(
     inner: &Arc<Inner>,
     topic: &SessionTopic,
@@ -236,14 +391,23 @@ pub(super) fn on_session(
     let gw = key(&topic.product_key, &topic.device_name);
     let mut state = lock(&inner.state);
     let result = match topic.kind {
-        SessionKind::Login => login(inner, &mut state, &gw, &req.params, now),
-        SessionKind::Logout => logout(inner, &mut state, &gw, &req.params, now),
+        SessionKind::Login => {
+            login(inner, &mut state, &gw, &req.params, now).map_err(Failure::from)
+        }
+        SessionKind::Logout => {
+            logout(inner, &mut state, &gw, &req.params, now).map_err(Failure::from)
+        }
+        SessionKind::BatchLogin => batch_login(inner, &mut state, &gw, &req.params, now),
+        SessionKind::BatchLogout => batch_logout(inner, &mut state, &gw, &req.params, now),
         _ => return None,
     };
     drop(state);
     let reply = match result {
         Ok(data) => Reply::ok(&req.id, data),
-        Err((c, m)) => Reply::error(&req.id, c, m),
+        Err(f) => Reply {
+            data: f.data,
+            ..Reply::error(&req.id, f.code, f.message)
+        },
     };
     req.ack.then(|| reply_publish(reply_topic, &reply))
 }
@@ -261,6 +425,19 @@ fn login(
         .ok_or_else(|| (code::INVALID_PARAMS, "params must be an object".to_string()))?;
     let item: SignedIdentity =
         alink::signed_identity(params, "params").map_err(|e| (e.code(), e.to_string()))?;
+    let sub = check_login(inner, state, gw, &item)?;
+    start_session(inner, state, gw, &sub, now);
+    Ok(identity_json(&sub))
+}
+
+/// Whether `item` may go online through `gw`: attached to it, signed with its own secret,
+/// enabled.
+fn check_login(
+    inner: &Inner,
+    state: &State,
+    gw: &Key,
+    item: &SignedIdentity,
+) -> Result<Key, Refusal> {
     let sub = key(&item.product_key, &item.device_name);
     match state.devices.get(&sub) {
         None => return Err(auth_refusal(SubDeviceAuthError::NotFound, &sub)),
@@ -277,8 +454,13 @@ fn login(
     }
     inner
         .auth
-        .check_signed(&item)
+        .check_signed(item)
         .map_err(|e| auth_refusal(e, &sub))?;
+    Ok(sub)
+}
+
+/// Puts `sub` online through `gw`: its topics open to the gateway, a status row, last online.
+fn start_session(inner: &Inner, state: &mut State, gw: &Key, sub: &Key, now: i64) {
     let gateway_conn = state.online.get(gw).cloned();
     let ip = state.devices.get(gw).and_then(|d| d.last_ip.clone());
     inner.auth.login_sub(gw, sub.clone());
@@ -291,11 +473,11 @@ fn login(
     );
     // Desired values go out with its first message, as for a device of its own.
     state.awaiting_first_uplink.insert(sub.clone());
-    if let Some(d) = state.devices.get_mut(&sub) {
+    if let Some(d) = state.devices.get_mut(sub) {
         d.last_online_ms = Some(now);
         d.last_ip.clone_from(&ip);
     }
-    status(inner, &sub, now, true, LOGIN, ip.clone());
+    status(inner, sub, now, true, LOGIN, ip.clone());
     let store = inner.store.clone();
     let k = sub.clone();
     tokio::spawn(async move {
@@ -303,7 +485,116 @@ fn login(
             tracing::warn!("device platform: cannot record last online: {e}");
         }
     });
-    Ok(identity_json(&sub))
+}
+
+/// A batch names 1 to [`MAX_BATCH`] sub-devices.
+fn check_batch_size(n: usize) -> Result<(), Refusal> {
+    if n == 0 || n > MAX_BATCH {
+        return Err((
+            code::INVALID_PARAMS,
+            format!("a batch names 1 to {MAX_BATCH} sub-devices, not {n}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The refusal of a whole batch: the first failure's code, and in `data` every sub-device
+/// that failed with its own code and message (Alibaba: "all succeed or all fail; on failure
+/// `data` holds the devices").
+fn batch_failure(failed: Vec<(Key, Refusal)>, total: usize) -> Failure {
+    let (code, first) = failed[0].1.clone();
+    Failure {
+        code,
+        message: format!(
+            "{} of {total} sub-devices refused, none changed; first: {first}",
+            failed.len()
+        ),
+        data: Value::Array(
+            failed
+                .into_iter()
+                .map(|(k, (c, m))| {
+                    json!({"productKey": k.0, "deviceName": k.1, "code": c, "message": m})
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// `combine/batch_login`: every sub-device is checked as for `combine/login`; all go online
+/// or, when one fails, none.
+fn batch_login(
+    inner: &Inner,
+    state: &mut State,
+    gw: &Key,
+    params: &Value,
+    now: i64,
+) -> Result<Value, Failure> {
+    require_gateway(state, gw)?;
+    let items = alink::batch_login(params).map_err(|e| (e.code(), e.to_string()))?;
+    check_batch_size(items.len())?;
+    let mut subs: Vec<Key> = Vec::new();
+    let mut failed = Vec::new();
+    for item in &items {
+        match check_login(inner, state, gw, item) {
+            Ok(sub) if !subs.contains(&sub) => subs.push(sub),
+            Ok(_) => {}
+            Err(r) => failed.push((key(&item.product_key, &item.device_name), r)),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(batch_failure(failed, items.len()));
+    }
+    for sub in &subs {
+        start_session(inner, state, gw, sub, now);
+    }
+    Ok(Value::Array(subs.iter().map(identity_json).collect()))
+}
+
+/// `combine/batch_logout`: `[{productKey, deviceName}, …]`, each attached to this gateway;
+/// all go offline or none.
+fn batch_logout(
+    inner: &Inner,
+    state: &mut State,
+    gw: &Key,
+    params: &Value,
+    now: i64,
+) -> Result<Value, Failure> {
+    require_gateway(state, gw)?;
+    if !params.is_array() {
+        return Err(Failure::from((
+            code::INVALID_PARAMS,
+            "params must be an array of {productKey, deviceName}".to_string(),
+        )));
+    }
+    let items = alink::identities(params).map_err(|e| (e.code(), e.to_string()))?;
+    check_batch_size(items.len())?;
+    let mut subs: Vec<Key> = Vec::new();
+    let mut failed = Vec::new();
+    for (pk, dn) in &items {
+        let sub = key(pk, dn);
+        match state.devices.get(&sub) {
+            None => failed.push((
+                sub.clone(),
+                auth_refusal(SubDeviceAuthError::NotFound, &sub),
+            )),
+            Some(d) if d.gateway.as_ref() != Some(gw) => failed.push((
+                sub.clone(),
+                (
+                    code::TOPO_NOT_FOUND,
+                    format!("{} is not a sub-device of this gateway", name(&sub)),
+                ),
+            )),
+            Some(_) if subs.contains(&sub) => {}
+            Some(_) => subs.push(sub),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(batch_failure(failed, items.len()));
+    }
+    for sub in &subs {
+        end_session(inner, state, gw, sub, LOGOUT, now);
+    }
+    Ok(Value::Array(subs.iter().map(identity_json).collect()))
 }
 
 fn logout(

@@ -383,8 +383,11 @@ impl Store {
     /// Creates or replaces a product.
     pub async fn put_product(&self, p: &Product) -> Result<()> {
         let sql = format!(
-            "INSERT INTO products (product_key, name, node_type, validation, tsl, created_ms) VALUES (?, ?, ?, ?, ?, ?){}",
-            self.upsert("product_key", &["name", "node_type", "validation", "tsl"])
+            "INSERT INTO products (product_key, name, node_type, validation, tsl, created_ms, dynamic_register) VALUES (?, ?, ?, ?, ?, ?, ?){}",
+            self.upsert(
+                "product_key",
+                &["name", "node_type", "validation", "tsl", "dynamic_register"]
+            )
         );
         sqlx::query(&self.sql(&sql))
             .bind(&p.product_key)
@@ -393,6 +396,7 @@ impl Store {
             .bind(p.validation.as_str())
             .bind(p.model.to_json().to_string())
             .bind(p.created_ms)
+            .bind(i64::from(p.dynamic_register))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -410,6 +414,7 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt(format!("validation {validation:?}")))?,
             model: ThingModel::from_json(&text(row, "tsl")?)
                 .map_err(|e| StoreError::Corrupt(format!("thing model of {pk}: {e}")))?,
+            dynamic_register: row.try_get::<i64, _>("dynamic_register")? != 0,
             created_ms: row.try_get("created_ms")?,
             product_key: pk,
         })
@@ -417,7 +422,7 @@ impl Store {
 
     /// A product by key.
     pub async fn product(&self, product_key: &str) -> Result<Option<Product>> {
-        let row = sqlx::query(&self.sql("SELECT * FROM products WHERE product_key = ?"))
+        let row = sqlx::query(&self.sql("SELECT product_key, name, node_type, validation, tsl, created_ms, dynamic_register FROM products WHERE product_key = ?"))
             .bind(product_key)
             .fetch_optional(&self.pool)
             .await?;
@@ -426,7 +431,7 @@ impl Store {
 
     /// All products, by key.
     pub async fn products(&self) -> Result<Vec<Product>> {
-        let rows = sqlx::query("SELECT * FROM products ORDER BY product_key")
+        let rows = sqlx::query("SELECT product_key, name, node_type, validation, tsl, created_ms, dynamic_register FROM products ORDER BY product_key")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(Self::product_from_row).collect()

@@ -6,7 +6,7 @@
 use super::Backend;
 
 /// Migrations in order; index + 1 is the schema version after running it.
-const MIGRATIONS: &[&[&str]] = &[V1, V2];
+const MIGRATIONS: &[&[&str]] = &[V1, V2, V3];
 
 /// The first schema.
 const V1: &[&str] = &[
@@ -98,6 +98,9 @@ const V2: &[&str] = &[
         SELECT product_key, device_name, ts, {ONE_VALUE_DOC} FROM property_history ORDER BY id",
     "DROP TABLE property_history",
 ];
+
+/// Products whose devices gateways may register (`thing/sub/register`).
+const V3: &[&str] = &["ALTER TABLE products ADD COLUMN dynamic_register BIGINT NOT NULL DEFAULT 0"];
 
 /// The schema version this build writes.
 pub(crate) const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
