@@ -108,10 +108,15 @@ test('editing: thing model, refused delete, tags, connection details, secret res
     await page.getByLabel('Thing model to save (TSL JSON)').fill(JSON.stringify(model));
     // The first save's notice is still shown: wait for the page to load the product again
     // after this save, or the next click lands on the page this save replaces.
+    // Also let gateways register devices of this product (thing/sub/register).
+    await page.getByLabel('Gateways may register devices of this product (thing/sub/register)').check();
     const reloaded = page.waitForResponse((r) => r.url().endsWith(`/api/v1/products/${PK}`) && r.request().method() === 'GET');
     await page.getByRole('button', { name: 'Save the thing model' }).click();
     await reloaded;
     await page.getByRole('status').filter({ hasText: 'was saved' }).waitFor();
+    await page.locator('.facts dd', { hasText: 'gateways may register devices' }).waitFor();
+    assert.equal((await (await context.request.get(`${base}/api/v1/products/${PK}`)).json()).dynamicRegister, true);
+    assert.ok(await page.getByLabel('Gateways may register devices of this product (thing/sub/register)').isChecked());
 
     // Deleting a product that has a device: refused (409) and said so.
     await page.getByRole('button', { name: 'Delete product' }).click();

@@ -134,6 +134,8 @@ export interface Product {
   name: string;
   nodeType: string;
   validation: string;
+  /** Gateways may register its devices with `thing/sub/register`. */
+  dynamicRegister: boolean;
   createdMs: number;
   properties: number;
   events: number;

@@ -66,6 +66,14 @@ function createForm(status: HTMLElement, after: () => void): HTMLElement {
     h('option', { value: 'weak' }, 'weak'),
     h('option', { value: 'none' }, 'none'),
   );
+  const nodeType = h(
+    'select',
+    { id: 'product-node-type' },
+    h('option', { value: 'direct' }, 'direct'),
+    h('option', { value: 'gateway' }, 'gateway'),
+    h('option', { value: 'sub-device' }, 'sub-device'),
+  );
+  const dynamic = h('input', { id: 'product-dynamic', type: 'checkbox' });
   const file = h('input', { id: 'product-file', type: 'file', accept: 'application/json,.json' });
   const tsl = h('textarea', { id: 'product-tsl', rows: 12, required: true, spellcheck: 'false', placeholder: '{"properties": [...], "events": [...], "services": [...]}' });
   const result = h('div', { 'aria-live': 'polite' });
@@ -80,7 +88,9 @@ function createForm(status: HTMLElement, after: () => void): HTMLElement {
     h('div', { class: 'row' },
       h('div', { class: 'grow' }, h('label', { for: 'product-key' }, 'Product key'), key),
       h('div', { class: 'grow' }, h('label', { for: 'product-name' }, 'Name'), name),
-      h('div', {}, h('label', { for: 'product-validation' }, 'Validation'), validation)),
+      h('div', {}, h('label', { for: 'product-validation' }, 'Validation'), validation),
+      h('div', {}, h('label', { for: 'product-node-type' }, 'Node type'), nodeType)),
+    h('div', { class: 'check' }, dynamic, h('label', { for: 'product-dynamic' }, 'Gateways may register devices of this product (thing/sub/register)')),
     h('label', { for: 'product-file' }, 'Thing model file'),
     file,
     h('label', { for: 'product-tsl' }, 'Thing model (TSL JSON)'),
@@ -107,7 +117,7 @@ function createForm(status: HTMLElement, after: () => void): HTMLElement {
     try {
       const p = await api<Product>('/api/v1/products', {
         method: 'POST',
-        body: { productKey, name: name.value.trim() || undefined, validation: validation.value, tsl: model },
+        body: { productKey, name: name.value.trim() || undefined, validation: validation.value, nodeType: nodeType.value, dynamicRegister: dynamic.checked, tsl: model },
       });
       fill(result);
       fill(status, h('p', { class: 'ok', role: 'status' }, `Product “${p.productKey}” was created.`));
@@ -151,6 +161,7 @@ export async function productPage(root: HTMLElement, key: string, notice?: strin
         h('dt', {}, 'Name'), h('dd', {}, p.name),
         h('dt', {}, 'Node type'), h('dd', {}, p.nodeType),
         h('dt', {}, 'Validation'), h('dd', {}, p.validation),
+        h('dt', {}, 'Dynamic registration'), h('dd', {}, p.dynamicRegister ? 'gateways may register devices' : 'off'),
         h('dt', {}, 'Created'), h('dd', {}, since(p.createdMs)),
         h('dt', {}, 'Model'), h('dd', {}, modelSummary(p))),
       h('div', { class: 'actions' },
@@ -173,6 +184,7 @@ function editForm(p: ProductDetail, text: string, saved: (msg: string) => void):
   const name = h('input', { id: 'edit-name', autocomplete: 'off', value: p.name });
   const validation = h('select', { id: 'edit-validation' },
     ['strict', 'weak', 'none'].map((v) => h('option', { value: v, selected: v === p.validation }, v)));
+  const dynamic = h('input', { id: 'edit-dynamic', type: 'checkbox', checked: p.dynamicRegister });
   const tsl = h('textarea', { id: 'edit-tsl', rows: 16, required: true, spellcheck: 'false', 'aria-describedby': 'edit-help' });
   tsl.value = text;
   const result = h('div', { 'aria-live': 'polite' });
@@ -182,6 +194,7 @@ function editForm(p: ProductDetail, text: string, saved: (msg: string) => void):
     h('div', { class: 'row' },
       h('div', { class: 'grow' }, h('label', { for: 'edit-name' }, 'Product name'), name),
       h('div', {}, h('label', { for: 'edit-validation' }, 'Validation mode'), validation)),
+    h('div', { class: 'check' }, dynamic, h('label', { for: 'edit-dynamic' }, 'Gateways may register devices of this product (thing/sub/register)')),
     h('label', { for: 'edit-tsl' }, 'Thing model to save (TSL JSON)'),
     tsl,
     h('div', { class: 'row' }, h('button', { type: 'submit' }, 'Save the thing model')),
@@ -199,7 +212,7 @@ function editForm(p: ProductDetail, text: string, saved: (msg: string) => void):
     try {
       await api<Product>(`/api/v1/products/${encodeURIComponent(p.productKey)}`, {
         method: 'PUT',
-        body: { productKey: p.productKey, name: name.value.trim() || undefined, validation: validation.value, nodeType: p.nodeType, tsl: model },
+        body: { productKey: p.productKey, name: name.value.trim() || undefined, validation: validation.value, nodeType: p.nodeType, dynamicRegister: dynamic.checked, tsl: model },
       });
       saved(`The thing model of “${p.productKey}” was saved.`);
     } catch (e) {
