@@ -769,33 +769,16 @@ impl Store {
     ) -> Result<Vec<PropertyPoint>> {
         let limit = usize::try_from(limit.max(0)).unwrap_or(usize::MAX);
         let mut points = Vec::new();
-        // Pages of reports after (ts, id): the text match in SQL can also hit a key nested in
-        // a struct value, so a page may hold fewer of this property's values than asked for.
-        let mut after: Option<(i64, i64)> = None;
-        while points.len() < limit {
-            let page = (limit - points.len()).clamp(1, 10_000);
-            let rows = self
-                .reports(
-                    product_key,
-                    device_name,
-                    identifier,
-                    from,
-                    to,
-                    after,
-                    Some(page),
-                )
-                .await?;
-            for (ts, id, mut doc) in rows.iter().map(report_row).collect::<Result<Vec<_>>>()? {
-                after = Some((ts, id));
-                if let Some(value) = doc.remove(identifier) {
-                    points.push(PropertyPoint { time: ts, value });
-                }
-            }
-            if rows.len() < page {
-                break;
-            }
-        }
-        points.truncate(limit);
+        self.scan_values(
+            product_key,
+            device_name,
+            identifier,
+            from,
+            to,
+            limit,
+            |time, value| points.push(PropertyPoint { time, value }),
+        )
+        .await?;
         Ok(points)
     }
 
@@ -817,29 +800,20 @@ impl Store {
     ) -> Result<Vec<Bucket>> {
         let bucket_ms = bucket_ms.max(1);
         let mut buckets: Vec<Bucket> = Vec::new();
-        let mut after = None;
-        loop {
-            let rows = self
-                .reports(
-                    product_key,
-                    device_name,
-                    identifier,
-                    from,
-                    to,
-                    after,
-                    Some(10_000),
-                )
-                .await?;
-            for row in &rows {
-                let (ts, id, doc) = report_row(row)?;
-                after = Some((ts, id));
-                let v = match doc.get(identifier) {
-                    Some(Value::Bool(b)) => f64::from(u8::from(*b)),
-                    Some(v) => match v.as_f64() {
+        self.scan_values(
+            product_key,
+            device_name,
+            identifier,
+            from,
+            to,
+            usize::MAX,
+            |ts, value| {
+                let v = match value {
+                    Value::Bool(b) => f64::from(u8::from(b)),
+                    v => match v.as_f64() {
                         Some(n) => n,
-                        None => continue,
+                        None => return,
                     },
-                    None => continue,
                 };
                 let start = ts.div_euclid(bucket_ms) * bucket_ms;
                 match buckets.last_mut() {
@@ -858,15 +832,53 @@ impl Store {
                         max: v,
                     }),
                 }
-            }
-            if rows.len() < 10_000 {
-                break;
-            }
-        }
+            },
+        )
+        .await?;
         for b in &mut buckets {
             b.avg /= b.count as f64;
         }
         Ok(buckets)
+    }
+
+    /// Calls `visit(time, value)` for the values of one property in `[from, to)`, oldest
+    /// first, at most `limit`. Reads the device's reports in pages after `(ts, id)`: the text
+    /// match in SQL can also hit a key nested in a struct value, so a page may hold fewer of
+    /// this property's values than it has rows.
+    #[allow(clippy::too_many_arguments)]
+    async fn scan_values(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        identifier: &str,
+        from: i64,
+        to: i64,
+        limit: usize,
+        mut visit: impl FnMut(i64, Value),
+    ) -> Result<()> {
+        let mut seen = 0;
+        let mut after: Option<(i64, i64)> = None;
+        while seen < limit {
+            let page = (limit - seen).clamp(1, 10_000);
+            let rows = self
+                .reports(product_key, device_name, identifier, from, to, after, page)
+                .await?;
+            for row in &rows {
+                let (ts, id, mut doc) = report_row(row)?;
+                after = Some((ts, id));
+                if let Some(value) = doc.remove(identifier) {
+                    if seen == limit {
+                        return Ok(());
+                    }
+                    seen += 1;
+                    visit(ts, value);
+                }
+            }
+            if rows.len() < page {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// A device's reports in `[from, to)` after `(ts, id)` whose document may hold
@@ -880,14 +892,13 @@ impl Store {
         from: i64,
         to: i64,
         after: Option<(i64, i64)>,
-        limit: Option<usize>,
+        limit: usize,
     ) -> Result<Vec<AnyRow>> {
         let after_clause = if after.is_some() {
             " AND (ts > ? OR (ts = ? AND id > ?))"
         } else {
             ""
         };
-        let limit_clause = if limit.is_some() { " LIMIT ?" } else { "" };
         // `"identifier":` as JSON writes it; `!` escapes LIKE's wildcards (`_` is common in
         // identifiers), with the same meaning on all three backends.
         let key = serde_json::to_string(identifier).expect("a string serializes");
@@ -896,7 +907,7 @@ impl Store {
             key.replace('!', "!!").replace('%', "!%").replace('_', "!_")
         );
         let sql = self.sql(&format!(
-            "SELECT id, ts, doc FROM property_reports WHERE product_key = ? AND device_name = ? AND ts >= ? AND ts < ? AND doc LIKE ? ESCAPE '!'{after_clause} ORDER BY ts, id{limit_clause}"
+            "SELECT id, ts, doc FROM property_reports WHERE product_key = ? AND device_name = ? AND ts >= ? AND ts < ? AND doc LIKE ? ESCAPE '!'{after_clause} ORDER BY ts, id LIMIT ?"
         ));
         let mut q = sqlx::query(&sql)
             .bind(product_key.to_string())
@@ -907,10 +918,9 @@ impl Store {
         if let Some((ts, id)) = after {
             q = q.bind(ts).bind(ts).bind(id);
         }
-        if let Some(l) = limit {
-            q = q.bind(i64::try_from(l).unwrap_or(i64::MAX));
-        }
-        Ok(q.fetch_all(&self.pool).await?)
+        Ok(q.bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Events of a device in `[from, to)`, optionally of one type, oldest first.
