@@ -14,6 +14,7 @@ use thingmq_things::now_ms;
 use thingmq_things::runtime::{
     CallState, DeviceStatus, Platform, PlatformError, ServiceCall, SetOutcome,
 };
+use thingmq_things::store::StoreError;
 use thingmq_things::{NodeType, Product, ThingModel, ValidationMode};
 
 /// Most history rows one request returns.
@@ -36,6 +37,7 @@ impl From<PlatformError> for ApiError {
             PlatformError::Invalid(m) => ApiError::invalid("params", m),
             PlatformError::Conflict(m) => ApiError::conflict(m),
             PlatformError::Offline(d) => ApiError::conflict(format!("device {d} is offline")),
+            PlatformError::Store(StoreError::TooLarge(m)) => ApiError::invalid("from", m),
             PlatformError::Timeout(t) => ApiError::timeout(format!(
                 "the device did not answer within {} ms",
                 t.as_millis()

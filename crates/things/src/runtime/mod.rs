@@ -215,6 +215,10 @@ impl State {
 
 struct Inner {
     store: Store,
+    /// Held by every registry change (API, gateway topology, registration) across its
+    /// database write and its in-memory update, and by a reload across its read and apply,
+    /// so a reload never puts back what a change made meanwhile took away (or the reverse).
+    registry: tokio::sync::Mutex<()>,
     writer: HistoryWriter,
     auth: Arc<DeviceAuth>,
     admin: Admin,
@@ -285,6 +289,7 @@ impl Platform {
         let (client, events) = task::connect(linker);
         let inner = Arc::new(Inner {
             store,
+            registry: tokio::sync::Mutex::new(()),
             writer,
             auth,
             admin,
@@ -359,6 +364,7 @@ impl Platform {
 
     /// Creates a product, or replaces one (e.g. a new thing model) when `replace` is set.
     pub async fn put_product(&self, product: Product, replace: bool) -> Result<(), PlatformError> {
+        let _registry = self.inner.registry.lock().await;
         if !valid_name(&product.product_key) {
             return Err(PlatformError::Invalid(format!(
                 "productKey {:?}: 1-64 letters, digits or -_.@:",
@@ -380,6 +386,7 @@ impl Platform {
 
     /// Deletes a product that has no devices.
     pub async fn delete_product(&self, product_key: &str) -> Result<(), PlatformError> {
+        let _registry = self.inner.registry.lock().await;
         {
             let state = self.state();
             if !state.products.contains_key(product_key) {
@@ -431,6 +438,7 @@ impl Platform {
         product_key: &str,
         device_name: &str,
     ) -> Result<Device, PlatformError> {
+        let _registry = self.inner.registry.lock().await;
         if !valid_name(device_name) {
             return Err(PlatformError::Invalid(format!(
                 "deviceName {device_name:?}: 1-64 letters, digits or -_.@:"
@@ -468,6 +476,7 @@ impl Platform {
         device_name: &str,
         enabled: bool,
     ) -> Result<(), PlatformError> {
+        let _registry = self.inner.registry.lock().await;
         let k = key(product_key, device_name);
         let mut device = self.state().devices.get(&k).cloned().ok_or_else(|| {
             PlatformError::NotFound(format!("device {device_name}&{product_key}"))
@@ -499,6 +508,7 @@ impl Platform {
         product_key: &str,
         device_name: &str,
     ) -> Result<String, PlatformError> {
+        let _registry = self.inner.registry.lock().await;
         let k = key(product_key, device_name);
         let mut device = self.state().devices.get(&k).cloned().ok_or_else(|| {
             PlatformError::NotFound(format!("device {device_name}&{product_key}"))
@@ -519,6 +529,7 @@ impl Platform {
         device_name: &str,
         tags: std::collections::BTreeMap<String, String>,
     ) -> Result<(), PlatformError> {
+        let _registry = self.inner.registry.lock().await;
         let k = key(product_key, device_name);
         let mut device = self.state().devices.get(&k).cloned().ok_or_else(|| {
             PlatformError::NotFound(format!("device {device_name}&{product_key}"))
@@ -538,6 +549,7 @@ impl Platform {
         device_name: &str,
         gateway: Option<(String, String)>,
     ) -> Result<(), PlatformError> {
+        let _registry = self.inner.registry.lock().await;
         let k = key(product_key, device_name);
         if let Some(g) = &gateway {
             if !self.state().devices.contains_key(g) {
@@ -580,6 +592,7 @@ impl Platform {
         product_key: &str,
         device_name: &str,
     ) -> Result<(), PlatformError> {
+        let _registry = self.inner.registry.lock().await;
         let k = key(product_key, device_name);
         let Some(gateway) = self.state().devices.get(&k).map(|d| d.gateway.clone()) else {
             return Err(PlatformError::NotFound(format!(

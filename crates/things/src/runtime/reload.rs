@@ -32,6 +32,7 @@ impl Platform {
     /// Shadows of devices already loaded stay as they are in memory (they are newer than what
     /// the database holds); new devices get theirs from the database.
     pub async fn reload_registry(&self) -> Result<RegistryReload, PlatformError> {
+        let _registry = self.inner.registry.lock().await;
         let store = &self.inner.store;
         let mut products: HashMap<String, Product> = HashMap::new();
         let mut devices: HashMap<Key, Device> = HashMap::new();
@@ -132,10 +133,7 @@ impl Platform {
                 state.devices.insert(k, device);
             }
             for (k, shadow) in new_shadows {
-                // A device deleted again between the two reads is not brought back.
-                if state.devices.contains_key(&k) {
-                    state.shadows.entry(k).or_insert(shadow);
-                }
+                state.shadows.entry(k).or_insert(shadow);
             }
             state.products = products;
         }

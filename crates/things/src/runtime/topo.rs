@@ -144,6 +144,7 @@ pub(super) async fn on_topo(inner: &Arc<Inner>, topic: &DeviceTopic, payload: &[
 }
 
 async fn topo_add(inner: &Arc<Inner>, gw: &Key, params: &Value) -> Result<Value, Refusal> {
+    let _registry = inner.registry.lock().await;
     let items = alink::topo_add(params).map_err(|e| (e.code(), e.to_string()))?;
     // Check all first: a topo/add is applied whole or not at all.
     let changed = {
@@ -205,6 +206,7 @@ async fn topo_add(inner: &Arc<Inner>, gw: &Key, params: &Value) -> Result<Value,
 }
 
 async fn topo_delete(inner: &Arc<Inner>, gw: &Key, params: &Value) -> Result<Value, Refusal> {
+    let _registry = inner.registry.lock().await;
     let items = alink::identities(params).map_err(|e| (e.code(), e.to_string()))?;
     let changed = {
         let state = lock(&inner.state);
@@ -263,6 +265,7 @@ fn topo_get(inner: &Inner, gw: &Key) -> Result<Value, Refusal> {
 /// (not attached to another gateway, enabled) keeps its secret. Checked whole, then applied;
 /// the reply lists each device with its `deviceSecret`. Attaching stays `thing/topo/add`'s.
 async fn sub_register(inner: &Arc<Inner>, gw: &Key, params: &Value) -> Result<Value, Refusal> {
+    let _registry = inner.registry.lock().await;
     let items = alink::identities(params).map_err(|e| (e.code(), e.to_string()))?;
     check_batch_size(items.len())?;
     let mut order: Vec<Key> = Vec::new();

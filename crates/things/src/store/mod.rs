@@ -52,6 +52,9 @@ pub enum StoreError {
     /// An insert collided with an existing key.
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    /// A query would read more rows than a request may (a chart over too long a range).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -776,6 +779,7 @@ impl Store {
             from,
             to,
             limit,
+            usize::MAX,
             |time, value| points.push(PropertyPoint { time, value }),
         )
         .await?;
@@ -807,6 +811,7 @@ impl Store {
             from,
             to,
             usize::MAX,
+            MAX_BUCKET_SCAN,
             |ts, value| {
                 let v = match value {
                     Value::Bool(b) => f64::from(u8::from(b)),
@@ -842,7 +847,7 @@ impl Store {
     }
 
     /// Calls `visit(time, value)` for the values of one property in `[from, to)`, oldest
-    /// first, at most `limit`. Reads the device's reports in pages after `(ts, id)`: the text
+    /// first, at most `limit`; refuses (`TooLarge`) to read more than `max_rows` reports. Reads the device's reports in pages after `(ts, id)`: the text
     /// match in SQL can also hit a key nested in a struct value, so a page may hold fewer of
     /// this property's values than it has rows.
     #[allow(clippy::too_many_arguments)]
@@ -854,9 +859,11 @@ impl Store {
         from: i64,
         to: i64,
         limit: usize,
+        max_rows: usize,
         mut visit: impl FnMut(i64, Value),
     ) -> Result<()> {
         let mut seen = 0;
+        let mut read = 0usize;
         let mut after: Option<(i64, i64)> = None;
         while seen < limit {
             let page = (limit - seen).clamp(1, 10_000);
@@ -876,6 +883,13 @@ impl Store {
             }
             if rows.len() < page {
                 break;
+            }
+            read += rows.len();
+            if read >= max_rows {
+                return Err(StoreError::TooLarge(format!(
+                    "more than {max_rows} reports of {device_name}&{product_key} in the range: \
+                     ask for a shorter one"
+                )));
             }
         }
         Ok(())
@@ -1053,6 +1067,10 @@ impl Store {
         self.pool.close().await;
     }
 }
+
+/// The most reports one downsampling query reads (about a month of one report a second);
+/// aggregating runs in this process, so a longer range is refused rather than left to run.
+const MAX_BUCKET_SCAN: usize = 3_000_000;
 
 /// Reports per multi-row INSERT: 4 parameters each stays below every backend's parameter
 /// limit (SQLite 32 766, PostgreSQL and MySQL 65 535).
