@@ -194,7 +194,7 @@ class Client:
             rc, mid = self.c.subscribe(topic, options=options, properties=properties)
         else:
             rc, mid = self.c.subscribe(topic, qos, properties=properties)
-        assert rc == mqtt.MQTT_ERR_SUCCESS, f"subscribe failed locally: {rc}"
+        assert rc == mqtt.MQTT_ERR_SUCCESS, f"subscribe failed locally: {rc}{self._lost_connection()}"
         try:
             return self._ack_queue(mid).get(timeout=WAIT)
         except queue.Empty:
@@ -212,11 +212,25 @@ class Client:
                 properties: Properties | None = None, wait: bool = True) -> mqtt.MQTTMessageInfo:
         """Publishes; with ``wait`` returns once the QoS flow finished (sent for QoS 0)."""
         info = self.c.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        assert info.rc == mqtt.MQTT_ERR_SUCCESS, f"publish failed locally: {info.rc}"
+        assert info.rc == mqtt.MQTT_ERR_SUCCESS, (
+            f"publish failed locally: {info.rc}{self._lost_connection()}")
         if wait:
             info.wait_for_publish(timeout=WAIT)
             assert info.is_published(), f"{self.client_id}: publish to {topic!r} not completed"
         return info
+
+    def _lost_connection(self) -> str:
+        """For a failed local call: rc 4 (MQTT_ERR_NO_CONN) means paho had already closed the
+        socket, i.e. the broker closed the connection before the call. Says how, so such a
+        failure names the broker's side instead of looking like a client race."""
+        if self.c.socket() is not None:
+            return ""
+        try:
+            d = self.disconnects.get(timeout=1.0)
+        except queue.Empty:
+            return " (not connected, no disconnect reported)"
+        self.disconnects.put(d)  # still there for expect_disconnect
+        return f" (the broker had closed the connection: reason code 0x{d.reason_code:02x})"
 
     def expect_message(self, timeout: float = WAIT) -> Received:
         try:

@@ -139,13 +139,22 @@ struct Connection {
     max_packet_size: Option<u32>,
     /// Topic aliases the client accepts from us.
     alias_max_out: u16,
-    aliases_out: HashMap<ByteString, NonZeroU16>,
-    /// Topic aliases the client set toward us.
-    aliases_in: HashMap<u16, ByteString>,
+    /// Made when the first alias is set: most clients use none, and two empty maps inline
+    /// were ~100 bytes of every idle connection.
+    aliases: Option<Box<Aliases>>,
     /// Whether reason strings may be sent (Request Problem Information).
     problem_info: bool,
     /// The Session Expiry Interval given at CONNECT: 0 forbids setting one at DISCONNECT.
     expiry_at_connect: u32,
+}
+
+/// Topic aliases of one connection, both ways.
+#[derive(Debug, Default)]
+struct Aliases {
+    /// Those we set toward the client.
+    out: HashMap<ByteString, NonZeroU16>,
+    /// Those the client set toward us.
+    inbound: HashMap<u16, ByteString>,
 }
 
 /// The MQTT session of one client id.
@@ -159,7 +168,8 @@ pub struct Session {
     expiry_interval: u32,
     /// When an offline session ends.
     expires_at: Option<Instant>,
-    will: Option<LastWill>,
+    /// Boxed: a will is ~200 bytes, and most sessions have none.
+    will: Option<Box<LastWill>>,
     /// When a delayed will is due (offline only).
     will_at: Option<Instant>,
     subscriptions: HashMap<ByteString, SubscriptionRecord>,
@@ -244,7 +254,7 @@ impl Session {
             qos1_unacked: 0,
             ended: false,
             stored: false,
-            policy: Arc::new(AllowAll),
+            policy: AllowAll::shared(),
             close_reason: None,
         }
     }

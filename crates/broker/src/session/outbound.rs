@@ -134,13 +134,14 @@ impl Session {
         // Aliases are assigned after the size check (with the full topic, the larger form)
         // so the client never misses the packet that defines an alias.
         if conn.alias_max_out > 0 {
-            if let Some(alias) = conn.aliases_out.get(&publish.topic) {
+            let aliases = &mut conn.aliases.get_or_insert_with(Default::default).out;
+            if let Some(alias) = aliases.get(&publish.topic) {
                 publish.properties.topic_alias = Some(*alias);
                 publish.topic = bytestring::ByteString::new();
-            } else if conn.aliases_out.len() < usize::from(conn.alias_max_out) {
-                let n = u16::try_from(conn.aliases_out.len() + 1).unwrap_or(u16::MAX);
+            } else if aliases.len() < usize::from(conn.alias_max_out) {
+                let n = u16::try_from(aliases.len() + 1).unwrap_or(u16::MAX);
                 let alias = NonZeroU16::new(n).unwrap_or(NonZeroU16::MIN);
-                conn.aliases_out.insert(publish.topic.clone(), alias);
+                aliases.insert(publish.topic.clone(), alias);
                 publish.properties.topic_alias = Some(alias);
             }
         }
