@@ -542,8 +542,10 @@ impl SessionTask {
 
     fn decode_all(&mut self) {
         let max = self.broker.settings.max_packet_size;
+        // One clock read for everything one socket read brought: the packets arrived together,
+        // and a read per packet was ~2.5% of a QoS 1 fan-in profile.
+        let now = Instant::now();
         while let Some(reader) = self.reader.as_mut() {
-            let now = Instant::now();
             if let Some(limiter) = self.limiter.as_mut() {
                 if let Some(until) = limiter.blocked_until(now) {
                     self.throttle(now, until);

@@ -13,6 +13,7 @@
 
 mod connect;
 mod inbound;
+mod inflight;
 mod outbound;
 mod persist;
 mod subscribe;
@@ -173,7 +174,7 @@ pub struct Session {
     /// When a delayed will is due (offline only).
     will_at: Option<Instant>,
     subscriptions: HashMap<ByteString, SubscriptionRecord>,
-    inflight: VecDeque<InFlight>,
+    inflight: inflight::Window,
     queue: VecDeque<Routed>,
     queued_bytes: usize,
     next_packet_id: u16,
@@ -246,7 +247,7 @@ impl Session {
             will: None,
             will_at: None,
             subscriptions: HashMap::new(),
-            inflight: VecDeque::new(),
+            inflight: inflight::Window::default(),
             queue: VecDeque::new(),
             queued_bytes: 0,
             next_packet_id: 1,
@@ -415,7 +416,8 @@ impl Session {
         }
         let orphans = self
             .inflight
-            .drain(..)
+            .take_all()
+            .into_iter()
             .filter(|f| f.awaiting != Awaiting::Comp)
             .map(|f| f.routed)
             .chain(self.queue.drain(..))
