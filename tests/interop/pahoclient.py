@@ -220,9 +220,8 @@ class Client:
         return info
 
     def _lost_connection(self) -> str:
-        """For a failed local call: rc 4 (MQTT_ERR_NO_CONN) means paho had already closed the
-        socket, i.e. the broker closed the connection before the call. Says how, so such a
-        failure names the broker's side instead of looking like a client race."""
+        """For a failed local call (rc 4, MQTT_ERR_NO_CONN): whether and how the connection
+        had been closed, so the failure says what the broker did."""
         if self.c.socket() is not None:
             return ""
         try:
@@ -231,6 +230,22 @@ class Client:
             return " (not connected, no disconnect reported)"
         self.disconnects.put(d)  # still there for expect_disconnect
         return f" (the broker had closed the connection: reason code 0x{d.reason_code:02x})"
+
+    def publish_expecting_disconnect(self, topic: str, payload: bytes | str = b"", qos: int = 0,
+                                     properties: Properties | None = None) -> Disconnected:
+        """Sends a PUBLISH the broker must answer with DISCONNECT, and returns that DISCONNECT.
+
+        paho 2.1's publish() can return MQTT_ERR_NO_CONN for a packet it did send: its network
+        thread may write the packet, read the broker's DISCONNECT and exit while publish() is
+        still in ``_packet_queue``, which then takes the exited thread for "no network loop"
+        and tries to write itself on the closed socket. The broker answering quickly makes
+        that window easy to hit. So NO_CONN is accepted here and the reason code decides: a
+        broker that had closed the connection before this PUBLISH reached it cannot have
+        answered it with the reason code the caller checks."""
+        info = self.c.publish(topic, payload, qos=qos, properties=properties)
+        assert info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN), (
+            f"publish failed locally: {info.rc}{self._lost_connection()}")
+        return self.expect_disconnect()
 
     def expect_message(self, timeout: float = WAIT) -> Received:
         try:
