@@ -194,7 +194,7 @@ class Client:
             rc, mid = self.c.subscribe(topic, options=options, properties=properties)
         else:
             rc, mid = self.c.subscribe(topic, qos, properties=properties)
-        assert rc == mqtt.MQTT_ERR_SUCCESS, f"subscribe failed locally: {rc}"
+        assert rc == mqtt.MQTT_ERR_SUCCESS, f"subscribe failed locally: {rc}{self._lost_connection()}"
         try:
             return self._ack_queue(mid).get(timeout=WAIT)
         except queue.Empty:
@@ -212,11 +212,40 @@ class Client:
                 properties: Properties | None = None, wait: bool = True) -> mqtt.MQTTMessageInfo:
         """Publishes; with ``wait`` returns once the QoS flow finished (sent for QoS 0)."""
         info = self.c.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        assert info.rc == mqtt.MQTT_ERR_SUCCESS, f"publish failed locally: {info.rc}"
+        assert info.rc == mqtt.MQTT_ERR_SUCCESS, (
+            f"publish failed locally: {info.rc}{self._lost_connection()}")
         if wait:
             info.wait_for_publish(timeout=WAIT)
             assert info.is_published(), f"{self.client_id}: publish to {topic!r} not completed"
         return info
+
+    def _lost_connection(self) -> str:
+        """For a failed local call (rc 4, MQTT_ERR_NO_CONN): whether and how the connection
+        had been closed, so the failure says what the broker did."""
+        if self.c.socket() is not None:
+            return ""
+        try:
+            d = self.disconnects.get(timeout=1.0)
+        except queue.Empty:
+            return " (not connected, no disconnect reported)"
+        self.disconnects.put(d)  # still there for expect_disconnect
+        return f" (the broker had closed the connection: reason code 0x{d.reason_code:02x})"
+
+    def publish_expecting_disconnect(self, topic: str, payload: bytes | str = b"", qos: int = 0,
+                                     properties: Properties | None = None) -> Disconnected:
+        """Sends a PUBLISH the broker must answer with DISCONNECT, and returns that DISCONNECT.
+
+        paho 2.1's publish() can return MQTT_ERR_NO_CONN for a packet it did send: its network
+        thread may write the packet, read the broker's DISCONNECT and exit while publish() is
+        still in ``_packet_queue``, which then takes the exited thread for "no network loop"
+        and tries to write itself on the closed socket. The broker answering quickly makes
+        that window easy to hit. So NO_CONN is accepted here and the reason code decides: a
+        broker that had closed the connection before this PUBLISH reached it cannot have
+        answered it with the reason code the caller checks."""
+        info = self.c.publish(topic, payload, qos=qos, properties=properties)
+        assert info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN), (
+            f"publish failed locally: {info.rc}{self._lost_connection()}")
+        return self.expect_disconnect()
 
     def expect_message(self, timeout: float = WAIT) -> Received:
         try:

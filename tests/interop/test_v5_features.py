@@ -121,14 +121,14 @@ def test_publish_with_topic_alias_from_client_is_routed_to_the_full_topic(broker
 def test_topic_alias_above_maximum_is_a_protocol_error(start_broker):
     b = start_broker("[mqtt]\ntopic_alias_maximum = 2\n")
     c = Client(b, protocol=MQTTv5)
-    c.publish("ta/x", b"x", qos=0, properties=props(PacketTypes.PUBLISH, TopicAlias=3), wait=False)
-    assert c.expect_disconnect().reason_code == 0x94  # [MQTT-3.3.2-9] Topic Alias invalid
+    d = c.publish_expecting_disconnect("ta/x", b"x", properties=props(PacketTypes.PUBLISH, TopicAlias=3))
+    assert d.reason_code == 0x94  # [MQTT-3.3.2-9] Topic Alias invalid
 
 
 def test_unknown_topic_alias_is_a_protocol_error(broker):
     c = Client(broker, protocol=MQTTv5)
-    c.publish("", b"x", qos=0, properties=props(PacketTypes.PUBLISH, TopicAlias=1), wait=False)
-    assert c.expect_disconnect().reason_code == 0x82
+    d = c.publish_expecting_disconnect("", b"x", properties=props(PacketTypes.PUBLISH, TopicAlias=1))
+    assert d.reason_code == 0x82
 
 
 def test_broker_uses_topic_aliases_toward_a_client_that_allows_them(broker):

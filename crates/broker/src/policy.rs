@@ -17,6 +17,16 @@ pub trait AccessPolicy: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllowAll;
 
+impl AllowAll {
+    /// One shared instance: an `Arc` per session, even of a zero-sized type, is an
+    /// allocation per connection.
+    pub fn shared() -> std::sync::Arc<dyn AccessPolicy> {
+        static SHARED: std::sync::OnceLock<std::sync::Arc<dyn AccessPolicy>> =
+            std::sync::OnceLock::new();
+        SHARED.get_or_init(|| std::sync::Arc::new(AllowAll)).clone()
+    }
+}
+
 impl AccessPolicy for AllowAll {
     fn can_publish(&self, _: &str) -> bool {
         true

@@ -185,7 +185,7 @@ impl Rules {
                 client,
                 acl: acl.clone(),
             }),
-            None => Arc::new(AllowAll),
+            None => AllowAll::shared(),
         }
     }
 }

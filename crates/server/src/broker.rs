@@ -3,10 +3,10 @@
 //! route in parallel on all cores.
 
 use crate::access::AccessControl;
+use crate::control::ControlSender;
 use crate::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::persist::{self, StoreHandle};
-use crate::session_task::Control;
 use bytestring::ByteString;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -18,7 +18,6 @@ use thingmq_broker::retain::RetainStore;
 use thingmq_broker::router::{Delivery, Router, Subscriber};
 use thingmq_broker::{BrokerSettings, Message, Routed};
 use thingmq_store::{ListenerRef, Op};
-use tokio::sync::mpsc;
 
 /// What the router holds for a session: its inbox and whether it is connected.
 #[derive(Debug)]
@@ -66,7 +65,7 @@ impl Subscriber for SessionRef {
 #[derive(Debug, Clone)]
 pub(crate) struct SessionHandle {
     pub(crate) session: SessionRef,
-    pub(crate) control: mpsc::Sender<Control>,
+    pub(crate) control: ControlSender,
 }
 
 /// The broker's shared state.

@@ -179,6 +179,7 @@ pub(crate) async fn handshake(
         refuse(&mut writer, connect.protocol, code).await;
         return;
     }
+    detach_from_read_buffer(&mut connect);
     let assigned_id = connect.client_id.is_empty();
     if assigned_id {
         connect.client_id = ByteString::from(format!("thingmq-{:016x}", rand::random::<u64>()));
@@ -198,6 +199,20 @@ pub(crate) async fn handshake(
     admit(broker, accepted, shutdown, alive).await;
 }
 
+/// Copies the parts of CONNECT that live as long as the session (client id, user name, will)
+/// out of the read buffer. Decoded fields share the buffer they were read into, so the client
+/// id alone kept the whole 1 KiB handshake buffer alive for every idle connection.
+fn detach_from_read_buffer(connect: &mut Connect) {
+    connect.client_id = ByteString::from(&*connect.client_id);
+    if let Some(u) = connect.username.as_mut() {
+        *u = ByteString::from(&**u);
+    }
+    if let Some(w) = connect.will.as_mut() {
+        w.topic = ByteString::from(&*w.topic);
+        w.payload = bytes::Bytes::copy_from_slice(&w.payload);
+    }
+}
+
 /// Hands an accepted connection to the task owning its client id's session, starting one
 /// when there is none.
 pub(crate) async fn admit(
@@ -213,7 +228,7 @@ pub(crate) async fn admit(
             match registry.get(&client_id) {
                 Some(h) => h.clone(),
                 None => {
-                    let (control, inbox) = mpsc::channel(8);
+                    let (control, inbox) = crate::control::channel();
                     let me = broker.new_session_ref(client_id.clone());
                     registry.insert(
                         client_id.clone(),
@@ -224,7 +239,7 @@ pub(crate) async fn admit(
                     );
                     drop(registry);
                     let task = SessionTask::new(broker.clone(), me, inbox, shutdown, alive);
-                    tokio::spawn(task.run(Some(accepted)));
+                    tokio::spawn(Box::new(task).run(Some(Box::new(accepted))));
                     return;
                 }
             }
@@ -235,7 +250,7 @@ pub(crate) async fn admit(
             .await
         {
             Ok(()) => return,
-            Err(mpsc::error::SendError(control)) => {
+            Err(control) => {
                 // The owner is gone; forget it and start over.
                 let Control::Attach(a) = control else {
                     return;

@@ -7,24 +7,33 @@
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::task::{Context, Poll, Waker};
 use thingmq_broker::Routed;
 use thingmq_codec::QoS;
-use tokio::sync::Notify;
 
 /// A session's inbox.
 #[derive(Debug)]
 pub(crate) struct Inbox {
-    items: Mutex<VecDeque<Routed>>,
-    notify: Notify,
+    state: Mutex<State>,
     qos0_limit: usize,
     reliable_limit: usize,
+}
+
+#[derive(Debug)]
+struct State {
+    items: VecDeque<Routed>,
+    /// The owner, while it waits for messages. A waker under the queue's own lock instead of
+    /// a `Notify`: the owner polls it in place, so waiting keeps no future alive per session.
+    waker: Option<Waker>,
 }
 
 impl Inbox {
     pub(crate) fn new(qos0_limit: usize, reliable_limit: usize) -> Inbox {
         Inbox {
-            items: Mutex::new(VecDeque::new()),
-            notify: Notify::new(),
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                waker: None,
+            }),
             qos0_limit,
             reliable_limit,
         }
@@ -32,41 +41,55 @@ impl Inbox {
 
     /// Queues a message and wakes the owner; false when it was dropped for the limit.
     pub(crate) fn push(&self, routed: Routed) -> bool {
-        let mut items = self.items.lock();
+        let mut s = self.state.lock();
         let limit = if routed.qos == QoS::AtMostOnce {
             self.qos0_limit
         } else {
             self.reliable_limit
         };
-        if items.len() >= limit {
+        if s.items.len() >= limit {
             return false;
         }
-        let was_empty = items.is_empty();
-        items.push_back(routed);
-        drop(items);
+        s.items.push_back(routed);
         // One wake-up per batch: the owner drains everything it finds.
-        if was_empty {
-            self.notify.notify_one();
+        let waker = s.waker.take();
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
         }
         true
     }
 
-    /// Moves up to `max` queued messages into `into`. When more are left the owner is woken
-    /// again, so it comes back for them once it has written what it took.
+    /// Moves up to `max` queued messages into `into`. What is left makes
+    /// [`Inbox::poll_ready`] ready again, so the owner comes back for it once it has written
+    /// what it took.
     pub(crate) fn drain_into(&self, into: &mut Vec<Routed>, max: usize) {
-        let mut items = self.items.lock();
-        let n = items.len().min(max);
-        into.extend(items.drain(..n));
-        let more = !items.is_empty();
-        drop(items);
-        if more {
-            self.notify.notify_one();
+        let mut s = self.state.lock();
+        let n = s.items.len().min(max);
+        into.extend(s.items.drain(..n));
+        if s.items.is_empty() && s.items.capacity() > 1024 {
+            // Give back what a burst took; a small queue is kept so that a steady stream
+            // does not reallocate it under the lock on every drain.
+            s.items = VecDeque::new();
         }
     }
 
-    /// Resolves when something was pushed since the last drain.
+    /// Ready while messages are queued; otherwise wakes the task once one is pushed.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.state.lock();
+        if !s.items.is_empty() {
+            return Poll::Ready(());
+        }
+        if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            s.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Resolves while messages are queued.
+    #[cfg(test)]
     pub(crate) async fn wait(&self) {
-        self.notify.notified().await
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
     }
 }
 

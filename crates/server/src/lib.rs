@@ -12,6 +12,7 @@ pub mod admin;
 mod broker;
 pub mod config;
 mod connection;
+mod control;
 mod inbox;
 mod listener;
 pub mod metrics;
@@ -385,7 +386,7 @@ fn restore(
                 router.subscribe(&s.filter, s.share_group.as_deref(), me.clone(), s.entry);
             }
         }
-        let (control, inbox) = mpsc::channel(8);
+        let (control, inbox) = control::channel();
         broker.registry.lock().insert(
             r.client_id,
             broker::SessionHandle {
@@ -404,7 +405,7 @@ fn restore(
         tasks.push(task);
     }
     for task in tasks {
-        tokio::spawn(task.run(None));
+        tokio::spawn(Box::new(task).run(None));
     }
     tracing::info!(
         sessions = n_sessions,

@@ -4,7 +4,6 @@
 use super::{CloseReason, Connection, Output, Session};
 use crate::{BrokerSettings, Message, TravellingProperties, Violation};
 use bytestring::ByteString;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thingmq_codec::topic::validate_name;
@@ -88,7 +87,7 @@ impl Session {
         self.protocol = connect.protocol;
         self.will_at = None;
         self.expires_at = None;
-        self.will = connect.will.clone();
+        self.will = connect.will.clone().map(Box::new);
         let requested_expiry = if connect.protocol.is_v5() {
             p.session_expiry_interval.unwrap_or(0)
         } else if connect.clean_start {
@@ -105,8 +104,7 @@ impl Session {
             send_window: usize::from(client_window.min(s.max_inflight.max(1))),
             max_packet_size: p.maximum_packet_size.map(|m| m.get()),
             alias_max_out: p.topic_alias_maximum.unwrap_or(0),
-            aliases_out: HashMap::new(),
-            aliases_in: HashMap::new(),
+            aliases: None,
             problem_info: p.request_problem_information.unwrap_or(true),
             expiry_at_connect: self.expiry_interval,
         });
@@ -301,7 +299,9 @@ impl Session {
     }
 
     pub(super) fn publish_will(&mut self, now: Instant, out: &mut Vec<Output>) {
-        let Some(w) = self.will.take() else { return };
+        let Some(w) = self.will.take().map(|w| *w) else {
+            return;
+        };
         if !self.policy.can_publish(&w.topic) {
             out.push(Output::Denied {
                 action: "will",

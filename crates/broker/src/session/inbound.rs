@@ -154,15 +154,19 @@ impl Session {
             Some(alias) if alias.get() > max => Err(Violation::Mqtt_3_3_2_9),
             Some(alias) if p.topic.is_empty() => {
                 p.topic = conn
-                    .aliases_in
-                    .get(&alias.get())
+                    .aliases
+                    .as_ref()
+                    .and_then(|a| a.inbound.get(&alias.get()))
                     .cloned()
                     .ok_or(Violation::UnknownTopicAlias)?;
                 Ok(())
             }
             Some(alias) => {
                 // Validated by the caller before it is used.
-                conn.aliases_in.insert(alias.get(), p.topic.clone());
+                conn.aliases
+                    .get_or_insert_with(Default::default)
+                    .inbound
+                    .insert(alias.get(), p.topic.clone());
                 Ok(())
             }
             None if p.topic.is_empty() => Err(Violation::UnknownTopicAlias),

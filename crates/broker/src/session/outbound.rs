@@ -33,7 +33,7 @@ impl Session {
         };
         // QoS 0 is not subject to the in-flight window.
         if routed.qos == QoS::AtMostOnce {
-            self.transmit(now, routed, None, out);
+            self.transmit(now, &routed, None, out);
         } else if self.queue.is_empty() && self.inflight.len() < conn.send_window {
             self.transmit_reliable(now, routed, out);
         } else {
@@ -68,7 +68,7 @@ impl Session {
                 self.done(&routed, out);
                 out.push(Output::Dropped(DropReason::Expired));
             } else if routed.qos == QoS::AtMostOnce {
-                self.transmit(now, routed, None, out);
+                self.transmit(now, &routed, None, out);
             } else {
                 self.transmit_reliable(now, routed, out);
             }
@@ -76,8 +76,8 @@ impl Session {
     }
 
     fn transmit_reliable(&mut self, now: Instant, routed: Routed, out: &mut Vec<Output>) {
-        let packet_id = self.allocate_packet_id();
-        if self.transmit(now, routed.clone(), Some(packet_id), out) {
+        let packet_id = self.inflight.allocate(&mut self.next_packet_id);
+        if self.transmit(now, &routed, Some(packet_id), out) {
             let awaiting = if routed.qos == QoS::AtLeastOnce {
                 Awaiting::Ack
             } else {
@@ -112,11 +112,11 @@ impl Session {
     fn transmit(
         &mut self,
         now: Instant,
-        routed: Routed,
+        routed: &Routed,
         packet_id: Option<PacketId>,
         out: &mut Vec<Output>,
     ) -> bool {
-        let mut publish = self.build_publish(now, &routed, packet_id, false);
+        let mut publish = self.build_publish(now, routed, packet_id, false);
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
@@ -134,13 +134,14 @@ impl Session {
         // Aliases are assigned after the size check (with the full topic, the larger form)
         // so the client never misses the packet that defines an alias.
         if conn.alias_max_out > 0 {
-            if let Some(alias) = conn.aliases_out.get(&publish.topic) {
+            let aliases = &mut conn.aliases.get_or_insert_with(Default::default).out;
+            if let Some(alias) = aliases.get(&publish.topic) {
                 publish.properties.topic_alias = Some(*alias);
                 publish.topic = bytestring::ByteString::new();
-            } else if conn.aliases_out.len() < usize::from(conn.alias_max_out) {
-                let n = u16::try_from(conn.aliases_out.len() + 1).unwrap_or(u16::MAX);
+            } else if aliases.len() < usize::from(conn.alias_max_out) {
+                let n = u16::try_from(aliases.len() + 1).unwrap_or(u16::MAX);
                 let alias = NonZeroU16::new(n).unwrap_or(NonZeroU16::MIN);
-                conn.aliases_out.insert(publish.topic.clone(), alias);
+                aliases.insert(publish.topic.clone(), alias);
                 publish.properties.topic_alias = Some(alias);
             }
         }
@@ -176,17 +177,6 @@ impl Session {
         }
     }
 
-    fn allocate_packet_id(&mut self) -> PacketId {
-        // The window is far smaller than 65,535, so a free id is always found quickly.
-        loop {
-            let id = NonZeroU16::new(self.next_packet_id).unwrap_or(NonZeroU16::MIN);
-            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.inflight.iter().any(|f| f.packet_id == id) {
-                return id;
-            }
-        }
-    }
-
     /// PUBACK (for QoS 1) or PUBCOMP (for QoS 2) from the client.
     pub(super) fn on_ack(
         &mut self,
@@ -196,11 +186,7 @@ impl Session {
         _reason: ReasonCode,
         out: &mut Vec<Output>,
     ) {
-        if let Some(i) = self
-            .inflight
-            .iter()
-            .position(|f| f.packet_id == id && f.awaiting == expected)
-        {
+        if let Some(i) = self.inflight.position(id, |f| f.awaiting == expected) {
             if let Some(f) = self.inflight.remove(i) {
                 self.done(&f.routed, out);
             }
@@ -211,8 +197,7 @@ impl Session {
     pub(super) fn on_pubrec(&mut self, now: Instant, r: PubRec, out: &mut Vec<Output>) {
         let Some(i) = self
             .inflight
-            .iter()
-            .position(|f| f.packet_id == r.packet_id && f.awaiting != Awaiting::Ack)
+            .position(r.packet_id, |f| f.awaiting != Awaiting::Ack)
         else {
             if self.protocol.is_v5() {
                 let mut rel = thingmq_codec::PubRel::new(r.packet_id);
@@ -229,9 +214,15 @@ impl Session {
             self.drain_queue(now, out);
             return;
         }
-        self.inflight[i].awaiting = Awaiting::Comp;
+        let Some(f) = self.inflight.get_mut(i) else {
+            return;
+        };
+        f.awaiting = Awaiting::Comp;
+        let Some(f) = self.inflight.get(i) else {
+            return;
+        };
         self.persist_delivery(
-            &self.inflight[i].routed,
+            &f.routed,
             |message_id| PersistOp::Sent {
                 message_id,
                 packet_id: r.packet_id,
@@ -248,7 +239,7 @@ impl Session {
     /// in flight.
     pub(super) fn resend(&mut self, now: Instant, out: &mut Vec<Output>) {
         let max = self.conn.as_ref().and_then(|c| c.max_packet_size);
-        let pending = std::mem::take(&mut self.inflight);
+        let pending = self.inflight.take_all();
         for f in pending {
             if f.awaiting == Awaiting::Comp {
                 out.push(Output::Send(pubrel(f.packet_id)));

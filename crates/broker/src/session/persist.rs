@@ -88,7 +88,7 @@ impl Session {
             expiry_interval: self.expiry_interval,
             expires_at: self.expires_at,
             connected: self.conn.is_some(),
-            will: self.will.clone(),
+            will: self.will.as_deref().cloned(),
             will_at: self.will_at,
             subscriptions,
             next_packet_id: self.next_packet_id,
@@ -133,7 +133,7 @@ impl Session {
         s.stored = true;
         s.protocol = state.protocol;
         s.expiry_interval = state.expiry_interval;
-        s.will = state.will;
+        s.will = state.will.map(Box::new);
         s.next_packet_id = state.next_packet_id.max(1);
         if state.connected {
             let delay = s

@@ -1,0 +1,236 @@
+//! The queue through which a session task gets its control messages (a new connection for
+//! its client id, admin requests).
+//!
+//! It has the semantics of the bounded `tokio::sync::mpsc` channel it replaces — senders wait
+//! while [`CAPACITY`] messages are queued, a send to a task that is gone returns the message,
+//! the receiver sees the end once every sender is dropped — but costs an idle session no
+//! allocation beyond the shared state itself: tokio's channel allocates a block of 32 slots
+//! per channel up front, and it was ~7% of the memory of an idle connection. Control messages
+//! are rare, so a mutex is no contention point here.
+
+use crate::session_task::Control;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use tokio::sync::Notify;
+
+/// Messages queued at most; a sender beyond it waits (an admin request to a session task
+/// that does not keep up waits too, bounded by the caller's timeout).
+pub(crate) const CAPACITY: usize = 8;
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes senders waiting for room (or for the receiver to close).
+    room: Notify,
+}
+
+#[derive(Debug)]
+struct State {
+    items: VecDeque<Control>,
+    /// The receiving task, while it waits for a message.
+    waker: Option<Waker>,
+    senders: usize,
+    closed: bool,
+}
+
+/// The sending side; cheap to clone (the registry holds one per session).
+#[derive(Debug)]
+pub(crate) struct ControlSender(Arc<Shared>);
+
+/// The receiving side, owned by the session task.
+#[derive(Debug)]
+pub(crate) struct ControlReceiver(Arc<Shared>);
+
+/// A bounded control queue.
+pub(crate) fn channel() -> (ControlSender, ControlReceiver) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            waker: None,
+            senders: 1,
+            closed: false,
+        }),
+        room: Notify::new(),
+    });
+    (ControlSender(shared.clone()), ControlReceiver(shared))
+}
+
+impl ControlSender {
+    /// Queues `control`, waiting while the queue is full; gives it back when the receiver is
+    /// gone (closed or dropped).
+    pub(crate) async fn send(&self, control: Control) -> Result<(), Control> {
+        loop {
+            let room = self.0.room.notified();
+            tokio::pin!(room);
+            // Registered before looking, so a pop or close between the look and the wait
+            // is not missed.
+            room.as_mut().enable();
+            {
+                let mut s = self.0.state.lock();
+                if s.closed {
+                    return Err(control);
+                }
+                if s.items.len() < CAPACITY {
+                    s.items.push_back(control);
+                    let waker = s.waker.take();
+                    drop(s);
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                    return Ok(());
+                }
+            }
+            room.await;
+        }
+    }
+}
+
+impl Clone for ControlSender {
+    fn clone(&self) -> Self {
+        self.0.state.lock().senders += 1;
+        ControlSender(self.0.clone())
+    }
+}
+
+impl Drop for ControlSender {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock();
+        s.senders -= 1;
+        if s.senders == 0 {
+            let waker = s.waker.take();
+            drop(s);
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl ControlReceiver {
+    /// The next message; `Ready(None)` once the queue is empty and every sender is gone.
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Control>> {
+        let mut s = self.0.state.lock();
+        if let Some(c) = s.items.pop_front() {
+            drop(s);
+            self.0.room.notify_one();
+            return Poll::Ready(Some(c));
+        }
+        if s.senders == 0 {
+            return Poll::Ready(None);
+        }
+        if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            s.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// The next message without waiting.
+    pub(crate) fn try_recv(&self) -> Option<Control> {
+        let c = self.0.state.lock().items.pop_front();
+        if c.is_some() {
+            self.0.room.notify_one();
+        }
+        c
+    }
+
+    /// Refuses further messages; those already queued can still be taken with
+    /// [`ControlReceiver::try_recv`].
+    pub(crate) fn close(&self) {
+        self.0.state.lock().closed = true;
+        self.0.room.notify_waiters();
+    }
+}
+
+impl Drop for ControlReceiver {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::sync::oneshot;
+
+    fn kick() -> Control {
+        Control::Kick(oneshot::channel().0)
+    }
+
+    async fn recv(rx: &ControlReceiver) -> Option<Control> {
+        std::future::poll_fn(|cx| rx.poll_recv(cx)).await
+    }
+
+    #[tokio::test]
+    async fn a_sent_message_is_received() {
+        let (tx, rx) = channel();
+        tx.send(kick()).await.unwrap();
+        assert!(matches!(recv(&rx).await, Some(Control::Kick(_))));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_by_a_send() {
+        let (tx, rx) = channel();
+        let waiter = tokio::spawn(async move { recv(&rx).await.is_some() });
+        tokio::task::yield_now().await;
+        tx.send(kick()).await.unwrap();
+        assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_receiver_sees_the_end_when_every_sender_is_dropped() {
+        let (tx, rx) = channel();
+        let other = tx.clone();
+        drop(tx);
+        let waiter = tokio::spawn(async move { recv(&rx).await.is_none() });
+        tokio::task::yield_now().await;
+        drop(other);
+        assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_send_after_close_returns_the_message() {
+        let (tx, rx) = channel();
+        tx.send(kick()).await.unwrap();
+        rx.close();
+        assert!(matches!(tx.send(kick()).await, Err(Control::Kick(_))));
+        // What was queued before the close is still there for the owner to pass on.
+        assert!(rx.try_recv().is_some());
+        assert!(rx.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_sender_waits_while_the_queue_is_full_and_goes_on_when_room_is_made() {
+        let (tx, rx) = channel();
+        for _ in 0..CAPACITY {
+            tx.send(kick()).await.unwrap();
+        }
+        let blocked = tokio::time::timeout(Duration::from_millis(50), tx.send(kick())).await;
+        assert!(blocked.is_err(), "a full queue makes the sender wait");
+        let tx2 = tx.clone();
+        let sender = tokio::spawn(async move { tx2.send(kick()).await.is_ok() });
+        tokio::task::yield_now().await;
+        assert!(rx.try_recv().is_some());
+        assert!(tokio::time::timeout(Duration::from_secs(1), sender)
+            .await
+            .expect("room wakes the sender")
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_on_a_full_queue_gets_its_message_back_when_the_receiver_goes() {
+        let (tx, rx) = channel();
+        for _ in 0..CAPACITY {
+            tx.send(kick()).await.unwrap();
+        }
+        let sender = tokio::spawn(async move { tx.send(kick()).await.is_err() });
+        tokio::task::yield_now().await;
+        drop(rx);
+        assert!(tokio::time::timeout(Duration::from_secs(1), sender)
+            .await
+            .expect("close wakes the sender")
+            .unwrap());
+    }
+}
