@@ -7,7 +7,7 @@
 //! of that task with a control message and a bounded wait, so an admin request never holds
 //! a lock a publisher needs for longer than a copy.
 
-use crate::broker::{Broker, SessionHandle};
+use crate::broker::{Broker, SessionHandle, SessionRef};
 use crate::metrics::Metrics;
 use crate::session_task::Control;
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use thingmq_broker::router::SubscriptionEntry;
 use thingmq_broker::{Message, TravellingProperties};
 use thingmq_codec::QoS;
 use tokio::sync::oneshot;
@@ -237,26 +238,43 @@ impl Admin {
         list
     }
 
-    /// Every subscription in the router, sorted by filter, group and client id. Copied out
-    /// under the router's read lock, which publishers share (only SUBSCRIBE waits).
+    /// Every subscription in the router, sorted by filter, group and client id. Taken under
+    /// the router's read lock, which publishers share; a SUBSCRIBE waiting for the write lock
+    /// holds new readers back, so the walk copies only reference-counted handles.
     pub fn subscriptions(&self) -> Vec<SubscriptionListing> {
-        let mut all = Vec::new();
-        self.broker
-            .router
-            .read()
-            .for_each_subscription(|filter, group, s, e| {
-                all.push(SubscriptionListing {
-                    client_id: s.0.client_id.to_string(),
-                    subscription: SubscriptionInfo {
-                        filter: filter.to_owned(),
-                        share_group: group.map(str::to_owned),
-                        qos: e.options.qos as u8,
-                        no_local: e.options.no_local,
-                        retain_as_published: e.options.retain_as_published,
-                        identifier: e.identifier.map(|i| i.get()),
-                    },
-                })
+        // Under the lock only reference counts move (one filter string per trie node); the
+        // listing's strings are made after it is released.
+        let mut refs: Vec<SubscriptionRef> = Vec::new();
+        {
+            let router = self.broker.router.read();
+            refs.reserve(router.len());
+            let mut last: Option<Arc<str>> = None;
+            router.for_each_subscription(|filter, group, s, e| {
+                let filter = match &last {
+                    Some(f) if &**f == filter => f.clone(),
+                    _ => {
+                        let f: Arc<str> = filter.into();
+                        last = Some(f.clone());
+                        f
+                    }
+                };
+                refs.push((filter, group.cloned(), s.clone(), *e));
             });
+        }
+        let mut all: Vec<SubscriptionListing> = refs
+            .into_iter()
+            .map(|(filter, group, s, e)| SubscriptionListing {
+                client_id: s.0.client_id.to_string(),
+                subscription: SubscriptionInfo {
+                    filter: filter.to_string(),
+                    share_group: group.map(|g| g.to_string()),
+                    qos: e.options.qos as u8,
+                    no_local: e.options.no_local,
+                    retain_as_published: e.options.retain_as_published,
+                    identifier: e.identifier.map(|i| i.get()),
+                },
+            })
+            .collect();
         fn key(l: &SubscriptionListing) -> (&str, Option<&str>, &str) {
             let s = &l.subscription;
             (&s.filter, s.share_group.as_deref(), &l.client_id)
@@ -389,6 +407,9 @@ impl Admin {
         self.broker.registry.lock().get(client_id).cloned()
     }
 }
+
+/// A subscription as taken under the router's lock: (filter, share group, session, options).
+type SubscriptionRef = (Arc<str>, Option<Arc<str>>, SessionRef, SubscriptionEntry);
 
 /// What a session task answers to [`Control::Inspect`].
 #[derive(Debug)]

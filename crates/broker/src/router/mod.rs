@@ -196,7 +196,7 @@ impl<S: Subscriber> Router<S> {
     /// operators' listings, not for the publish path.
     pub fn for_each_subscription(
         &self,
-        mut visit: impl FnMut(&str, Option<&str>, &S, &SubscriptionEntry),
+        mut visit: impl FnMut(&str, Option<&Arc<str>>, &S, &SubscriptionEntry),
     ) {
         let mut path = String::new();
         self.root.each_filter(&mut path, true, &mut |filter, subs| {

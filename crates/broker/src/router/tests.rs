@@ -406,7 +406,7 @@ fn every_subscription_is_listed_with_its_filter_spelled_back() {
     router.for_each_subscription(|filter, group, s, e| {
         seen.push((
             filter.to_owned(),
-            group.map(str::to_owned),
+            group.map(|g| g.to_string()),
             s.id,
             e.options.qos,
         ));
