@@ -85,15 +85,14 @@ impl Platform {
                 to_kick.push(k);
             }
             for (k, mut device) in devices {
+                let old = state.devices.get(&k);
                 // The last connection is written by this process; its own record is as new
                 // as the database's or newer.
-                if let Some(old) = state.devices.get(&k) {
-                    if old.last_online_ms >= device.last_online_ms {
-                        device.last_online_ms = old.last_online_ms;
-                        device.last_ip = old.last_ip.clone();
-                    }
+                if let Some(old) = old.filter(|o| o.last_online_ms >= device.last_online_ms) {
+                    device.last_online_ms = old.last_online_ms;
+                    device.last_ip = old.last_ip.clone();
                 }
-                match state.devices.get(&k) {
+                match old {
                     None => report.added += 1,
                     Some(old) if *old != device => {
                         report.changed += 1;
