@@ -97,6 +97,9 @@ pub(crate) struct Broker {
     /// Each listener as `protocol bind-address`, in config order: how a stored session
     /// names the listener whose access rules apply to it.
     pub(crate) listeners: Vec<ByteString>,
+    /// The server is shutting down: a session task started from now on stops at once (those
+    /// already in the registry are told by [`Broker::stop_sessions`]).
+    stopping: AtomicBool,
 }
 
 impl Broker {
@@ -123,7 +126,25 @@ impl Broker {
             store,
             limit_logs: Default::default(),
             listeners: Vec::new(),
+            stopping: AtomicBool::new(false),
         }
+    }
+
+    /// Tells every session task to stop (the server is shutting down). A message in each
+    /// task's control queue rather than a channel every task watches: a watch receiver and
+    /// its wait would be part of every idle connection.
+    pub(crate) fn stop_sessions(&self) {
+        // Set before the registry is walked: a task registered after the walk sees the
+        // flag when it first runs (the registry lock orders the two).
+        self.stopping.store(true, Ordering::SeqCst);
+        for h in self.registry.lock().values() {
+            h.control.stop();
+        }
+    }
+
+    /// Whether [`Broker::stop_sessions`] was called.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// The rules in force and their generation.

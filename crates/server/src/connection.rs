@@ -15,24 +15,26 @@ use thingmq_codec::{
     decode, encode, ConnAck, ConnAckProperties, Connect, DecodeError, Packet, ProtocolVersion,
     ReasonCode,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 /// Any byte stream a listener produces: TCP, TLS, WebSocket or WebSocket over TLS.
 pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 
-/// The read side of a connection with its buffer.
-pub(crate) struct ReadPart {
-    pub(crate) io: ReadHalf<Box<dyn Transport>>,
-    pub(crate) buf: BytesMut,
-}
-
-/// The write side of a connection with the bytes not yet written. It also holds the
-/// connection-limit permits, released when the connection is gone.
-pub(crate) struct WritePart {
-    pub(crate) io: WriteHalf<Box<dyn Transport>>,
-    pub(crate) buf: BytesMut,
+/// A connection's stream with the bytes read and not yet decoded and the bytes not yet
+/// written. It also holds the connection-limit permits, released when the connection is
+/// gone.
+///
+/// The stream is not split into read and write halves: its one owner (the handshake, then
+/// the session task) polls both sides itself, and `tokio::io::split` would cost every
+/// connection a shared allocation and a lock taken on each read and write.
+pub(crate) struct Link {
+    pub(crate) io: Box<dyn Transport>,
+    /// Read and not yet decoded.
+    pub(crate) rbuf: BytesMut,
+    /// Encoded and not yet written.
+    pub(crate) wbuf: BytesMut,
     /// Bytes were written since the last flush. TLS and WebSocket streams may hold written
     /// bytes in their own buffers until flushed (TCP never does).
     pub(crate) unflushed: bool,
@@ -42,8 +44,7 @@ pub(crate) struct WritePart {
 /// A connection whose CONNECT was accepted, on its way to its session task.
 pub(crate) struct Accepted {
     pub(crate) connect: Connect,
-    pub(crate) reader: ReadPart,
-    pub(crate) writer: WritePart,
+    pub(crate) link: Link,
     /// The client id was empty and the server assigned one.
     pub(crate) assigned_id: bool,
     pub(crate) peer: SocketAddr,
@@ -108,21 +109,17 @@ pub(crate) async fn handshake(
         peer_identity,
     } = conn;
     let peer = origin.peer;
-    let (io, write_io) = tokio::io::split(stream);
-    let mut reader = ReadPart {
-        io,
-        buf: BytesMut::with_capacity(1024),
-    };
-    let mut writer = WritePart {
-        io: write_io,
-        buf: BytesMut::new(),
+    let mut link = Link {
+        io: stream,
+        rbuf: BytesMut::with_capacity(1024),
+        wbuf: BytesMut::new(),
         unflushed: false,
         _permits: permits,
     };
     let max = broker.settings.max_packet_size;
     let mut stop = shutdown.clone();
     let first = tokio::select! {
-        r = tokio::time::timeout(connect_timeout, read_packet(&mut reader, max)) => match r {
+        r = tokio::time::timeout(connect_timeout, read_packet(&mut link, max)) => match r {
             Err(_) => {
                 connect_timed_out(&broker, peer, "no complete CONNECT");
                 return;
@@ -144,7 +141,7 @@ pub(crate) async fn handshake(
             Metrics::add(&broker.metrics.connects_refused, 1);
             tracing::info!(%peer, level, "unsupported protocol level; refusing");
             refuse(
-                &mut writer,
+                &mut link,
                 ProtocolVersion::V3_1_1,
                 ReasonCode::UnsupportedProtocolVersion,
             )
@@ -165,7 +162,7 @@ pub(crate) async fn handshake(
     if let Err(code) = validate_connect(&connect, &broker.settings) {
         Metrics::add(&broker.metrics.connects_refused, 1);
         tracing::info!(%peer, client_id = %connect.client_id, reason = %code, "connection refused");
-        refuse(&mut writer, connect.protocol, code).await;
+        refuse(&mut link, connect.protocol, code).await;
         return;
     }
     if let Some(identity) = &peer_identity {
@@ -176,7 +173,7 @@ pub(crate) async fn handshake(
     if let Err(code) = authenticate(&broker, &connect, origin, trusted).await {
         Metrics::add(&broker.metrics.auth_failures, 1);
         tracing::info!(%peer, client_id = %connect.client_id, username = ?connect.username, reason = %code, "connection refused");
-        refuse(&mut writer, connect.protocol, code).await;
+        refuse(&mut link, connect.protocol, code).await;
         return;
     }
     detach_from_read_buffer(&mut connect);
@@ -189,14 +186,13 @@ pub(crate) async fn handshake(
     }
     let accepted = Accepted {
         connect,
-        reader,
-        writer,
+        link,
         assigned_id,
         peer,
         internal: origin.internal,
         listener: origin.listener,
     };
-    admit(broker, accepted, shutdown, alive).await;
+    admit(broker, accepted, alive).await;
 }
 
 /// Copies the parts of CONNECT that live as long as the session (client id, user name, will)
@@ -215,12 +211,7 @@ fn detach_from_read_buffer(connect: &mut Connect) {
 
 /// Hands an accepted connection to the task owning its client id's session, starting one
 /// when there is none.
-pub(crate) async fn admit(
-    broker: Arc<Broker>,
-    mut accepted: Accepted,
-    shutdown: watch::Receiver<bool>,
-    alive: mpsc::Sender<()>,
-) {
+pub(crate) async fn admit(broker: Arc<Broker>, mut accepted: Accepted, alive: mpsc::Sender<()>) {
     let client_id = accepted.connect.client_id.clone();
     loop {
         let handle = {
@@ -238,8 +229,8 @@ pub(crate) async fn admit(
                         },
                     );
                     drop(registry);
-                    let task = SessionTask::new(broker.clone(), me, inbox, shutdown, alive);
-                    tokio::spawn(Box::new(task).run(Some(Box::new(accepted))));
+                    let task = SessionTask::new(broker.clone(), me, inbox, alive);
+                    tokio::spawn(task.with_connection(Box::new(accepted)));
                     return;
                 }
             }
@@ -304,35 +295,35 @@ async fn authenticate(
     }
 }
 
-async fn read_packet(reader: &mut ReadPart, max: u32) -> Result<Option<Packet>, DecodeError> {
+async fn read_packet(link: &mut Link, max: u32) -> Result<Option<Packet>, DecodeError> {
     loop {
         // [MQTT-3.1.0-1]: known from the first byte; no need to wait for the rest.
-        if let Some(&first) = reader.buf.first() {
+        if let Some(&first) = link.rbuf.first() {
             if first >> 4 != 1 {
                 return Err(DecodeError::InvalidPacketType(first >> 4));
             }
         }
         // CONNECT carries its own protocol level; the version passed here is not used for it.
-        if let Some(p) = decode(&mut reader.buf, ProtocolVersion::V5, max)? {
+        if let Some(p) = decode(&mut link.rbuf, ProtocolVersion::V5, max)? {
             return Ok(Some(p));
         }
-        match reader.io.read_buf(&mut reader.buf).await {
+        match link.io.read_buf(&mut link.rbuf).await {
             Ok(0) | Err(_) => return Ok(None),
             Ok(_) => {}
         }
     }
 }
 
-async fn refuse(writer: &mut WritePart, version: ProtocolVersion, code: ReasonCode) {
+async fn refuse(link: &mut Link, version: ProtocolVersion, code: ReasonCode) {
     let connack = Packet::ConnAck(ConnAck {
         session_present: false,
         code,
         properties: ConnAckProperties::default(),
     });
-    if encode(&connack, version, &mut writer.buf).is_ok() {
+    if encode(&connack, version, &mut link.wbuf).is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = writer.io.write_all_buf(&mut writer.buf).await;
-            let _ = writer.io.shutdown().await;
+            let _ = link.io.write_all_buf(&mut link.wbuf).await;
+            let _ = link.io.shutdown().await;
         })
         .await;
     }

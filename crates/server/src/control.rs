@@ -1,5 +1,5 @@
 //! The queue through which a session task gets its control messages (a new connection for
-//! its client id, admin requests).
+//! its client id, admin requests, server shutdown).
 //!
 //! It has the semantics of the bounded `tokio::sync::mpsc` channel it replaces — senders wait
 //! while [`CAPACITY`] messages are queued, a send to a task that is gone returns the message,
@@ -83,6 +83,21 @@ impl ControlSender {
                 }
             }
             room.await;
+        }
+    }
+
+    /// Queues [`Control::Stop`] without waiting, beyond the capacity if need be: shutdown
+    /// must reach a task whose queue is full, and is sent once per task.
+    pub(crate) fn stop(&self) {
+        let mut s = self.0.state.lock();
+        if s.closed {
+            return;
+        }
+        s.items.push_back(Control::Stop);
+        let waker = s.waker.take();
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 }

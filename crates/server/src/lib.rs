@@ -118,6 +118,14 @@ pub struct ServerHandle {
     listeners: Vec<config::ListenerConfig>,
 }
 
+/// A handle dropped without [`ServerHandle::shutdown`] stops the server too (without waiting):
+/// its watch channel closes, which stops the listeners, and the sessions are told here.
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.broker.stop_sessions();
+    }
+}
+
 impl Server {
     /// Binds every listener and starts serving. Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
@@ -187,7 +195,7 @@ impl Server {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (alive, done) = mpsc::channel(1);
         if let Some((snapshot, clock)) = snapshot {
-            restore(&broker, snapshot, clock, &shutdown_rx, &alive);
+            restore(&broker, snapshot, clock, &alive);
         }
         let global = (config.limits.max_connections > 0)
             .then(|| Arc::new(Semaphore::new(config.limits.max_connections)));
@@ -336,6 +344,7 @@ impl ServerHandle {
     /// session task to finish.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        self.broker.stop_sessions();
         self.alive = None;
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.done.recv()).await;
         // Give the closing writers a moment to flush their last packets.
@@ -353,7 +362,6 @@ fn restore(
     broker: &Arc<Broker>,
     snapshot: thingmq_store::Snapshot,
     clock: persist::WallClock,
-    shutdown: &watch::Receiver<bool>,
     alive: &mpsc::Sender<()>,
 ) {
     let now = std::time::Instant::now();
@@ -399,13 +407,12 @@ fn restore(
             me,
             (session, r.username, r.listener),
             inbox,
-            shutdown.clone(),
             alive.clone(),
         );
         tasks.push(task);
     }
     for task in tasks {
-        tokio::spawn(Box::new(task).run(None));
+        tokio::spawn(task);
     }
     tracing::info!(
         sessions = n_sessions,
