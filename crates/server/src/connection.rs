@@ -38,7 +38,7 @@ pub(crate) struct Link {
     /// Bytes were written since the last flush. TLS and WebSocket streams may hold written
     /// bytes in their own buffers until flushed (TCP never does).
     pub(crate) unflushed: bool,
-    pub(crate) _permits: Vec<OwnedSemaphorePermit>,
+    pub(crate) _permits: Box<[OwnedSemaphorePermit]>,
 }
 
 /// A connection whose CONNECT was accepted, on its way to its session task.
@@ -114,7 +114,7 @@ pub(crate) async fn handshake(
         rbuf: BytesMut::with_capacity(1024),
         wbuf: BytesMut::new(),
         unflushed: false,
-        _permits: permits,
+        _permits: permits.into_boxed_slice(),
     };
     let max = broker.settings.max_packet_size;
     let mut stop = shutdown.clone();
