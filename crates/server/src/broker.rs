@@ -9,7 +9,8 @@ use crate::metrics::Metrics;
 use crate::persist::{self, StoreHandle};
 use bytestring::ByteString;
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,6 +69,61 @@ pub(crate) struct SessionHandle {
     pub(crate) control: ControlSender,
 }
 
+/// Every session's [`SessionHandle`], by client id.
+///
+/// A set of handles found by the client id their session holds, not a map keyed by a copy
+/// of it: the key would add 32 bytes per session to the table.
+#[derive(Debug, Default)]
+pub(crate) struct Registry(HashSet<Entry>);
+
+/// A handle in the [`Registry`], hashed and compared by its session's client id.
+#[derive(Debug)]
+struct Entry(SessionHandle);
+
+impl Borrow<str> for Entry {
+    fn borrow(&self) -> &str {
+        &self.0.session.0.client_id
+    }
+}
+
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that the set can be searched with a `&str`.
+        Borrow::<str>::borrow(self).hash(state)
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        Borrow::<str>::borrow(self) == Borrow::<str>::borrow(other)
+    }
+}
+impl Eq for Entry {}
+
+impl Registry {
+    /// The handle of `client_id`'s session.
+    pub(crate) fn get(&self, client_id: &str) -> Option<&SessionHandle> {
+        self.0.get(client_id).map(|e| &e.0)
+    }
+
+    /// Adds `handle`, replacing the one of the same client id.
+    pub(crate) fn insert(&mut self, handle: SessionHandle) {
+        self.0.replace(Entry(handle));
+    }
+
+    /// Removes `client_id`'s handle if it is still `session`'s (a newer session may have
+    /// taken the client id meanwhile).
+    pub(crate) fn remove_if_owned(&mut self, client_id: &str, session: &SessionRef) {
+        if self.get(client_id).is_some_and(|h| h.session == *session) {
+            self.0.remove(client_id);
+        }
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &SessionHandle> {
+        self.0.iter().map(|e| &e.0)
+    }
+}
+
 /// The broker's shared state.
 #[derive(Debug)]
 pub(crate) struct Broker {
@@ -77,7 +133,7 @@ pub(crate) struct Broker {
     pub(crate) publish_limits: (u64, u64),
     pub(crate) router: RwLock<Router<SessionRef>>,
     pub(crate) retained: RwLock<RetainStore<Arc<Message>>>,
-    pub(crate) registry: Mutex<HashMap<ByteString, SessionHandle>>,
+    pub(crate) registry: Mutex<Registry>,
     pub(crate) metrics: Metrics,
     pub(crate) started: Instant,
     next_session_id: AtomicU64,
@@ -115,7 +171,7 @@ impl Broker {
             publish_limits: (0, 0),
             router: RwLock::new(Router::new()),
             retained: RwLock::new(RetainStore::new()),
-            registry: Mutex::new(HashMap::new()),
+            registry: Mutex::new(Registry::default()),
             metrics: Metrics::default(),
             started: Instant::now(),
             next_session_id: AtomicU64::new(1),
@@ -410,5 +466,53 @@ impl Broker {
             owned.payload = bytes::Bytes::copy_from_slice(&message.payload);
             store.insert(&message.topic, Arc::new(owned));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker() -> Broker {
+        Broker::new(
+            BrokerSettings::default(),
+            1000,
+            AccessControl::load(&[]).unwrap(),
+            None,
+        )
+    }
+
+    fn handle(broker: &Broker, client_id: &str) -> SessionHandle {
+        SessionHandle {
+            session: broker.new_session_ref(client_id.into()),
+            control: crate::control::channel().0,
+        }
+    }
+
+    #[test]
+    fn the_registry_finds_a_handle_by_its_sessions_client_id() {
+        let b = broker();
+        let mut r = Registry::default();
+        let a = handle(&b, "a");
+        r.insert(a.clone());
+        r.insert(handle(&b, "b"));
+        assert!(r.get("a").is_some_and(|h| h.session == a.session));
+        assert!(r.get("c").is_none());
+        assert_eq!(r.values().count(), 2);
+    }
+
+    #[test]
+    fn a_newer_session_replaces_the_entry_and_the_older_one_cannot_remove_it() {
+        let b = broker();
+        let mut r = Registry::default();
+        let old = handle(&b, "a");
+        let new = handle(&b, "a");
+        r.insert(old.clone());
+        r.insert(new.clone());
+        assert_eq!(r.values().count(), 1);
+        r.remove_if_owned("a", &old.session);
+        assert!(r.get("a").is_some_and(|h| h.session == new.session));
+        r.remove_if_owned("a", &new.session);
+        assert!(r.get("a").is_none());
     }
 }

@@ -221,13 +221,10 @@ pub(crate) async fn admit(broker: Arc<Broker>, mut accepted: Accepted, alive: mp
                 None => {
                     let (control, inbox) = crate::control::channel();
                     let me = broker.new_session_ref(client_id.clone());
-                    registry.insert(
-                        client_id.clone(),
-                        SessionHandle {
-                            session: me.clone(),
-                            control,
-                        },
-                    );
+                    registry.insert(SessionHandle {
+                        session: me.clone(),
+                        control,
+                    });
                     drop(registry);
                     let task = SessionTask::new(broker.clone(), me, inbox, alive);
                     tokio::spawn(task.with_connection(Box::new(accepted)));
@@ -247,13 +244,10 @@ pub(crate) async fn admit(broker: Arc<Broker>, mut accepted: Accepted, alive: mp
                     return;
                 };
                 accepted = *a;
-                let mut registry = broker.registry.lock();
-                if registry
-                    .get(&client_id)
-                    .is_some_and(|h| h.session == handle.session)
-                {
-                    registry.remove(&client_id);
-                }
+                broker
+                    .registry
+                    .lock()
+                    .remove_if_owned(&client_id, &handle.session);
             }
         }
     }

@@ -395,13 +395,10 @@ fn restore(
             }
         }
         let (control, inbox) = control::channel();
-        broker.registry.lock().insert(
-            r.client_id,
-            broker::SessionHandle {
-                session: me.clone(),
-                control,
-            },
-        );
+        broker.registry.lock().insert(broker::SessionHandle {
+            session: me.clone(),
+            control,
+        });
         let task = session_task::SessionTask::restored(
             broker.clone(),
             me,

@@ -144,8 +144,13 @@ pub(crate) struct SessionTask {
     link: Option<Link>,
     /// Made while the task has work, dropped when it waits with none.
     work: Option<Box<Work>>,
-    /// Who the connected client is, for its access policy.
-    client: Option<Box<thingmq_auth::ClientInfo>>,
+    /// A client has connected (or the restored session had one): its access policy is the
+    /// one of [`Self::username`] and the session's client id.
+    identified: bool,
+    /// The user name the client connected with. With the client id (the session's) this is
+    /// who the client is; kept apart rather than as a `ClientInfo`, which would copy the
+    /// client id again for every session.
+    username: Option<Box<str>>,
     /// The connection is the platform's in-process link: every topic is allowed.
     internal: bool,
     /// The listener the connection came in on: whose access rules apply.
@@ -192,7 +197,8 @@ impl SessionTask {
             read_first: true,
             link: None,
             work: None,
-            client: None,
+            identified: false,
+            username: None,
             internal: false,
             listener: 0,
             access_generation: 0,
@@ -212,10 +218,8 @@ impl SessionTask {
         alive: mpsc::Sender<()>,
     ) -> SessionTask {
         let mut task = SessionTask::new(broker, me, control, alive);
-        task.client = Some(Box::new(thingmq_auth::ClientInfo {
-            client_id: session.client_id().to_string(),
-            username,
-        }));
+        task.identified = true;
+        task.username = username.map(String::into_boxed_str);
         match task
             .broker
             .restored_listener(session.client_id(), &listener)
@@ -475,10 +479,8 @@ impl SessionTask {
         } = a;
         tracing::debug!(%client_id, %peer, protocol = ?connect.protocol, session_present, "client connected");
         self.listener = listener;
-        self.client = Some(Box::new(thingmq_auth::ClientInfo {
-            client_id: connect.client_id.to_string(),
-            username: connect.username.as_deref().map(str::to_owned),
-        }));
+        self.identified = true;
+        self.username = connect.username.as_deref().map(Box::from);
         let info = ConnectionInfo {
             peer,
             username: connect.username.as_deref().map(str::to_owned),
@@ -571,9 +573,13 @@ impl SessionTask {
         self.access_generation = generation;
         if self.internal {
             self.session.set_policy(thingmq_broker::AllowAll::shared());
-        } else if let Some(client) = &self.client {
+        } else if self.identified {
+            let client = thingmq_auth::ClientInfo {
+                client_id: self.session.client_id().to_string(),
+                username: self.username.as_deref().map(str::to_owned),
+            };
             self.session
-                .set_policy(access.policy_for(self.listener, (**client).clone()));
+                .set_policy(access.policy_for(self.listener, client));
         }
     }
 
@@ -582,13 +588,12 @@ impl SessionTask {
         let client_id = self.me.0.client_id.clone();
         let me = self.broker.new_session_ref(client_id.clone());
         let mut registry = self.broker.registry.lock();
-        if let Some(h) = registry.get_mut(&client_id) {
-            if h.session == self.me {
-                *h = SessionHandle {
-                    session: me.clone(),
-                    control: h.control.clone(),
-                };
-            }
+        if let Some(h) = registry.get(&client_id).filter(|h| h.session == self.me) {
+            let control = h.control.clone();
+            registry.insert(SessionHandle {
+                session: me.clone(),
+                control,
+            });
         }
         drop(registry);
         self.me = me;
@@ -833,7 +838,7 @@ impl SessionTask {
             }
             Output::Persist(op) => {
                 if let Some(store) = &self.broker.store {
-                    let username = self.client.as_ref().and_then(|c| c.username.as_deref());
+                    let username = self.username.as_deref();
                     let listener = self.broker.listener_ref(self.internal, self.listener);
                     let op = crate::persist::op(
                         self.session.client_id(),
@@ -977,16 +982,10 @@ impl SessionTask {
     /// Removes this task from the registry (unless a newer session owns the id) and passes
     /// on connections that were sent to it meanwhile.
     fn leave_registry(&mut self) {
-        let client_id = self.me.0.client_id.clone();
-        {
-            let mut registry = self.broker.registry.lock();
-            if registry
-                .get(&client_id)
-                .is_some_and(|h| h.session == self.me)
-            {
-                registry.remove(&client_id);
-            }
-        }
+        self.broker
+            .registry
+            .lock()
+            .remove_if_owned(&self.me.0.client_id, &self.me);
         self.control.close();
         while let Some(control) = self.control.try_recv() {
             // Admin requests are dropped unanswered: the session is gone.
