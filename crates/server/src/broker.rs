@@ -45,6 +45,13 @@ pub(crate) struct SessionShared {
 #[derive(Debug, Clone)]
 pub(crate) struct SessionRef(pub(crate) Arc<SessionShared>);
 
+impl SessionRef {
+    /// The session's identity (unique for the broker's lifetime).
+    pub(crate) fn id(&self) -> u64 {
+        self.0.id
+    }
+}
+
 impl PartialEq for SessionRef {
     fn eq(&self, other: &Self) -> bool {
         self.0.id == other.0.id
@@ -153,6 +160,8 @@ pub(crate) struct Broker {
     /// Each listener as `protocol bind-address`, in config order: how a stored session
     /// names the listener whose access rules apply to it.
     pub(crate) listeners: Vec<ByteString>,
+    /// The deadlines of every session (run by [`crate::timers::drive`]).
+    pub(crate) timers: Arc<crate::timers::Timers>,
     /// The server is shutting down: a session task started from now on stops at once (those
     /// already in the registry are told by [`Broker::stop_sessions`]).
     stopping: AtomicBool,
@@ -182,6 +191,7 @@ impl Broker {
             store,
             limit_logs: Default::default(),
             listeners: Vec::new(),
+            timers: Arc::new(crate::timers::Timers::new()),
             stopping: AtomicBool::new(false),
         }
     }

@@ -20,6 +20,7 @@ mod persist;
 mod rate;
 mod session_task;
 mod sys;
+mod timers;
 mod transport;
 
 pub use config::{Config, ConfigError};
@@ -194,9 +195,6 @@ impl Server {
         let broker = Arc::new(broker);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (alive, done) = mpsc::channel(1);
-        if let Some((snapshot, clock)) = snapshot {
-            restore(&broker, snapshot, clock, &alive);
-        }
         let global = (config.limits.max_connections > 0)
             .then(|| Arc::new(Semaphore::new(config.limits.max_connections)));
         let mut addrs = Vec::new();
@@ -225,9 +223,14 @@ impl Server {
                 alive: alive.clone(),
             });
         }
+        // After every listener is bound: a bind error returns before any session task runs.
+        if let Some((snapshot, clock)) = snapshot {
+            restore(&broker, snapshot, clock, &alive);
+        }
         for t in tasks {
             tokio::spawn(t.run());
         }
+        tokio::spawn(timers::drive(broker.timers.clone(), shutdown_rx.clone()));
         tokio::spawn(sys::housekeeping(broker.clone(), shutdown_rx.clone()));
         if let Some(every) = config.sys_interval {
             tokio::spawn(sys::run(broker.clone(), every, shutdown_rx.clone()));

@@ -16,6 +16,7 @@ use crate::connection::{admit, Accepted, Link};
 use crate::control::ControlReceiver;
 use crate::metrics::Metrics;
 use crate::rate::{LogLimiter, PublishLimiter};
+use crate::timers::Registration;
 use bytes::{Buf, BytesMut};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -135,9 +136,8 @@ pub(crate) struct SessionTask {
     started: bool,
     /// The server is shutting down: the next turn suspends or ends the session.
     stopping: bool,
-    /// The timer for the session's next deadline, made on first use and reset after: an
-    /// idle session keeps one timer, not a new one per wake-up.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// The session's entry in the broker's timers, for its next deadline.
+    timer: Registration,
     /// Which of socket and inbox is polled first on the next wake-up, so that neither a
     /// flooding publisher nor a busy inbox starves the other.
     read_first: bool,
@@ -193,7 +193,7 @@ impl SessionTask {
             first: None,
             started: false,
             stopping: false,
-            timer: None,
+            timer: Registration::default(),
             read_first: true,
             link: None,
             work: None,
@@ -386,12 +386,16 @@ impl SessionTask {
                 }
             }
         }
+        let timers = &self.broker.timers;
         if let Some(deadline) = self.session.next_deadline() {
-            if poll_timer(&mut self.timer, deadline, cx).is_ready() {
+            if timers
+                .poll(&mut self.timer, self.me.id(), deadline, cx)
+                .is_ready()
+            {
                 return Poll::Ready(Wake::Deadline);
             }
         } else {
-            self.timer = None;
+            timers.cancel(&mut self.timer, self.me.id());
         }
         if durable {
             if let Some(l) = self.link.as_mut() {
@@ -585,6 +589,8 @@ impl SessionTask {
 
     /// Replaces an ended session with a new one under a new identity in the registry.
     fn fresh_session(&mut self) {
+        // The timer entry is the old session's (by its id).
+        self.broker.timers.cancel(&mut self.timer, self.me.id());
         let client_id = self.me.0.client_id.clone();
         let me = self.broker.new_session_ref(client_id.clone());
         let mut registry = self.broker.registry.lock();
@@ -1020,6 +1026,7 @@ impl Future for SessionTask {
 
 impl Drop for SessionTask {
     fn drop(&mut self) {
+        self.broker.timers.cancel(&mut self.timer, self.me.id());
         self.broker.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
     }
 }
