@@ -38,6 +38,10 @@ pub(crate) struct SessionShared {
     /// the client list read every session's depth without asking each task.
     pub(crate) queued: AtomicU32,
     pub(crate) inflight: AtomicU32,
+    /// When the session's task last had something to do, in [`crate::timers::Timers`]
+    /// milliseconds: it hibernates once this is `[limits] hibernate_after` ago. (Here, not
+    /// in the task, because the task's size is tight: see `session_task.rs`.)
+    pub(crate) active_at: AtomicU64,
 }
 
 /// A cheap, comparable reference to a session (by identity, not client id: a client id can
@@ -160,6 +164,8 @@ pub(crate) struct Broker {
     /// Each listener as `protocol bind-address`, in config order: how a stored session
     /// names the listener whose access rules apply to it.
     pub(crate) listeners: Vec<ByteString>,
+    /// Where idle sessions hibernate (`[limits] hibernate_after`; none when 0).
+    pub(crate) dormitory: Option<Arc<crate::hibernate::Dormitory>>,
     /// The deadlines of every session (run by [`crate::timers::drive`]).
     pub(crate) timers: Arc<crate::timers::Timers>,
     /// The server is shutting down: a session task started from now on stops at once (those
@@ -191,6 +197,7 @@ impl Broker {
             store,
             limit_logs: Default::default(),
             listeners: Vec::new(),
+            dormitory: None,
             timers: Arc::new(crate::timers::Timers::new()),
             stopping: AtomicBool::new(false),
         }
@@ -297,6 +304,7 @@ impl Broker {
             durable: AtomicBool::new(false),
             queued: AtomicU32::new(0),
             inflight: AtomicU32::new(0),
+            active_at: AtomicU64::new(self.timers.now_ms(Instant::now())),
         }))
     }
 

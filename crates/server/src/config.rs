@@ -325,6 +325,10 @@ pub struct Limits {
     pub max_publish_rate: u64,
     /// PUBLISH bytes (whole packets) per second one connection may send (0 = no limit).
     pub max_publish_bytes_rate: u64,
+    /// A session with nothing to do for this long hibernates: it stops being a task until a
+    /// packet, a message or a deadline comes (plain TCP connections and offline sessions
+    /// only). Zero: never.
+    pub hibernate_after: Duration,
 }
 
 impl Default for Config {
@@ -348,6 +352,7 @@ impl Default for Config {
                 outbound_queue: 1000,
                 max_publish_rate: 0,
                 max_publish_bytes_rate: 0,
+                hibernate_after: Duration::from_secs(5),
             },
             sys_interval: Some(Duration::from_secs(10)),
             sys_client_events: true,
@@ -471,6 +476,7 @@ mod raw {
         pub(super) outbound_queue: Option<usize>,
         pub(super) max_publish_rate: Option<u64>,
         pub(super) max_publish_bytes_rate: Option<u64>,
+        pub(super) hibernate_after_ms: Option<u64>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -608,6 +614,9 @@ impl Config {
             c.limits.outbound_queue = q;
         }
         set(&mut c.limits.max_publish_rate, l.max_publish_rate);
+        if let Some(ms) = l.hibernate_after_ms {
+            c.limits.hibernate_after = Duration::from_millis(ms);
+        }
         set(
             &mut c.limits.max_publish_bytes_rate,
             l.max_publish_bytes_rate,

@@ -3,7 +3,7 @@
 
 use crate::broker::{Broker, SessionHandle};
 use crate::metrics::Metrics;
-use crate::session_task::{Control, SessionTask};
+use crate::session_task::{Control, Running, SessionTask};
 use crate::transport::Upgraded;
 use bytes::BytesMut;
 use bytestring::ByteString;
@@ -19,8 +19,19 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 /// Any byte stream a listener produces: TCP, TLS, WebSocket or WebSocket over TLS.
-pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// The stream as `Any`, to tell a plain TCP stream (which can hibernate) from the rest.
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
 
 /// A connection's stream with the bytes read and not yet decoded and the bytes not yet
 /// written. It also holds the connection-limit permits, released when the connection is
@@ -227,7 +238,7 @@ pub(crate) async fn admit(broker: Arc<Broker>, mut accepted: Accepted, alive: mp
                     });
                     drop(registry);
                     let task = SessionTask::new(broker.clone(), me, inbox, alive);
-                    tokio::spawn(task.with_connection(Box::new(accepted)));
+                    tokio::spawn(Running::new(task.with_connection(Box::new(accepted))));
                     return;
                 }
             }

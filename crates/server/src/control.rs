@@ -141,6 +141,17 @@ impl ControlReceiver {
         Poll::Pending
     }
 
+    /// Leaves `waker` to be woken by the next message (or by the last sender going); true
+    /// when there is one already. For a hibernating session, whose waker is not a task's.
+    pub(crate) fn register(&self, waker: &Waker) -> bool {
+        let mut s = self.0.state.lock();
+        if !s.items.is_empty() || s.senders == 0 {
+            return true;
+        }
+        s.waker = Some(waker.clone());
+        false
+    }
+
     /// The next message without waiting.
     pub(crate) fn try_recv(&self) -> Option<Control> {
         let c = self.0.state.lock().items.pop_front();

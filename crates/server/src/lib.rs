@@ -13,6 +13,7 @@ mod broker;
 pub mod config;
 mod connection;
 mod control;
+mod hibernate;
 mod inbox;
 mod listener;
 pub mod metrics;
@@ -58,6 +59,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The hibernation poll thread could not be started (`limits.hibernate_after_ms`).
+    #[error("cannot start the hibernation poll thread (set limits.hibernate_after_ms = 0 to do without): {0}")]
+    Hibernation(std::io::Error),
 }
 
 /// A thingmq server.
@@ -124,6 +128,9 @@ pub struct ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.broker.stop_sessions();
+        if let Some(d) = &self.broker.dormitory {
+            d.close();
+        }
     }
 }
 
@@ -192,6 +199,11 @@ impl Server {
             config.limits.max_publish_rate,
             config.limits.max_publish_bytes_rate,
         );
+        if !config.limits.hibernate_after.is_zero() {
+            let dormitory = hibernate::Dormitory::start(config.limits.hibernate_after)
+                .map_err(ServerError::Hibernation)?;
+            broker.dormitory = Some(dormitory);
+        }
         let broker = Arc::new(broker);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (alive, done) = mpsc::channel(1);
@@ -412,7 +424,7 @@ fn restore(
         tasks.push(task);
     }
     for task in tasks {
-        tokio::spawn(task);
+        tokio::spawn(session_task::Running::new(task));
     }
     tracing::info!(
         sessions = n_sessions,

@@ -90,7 +90,7 @@ pub struct StoreHealth {
     pub sync_latency: LatencyHistogram,
 }
 
-/// Counters. All monotonic except `connections` and `sessions`.
+/// Counters. All monotonic except `connections`, `sessions` and `sessions_hibernating`.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Network connections with an accepted CONNECT.
@@ -99,6 +99,8 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
     /// Sessions (connected or not).
     pub sessions: AtomicU64,
+    /// Sessions hibernating (`limits.hibernate_after_ms`), connected or not.
+    pub sessions_hibernating: AtomicU64,
     /// PUBLISH packets received.
     pub messages_received: AtomicU64,
     /// PUBLISH packets sent.
@@ -161,7 +163,7 @@ impl Metrics {
         &self,
         mut f: impl FnMut(&'static str, &'static str, &'static str, &'static str, u64),
     ) {
-        let all: [(&str, &str, &str, &AtomicU64); 21] = [
+        let all: [(&str, &str, &str, &AtomicU64); 22] = [
             (
                 "connections",
                 "Network connections with an accepted CONNECT",
@@ -179,6 +181,12 @@ impl Metrics {
                 "Sessions, connected or not",
                 "gauge",
                 &self.sessions,
+            ),
+            (
+                "sessions_hibernating",
+                "Sessions hibernating (idle for limits.hibernate_after_ms), connected or not",
+                "gauge",
+                &self.sessions_hibernating,
             ),
             (
                 "messages_received_total",

@@ -115,6 +115,14 @@ struct Throttle {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
+/// What the task's loop does after a turn.
+enum Next {
+    Continue,
+    Done,
+    /// Idle for `[limits] hibernate_after`: hand the task to the dormitory.
+    Hibernate,
+}
+
 /// What woke the session task (see [`SessionTask::poll_wake`]).
 enum Wake {
     Control(Option<Control>),
@@ -263,8 +271,7 @@ impl SessionTask {
     }
 
     /// One turn of the task's loop: waits for something to happen and handles it.
-    /// `Ready(false)` once the task is done.
-    fn turn(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+    fn turn(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
         if self.stopping {
             if self.broker.store.is_some() {
                 // The store keeps the session: it outlives this server process.
@@ -275,10 +282,10 @@ impl SessionTask {
                     .shutdown(Instant::now(), &mut work(&mut self.work).out);
             }
             self.perform();
-            return Poll::Ready(false);
+            return Poll::Ready(Next::Done);
         }
         if self.session.is_ended() {
-            return Poll::Ready(false);
+            return Poll::Ready(Next::Done);
         }
         self.publish_depths();
         if self.broker.access_generation() != self.access_generation {
@@ -318,7 +325,7 @@ impl SessionTask {
                 let _ = reply.send(connected);
             }
             Wake::Control(Some(Control::Stop)) => self.stopping = true,
-            Wake::Control(None) => return Poll::Ready(false),
+            Wake::Control(None) => return Poll::Ready(Next::Done),
             Wake::Committed => {}
             Wake::ThrottleOver => {
                 if let Some(t) = self.throttle.as_mut() {
@@ -344,12 +351,15 @@ impl SessionTask {
                     // socket, so a throttled client is not timed out for keep-alive.
                     self.session.touch(Instant::now());
                 }
-                self.session
-                    .tick(Instant::now(), &mut work(&mut self.work).out);
+                let now = Instant::now();
+                self.session.tick(now, &mut work(&mut self.work).out);
                 self.perform();
+                if self.hibernate_at().is_some_and(|at| now >= at) {
+                    return Poll::Ready(Next::Hibernate);
+                }
             }
         }
-        Poll::Ready(true)
+        Poll::Ready(Next::Continue)
     }
 
     /// Polls everything the task waits on, in place: the task keeps no future per source
@@ -387,7 +397,11 @@ impl SessionTask {
             }
         }
         let timers = &self.broker.timers;
-        if let Some(deadline) = self.session.next_deadline() {
+        let deadline = match (self.session.next_deadline(), self.hibernate_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(deadline) = deadline {
             if timers
                 .poll(&mut self.timer, self.me.id(), deadline, cx)
                 .is_ready()
@@ -455,6 +469,7 @@ impl SessionTask {
     /// of a connected one.
     fn attach(&mut self, a: Accepted, existing: bool) {
         let now = Instant::now();
+        self.active(now);
         let client_id = a.connect.client_id.clone();
         if existing {
             if self.session.is_connected() {
@@ -625,6 +640,7 @@ impl SessionTask {
         // One clock read for everything one socket read brought: the packets arrived together,
         // and a read per packet was ~2.5% of a QoS 1 fan-in profile.
         let now = Instant::now();
+        self.active(now);
         while let Some(link) = self.link.as_mut() {
             if let Some(t) = self.throttle.as_mut() {
                 if let Some(until) = t.limiter.blocked_until(now) {
@@ -698,6 +714,7 @@ impl SessionTask {
 
     fn on_inbox(&mut self) {
         let now = Instant::now();
+        self.active(now);
         // Keep taking batches while the client's write buffer has room: a subscriber fed by
         // many publishers gets one turn for each of theirs, and one batch per turn made its
         // bounded inbox overflow while the broker still had CPU to spare.
@@ -943,30 +960,103 @@ impl SessionTask {
         }
     }
 
+    /// When the task hibernates unless something happens first: `[limits] hibernate_after`
+    /// after its last activity, if nothing it is doing stops it from hibernating.
+    fn hibernate_at(&self) -> Option<Instant> {
+        let dormitory = self.broker.dormitory.as_ref()?;
+        if !self.can_hibernate() {
+            return None;
+        }
+        let active = self.me.0.active_at.load(Ordering::Relaxed);
+        let after = u64::try_from(dormitory.after.as_millis()).unwrap_or(u64::MAX);
+        Some(self.broker.timers.instant_of(active.saturating_add(after)))
+    }
+
+    /// Nothing is in progress that a hibernating task could not pick up again: no partial
+    /// packet read, no bytes to write, no work, no store batch or throttle to wait for, and
+    /// a connection (if any) that is plain TCP.
+    fn can_hibernate(&self) -> bool {
+        self.started
+            && !self.stopping
+            && self.work.as_ref().is_none_or(|w| w.is_idle())
+            && self.throttle.as_ref().is_none_or(|t| t.until.is_none())
+            && self
+                .broker
+                .store
+                .as_ref()
+                .is_none_or(|s| s.is_committed(self.wait_seq))
+            && self.link.as_ref().is_none_or(|l| {
+                l.rbuf.is_empty()
+                    && l.wbuf.is_empty()
+                    && !l.unflushed
+                    && l.io.as_any().is::<tokio::net::TcpStream>()
+            })
+    }
+
+    /// Records activity (a read, a delivery, a wake-up), which puts hibernation off.
+    fn active(&self, now: Instant) {
+        if self.broker.dormitory.is_some() {
+            let ms = self.broker.timers.now_ms(now);
+            self.me.0.active_at.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// The connection, taken out to hibernate (with the buffers the task lets go of when
+    /// it waits: a hibernating task keeps none).
+    pub(crate) fn take_link(&mut self) -> Option<Link> {
+        self.release_idle_buffers();
+        self.link.take()
+    }
+
+    /// The connection back from hibernation.
+    pub(crate) fn resume_link(&mut self, link: Link) {
+        self.link = Some(link);
+    }
+
+    pub(crate) fn client_id(&self) -> &str {
+        self.session.client_id()
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.broker.metrics
+    }
+
+    /// Leaves `cx`'s waker (a hibernating task's) wherever something can happen to the
+    /// session: its control queue, its inbox and the timers. True if something already has.
+    pub(crate) fn wait_asleep(&mut self, cx: &mut Context<'_>) -> bool {
+        let control = self.control.register(cx.waker());
+        let inbox = self.me.0.inbox.poll_ready(cx).is_ready();
+        let timers = &self.broker.timers;
+        // Re-registered: the entry may hold the ended tokio task's waker.
+        timers.cancel(&mut self.timer, self.me.id());
+        let due = self
+            .session
+            .next_deadline()
+            .is_some_and(|d| timers.poll(&mut self.timer, self.me.id(), d, cx).is_ready());
+        control || inbox || due
+    }
+
+    /// Woken from hibernation: the timer entry (which holds the sleeper as its waker) is
+    /// dropped for the running task to make its own, and the wake-up counts as activity, so
+    /// the task handles what woke it before it may hibernate again.
+    pub(crate) fn woke(&mut self) {
+        self.broker.timers.cancel(&mut self.timer, self.me.id());
+        self.active(Instant::now());
+    }
+
+    /// The parked socket could not be taken back (or put away): the connection is lost.
+    pub(crate) fn lost_while_asleep(&mut self) {
+        self.disconnected();
+        self.session
+            .connection_lost(Instant::now(), &mut work(&mut self.work).out);
+        self.perform();
+    }
+
     /// Drops the connection; unwritten bytes (e.g. a DISCONNECT with a reason) are written by
     /// a short-lived task so this one never blocks on a slow client.
     fn close_connection(&mut self) {
         if let Some(mut link) = self.link.take() {
-            self.me.0.online.store(false, Ordering::Relaxed);
-            if let Some(info) = self.me.0.connection.lock().take() {
-                let reason = self
-                    .session
-                    .close_reason()
-                    .unwrap_or(CloseReason::ConnectionLost);
-                crate::sys::client_event(
-                    &self.broker,
-                    &self.me.0.client_id,
-                    "disconnected",
-                    &info,
-                    Some(&reason.name()),
-                );
-            }
-            if !self.internal {
-                self.broker
-                    .metrics
-                    .connections
-                    .fetch_sub(1, Ordering::Relaxed);
-            }
+            self.disconnected();
             let committed = committed(&self.broker, self.wait_seq);
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(CLOSE_LINGER, async {
@@ -982,6 +1072,30 @@ impl SessionTask {
                 })
                 .await;
             });
+        }
+    }
+
+    /// Marks the client offline: the connection is gone.
+    fn disconnected(&mut self) {
+        self.me.0.online.store(false, Ordering::Relaxed);
+        if let Some(info) = self.me.0.connection.lock().take() {
+            let reason = self
+                .session
+                .close_reason()
+                .unwrap_or(CloseReason::ConnectionLost);
+            crate::sys::client_event(
+                &self.broker,
+                &self.me.0.client_id,
+                "disconnected",
+                &info,
+                Some(&reason.name()),
+            );
+        }
+        if !self.internal {
+            self.broker
+                .metrics
+                .connections
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -1004,22 +1118,48 @@ impl SessionTask {
     }
 }
 
-/// The task's loop, as the spawned future itself: it waits in one place
-/// ([`SessionTask::poll_wake`]), so it needs no `async fn`, and tokio's task holds it inline
-/// — one allocation per session instead of an `async fn`'s future plus the boxed task it
-/// drives (~400 bytes of every idle connection).
-impl Future for SessionTask {
+/// The spawned future of a session task: the task's loop. It waits in one place
+/// ([`SessionTask::poll_wake`]), so it needs no `async fn`, and tokio's task holds the
+/// session task inline — one allocation per session instead of an `async fn`'s future plus
+/// the boxed task it drives (~400 bytes of every idle connection). The task is moved out
+/// when it hibernates ([`crate::hibernate`]), which ends the tokio task.
+#[derive(Debug)]
+pub(crate) struct Running(Option<SessionTask>);
+
+impl Running {
+    pub(crate) fn new(task: SessionTask) -> Running {
+        Running(Some(task))
+    }
+}
+
+impl Future for Running {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if !this.started {
-            this.started = true;
-            this.start();
+        let Some(task) = this.0.as_mut() else {
+            return Poll::Ready(());
+        };
+        if !task.started {
+            task.started = true;
+            task.start();
         }
-        while ready!(this.turn(cx)) {}
-        this.close_connection();
-        this.leave_registry();
+        loop {
+            match ready!(task.turn(cx)) {
+                Next::Continue => {}
+                Next::Done => break,
+                Next::Hibernate => {
+                    let dormitory = task.broker.dormitory.clone();
+                    if let (Some(task), Some(d)) = (this.0.take(), dormitory) {
+                        crate::hibernate::hibernate(&d, task);
+                    }
+                    return Poll::Ready(());
+                }
+            }
+        }
+        task.close_connection();
+        task.leave_registry();
+        this.0 = None;
         Poll::Ready(())
     }
 }

@@ -51,6 +51,16 @@ impl Timers {
         }
     }
 
+    /// `at` in milliseconds since the timers' start, rounded down.
+    pub(crate) fn now_ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant `ms` milliseconds after the timers' start.
+    pub(crate) fn instant_of(&self, ms: u64) -> Instant {
+        self.base + std::time::Duration::from_millis(ms)
+    }
+
     /// `at` in ticks, rounded up (so that it is not reported due early), and at least 1.
     fn tick_of(&self, at: Instant) -> Tick {
         let d = at.saturating_duration_since(self.base);

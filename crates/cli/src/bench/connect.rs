@@ -14,10 +14,6 @@ use tokio::time::Instant;
 /// A handshake taking longer than this counts as a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Pause before measuring RSS with every connection open, so the broker has finished
-/// allocating for the last ones.
-const SETTLE: Duration = Duration::from_secs(1);
-
 pub(crate) async fn run(ctx: &Arc<Ctx>) -> anyhow::Result<Report> {
     let a = &ctx.args;
     let n = a.clients;
@@ -72,7 +68,8 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) -> anyhow::Result<Report> {
         bytes_per_connection: None,
     };
     if ctx.probe.is_some() {
-        tokio::time::sleep(SETTLE).await;
+        // The broker finishes allocating for the last connections (and may shrink idle ones).
+        tokio::time::sleep(Duration::from_secs_f64(a.settle.max(0.0))).await;
         let before = ctx
             .probe
             .as_ref()

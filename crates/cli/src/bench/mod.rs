@@ -102,6 +102,11 @@ pub(crate) struct BenchArgs {
     /// `conn`: seconds to keep the connections open after connecting.
     #[arg(long, default_value_t = 0.0)]
     pub(crate) hold: f64,
+    /// `conn` with `--broker-pid`: seconds the connections are left idle before the broker's
+    /// memory is measured (a broker may shrink idle connections after a while: thingmq
+    /// hibernates them after `limits.hibernate_after_ms`, 5 s by default).
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) settle: f64,
     /// Longest wait for outstanding deliveries after the publishers stop, in seconds.
     #[arg(long, default_value_t = 5.0)]
     pub(crate) drain: f64,

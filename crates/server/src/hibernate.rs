@@ -1,0 +1,257 @@
+//! Hibernation: a session task with nothing to do for `[limits] hibernate_after` stops being
+//! a tokio task until something happens to it.
+//!
+//! Most connections of a device fleet are idle most of the time, and an idle session's
+//! tokio task is most of what it costs: the task cell (640 bytes, tokio aligns it to 128)
+//! and the socket's registration with tokio's reactor (256 bytes). A hibernating session
+//! keeps only its state (the [`SessionTask`], moved into a [`Sleeper`]); its socket, if it has
+//! one, is watched by the [`Dormitory`]'s own epoll thread, and a waker of its own sits in
+//! its inbox, its control queue and the broker's timers. Whichever fires first — bytes or
+//! a hang-up on the socket, a message routed to it, a takeover or admin request, a deadline
+//! (keep-alive, expiry, will delay), shutdown — revives it: the socket goes back to tokio
+//! and the task is spawned again, where it left off. EMQX does the same with its
+//! connection processes (`hibernate_after`).
+//!
+//! Only plain TCP connections and offline sessions hibernate: a TLS or WebSocket stream
+//! keeps state above the socket that cannot be parked as a file descriptor.
+
+use crate::connection::Link;
+use crate::session_task::{Running, SessionTask};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Wake, Waker};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+/// The epoll token of the poll thread's own waker.
+const STOP_TOKEN: mio::Token = mio::Token(usize::MAX);
+
+/// Where hibernating sessions wait.
+#[derive(Debug)]
+pub(crate) struct Dormitory {
+    /// How long a session task is idle before it hibernates.
+    pub(crate) after: Duration,
+    runtime: tokio::runtime::Handle,
+    /// Registers and deregisters parked sockets with the poll thread's epoll.
+    registry: mio::Registry,
+    /// Sleepers with a parked socket, by epoll token.
+    sockets: Mutex<HashMap<usize, Arc<Sleeper>>>,
+    next_token: AtomicU64,
+    stop: AtomicBool,
+    stop_waker: mio::Waker,
+}
+
+/// A hibernating session. It is the waker its inbox, control queue and timer hold.
+#[derive(Debug)]
+pub(crate) struct Sleeper {
+    dormitory: Arc<Dormitory>,
+    /// Its socket's epoll token; `None` for an offline session.
+    token: Option<usize>,
+    state: Mutex<SleepState>,
+}
+
+#[derive(Debug, Default)]
+struct SleepState {
+    task: Option<SessionTask>,
+    socket: Option<(std::net::TcpStream, Box<[OwnedSemaphorePermit]>)>,
+    /// Woken while falling asleep: the task is revived as soon as it is in.
+    woken: bool,
+}
+
+impl Dormitory {
+    /// Starts the poll thread. Must be called inside the tokio runtime the revived tasks run
+    /// on.
+    pub(crate) fn start(after: Duration) -> std::io::Result<Arc<Dormitory>> {
+        let poll = mio::Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let stop_waker = mio::Waker::new(poll.registry(), STOP_TOKEN)?;
+        let dormitory = Arc::new(Dormitory {
+            after,
+            runtime: tokio::runtime::Handle::current(),
+            registry,
+            sockets: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            stop_waker,
+        });
+        let weak = Arc::downgrade(&dormitory);
+        std::thread::Builder::new()
+            .name("thingmq-dormitory".into())
+            .spawn(move || watch_sockets(poll, weak))?;
+        Ok(dormitory)
+    }
+
+    /// Stops the poll thread (the server is gone).
+    pub(crate) fn close(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.stop_waker.wake();
+    }
+}
+
+/// The poll thread: revives the sleeper of every socket that becomes readable (bytes,
+/// end of stream or an error).
+fn watch_sockets(mut poll: mio::Poll, dormitory: Weak<Dormitory>) {
+    let mut events = mio::Events::with_capacity(256);
+    loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::error!(
+                "hibernation poll failed: {e}; hibernating sockets are no longer watched"
+            );
+            return;
+        }
+        let Some(dormitory) = dormitory.upgrade() else {
+            return;
+        };
+        if dormitory.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        for event in events.iter() {
+            if event.token() == STOP_TOKEN {
+                continue;
+            }
+            let sleeper = dormitory.sockets.lock().get(&event.token().0).cloned();
+            if let Some(sleeper) = sleeper {
+                sleeper.revive();
+            }
+        }
+    }
+}
+
+impl Sleeper {
+    /// Spawns the session task again, with its socket back on tokio's reactor. A no-op when
+    /// already revived (several of its wakers may fire).
+    fn revive(&self) {
+        let (task, socket) = {
+            let mut s = self.state.lock();
+            s.woken = true;
+            (s.task.take(), s.socket.take())
+        };
+        let Some(mut task) = task else {
+            return;
+        };
+        task.metrics()
+            .sessions_hibernating
+            .fetch_sub(1, Ordering::Relaxed);
+        if let Some(token) = self.token {
+            self.dormitory.sockets.lock().remove(&token);
+        }
+        task.woke();
+        if let Some((socket, permits)) = socket {
+            let fd = socket.as_raw_fd();
+            let _ = self
+                .dormitory
+                .registry
+                .deregister(&mut mio::unix::SourceFd(&fd));
+            // Registering with tokio's reactor needs its context; this may run on any thread
+            // (a publisher's, the timers', the poll thread).
+            let _guard = self.dormitory.runtime.enter();
+            match TcpStream::from_std(socket) {
+                Ok(stream) => task.resume_link(Link {
+                    io: Box::new(stream),
+                    rbuf: Default::default(),
+                    wbuf: Default::default(),
+                    unflushed: false,
+                    _permits: permits,
+                }),
+                Err(e) => {
+                    tracing::warn!(client_id = %task.client_id(), "cannot resume a hibernated connection: {e}");
+                    task.lost_while_asleep();
+                }
+            }
+        }
+        self.dormitory.runtime.spawn(Running::new(task));
+    }
+}
+
+impl Wake for Sleeper {
+    fn wake(self: Arc<Self>) {
+        self.revive();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.revive();
+    }
+}
+
+/// Puts `task` to sleep (its tokio task is ending). Its socket, if any, must be plain TCP
+/// with nothing buffered ([`SessionTask::may_hibernate`]).
+pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
+    let socket = match task.take_link() {
+        None => None,
+        Some(link) => {
+            let Link { io, _permits, .. } = link;
+            match io.into_any().downcast::<TcpStream>() {
+                Ok(tcp) => match tcp.into_std() {
+                    Ok(std) => Some((std, _permits)),
+                    Err(e) => {
+                        tracing::warn!(client_id = %task.client_id(), "cannot hibernate a connection: {e}");
+                        task.lost_while_asleep();
+                        None
+                    }
+                },
+                // Not reached: only TCP connections are let hibernate.
+                Err(_) => {
+                    task.lost_while_asleep();
+                    None
+                }
+            }
+        }
+    };
+    let token = socket.as_ref().map(|_| {
+        usize::try_from(dormitory.next_token.fetch_add(1, Ordering::Relaxed))
+            .unwrap_or(usize::MAX - 1)
+    });
+    let sleeper = Arc::new(Sleeper {
+        dormitory: dormitory.clone(),
+        token,
+        state: Mutex::new(SleepState::default()),
+    });
+    let waker = Waker::from(sleeper.clone());
+    // Its wakers go in first, then the task: a wake in between sets `woken`, seen below.
+    let mut busy = task.wait_asleep(&mut Context::from_waker(&waker));
+    if let (Some(token), Some((socket, _))) = (token, socket.as_ref()) {
+        dormitory.sockets.lock().insert(token, sleeper.clone());
+        let fd = socket.as_raw_fd();
+        // Edge-triggered, and epoll reports a socket that is readable already when it is
+        // added, so bytes that came since our last read are not missed.
+        if let Err(e) = dormitory.registry.register(
+            &mut mio::unix::SourceFd(&fd),
+            mio::Token(token),
+            mio::Interest::READABLE,
+        ) {
+            tracing::warn!(client_id = %task.client_id(), "cannot watch a hibernating connection: {e}");
+            busy = true;
+        }
+    }
+    task.metrics()
+        .sessions_hibernating
+        .fetch_add(1, Ordering::Relaxed);
+    let wake_now = {
+        let mut s = sleeper.state.lock();
+        s.task = Some(task);
+        s.socket = socket;
+        s.woken || busy
+    };
+    if wake_now {
+        sleeper.revive();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_poll_thread_stops_when_closed() {
+        let d = Dormitory::start(Duration::from_secs(1)).unwrap();
+        assert!(d.sockets.lock().is_empty());
+        d.close();
+    }
+}
