@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 
-use super::{key, topo, Key, Platform, PlatformError};
+use super::state::{key, Key};
+use super::{topo, Platform, PlatformError};
 use crate::now_ms;
 use crate::registry::{Device, Product};
 

@@ -10,7 +10,8 @@ use thingmq_client::{Client, Event, EventLoop, MqttOptions, QoS, Reconnect};
 use thingmq_server::LocalLinker;
 use tokio::sync::mpsc;
 
-use super::{key, lock, submit, Inner, Online, PlatformError};
+use super::state::{duration_ms, key, lock, submit, Inner, Key, Online, State};
+use super::PlatformError;
 use crate::alink::{self, code, DeviceTopic, Direction, Reply, Request, TopicKind};
 use crate::device_auth::parse_username;
 use crate::engine::{check_report, downlink, handle_uplink, throttled_reply, Publish};
@@ -154,7 +155,7 @@ fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) -> Option<DeviceT
         return None;
     }
     if topic.starts_with("/ext/session/") {
-        session_message(inner, topic, payload);
+        super::topo::session_message(inner, topic, payload);
         return None;
     }
     let Ok(topic) = DeviceTopic::parse(topic) else {
@@ -257,40 +258,6 @@ fn on_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) -> Option<DeviceT
         });
     }
     None
-}
-
-/// A gateway's `/ext/session/…/combine/login|logout|batch_login|batch_logout`. The broker's ACL lets only that gateway
-/// publish there.
-fn session_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
-    let Ok(topic) = alink::SessionTopic::parse(topic) else {
-        return;
-    };
-    if !matches!(
-        topic.kind,
-        alink::SessionKind::Login
-            | alink::SessionKind::Logout
-            | alink::SessionKind::BatchLogin
-            | alink::SessionKind::BatchLogout
-    ) {
-        return;
-    }
-    inner.stats.uplinks.fetch_add(1, Ordering::Relaxed);
-    let now = now_ms();
-    let gw = key(&topic.product_key, &topic.device_name);
-    {
-        let mut state = lock(&inner.state);
-        if !state.devices.get(&gw).is_some_and(|d| d.enabled) {
-            inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if !state.throttle.allow(&gw, now) {
-            inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    }
-    if let Some(reply) = super::topo::on_session(inner, &topic, payload, now) {
-        send_reply(inner, reply);
-    }
 }
 
 /// Publishes a reply to a device (QoS 0, as Alibaba's platform sends them) without holding
@@ -407,12 +374,7 @@ fn client_event(inner: &Arc<Inner>, kind: &str, payload: &[u8]) {
 
 /// The `property/set` that carries a device's desired values that differ from what it
 /// reported, tracked as an async call so its answer is logged.
-fn desired_delivery(
-    inner: &Inner,
-    state: &mut super::State,
-    k: &super::Key,
-    now: i64,
-) -> Option<Publish> {
+fn desired_delivery(inner: &Inner, state: &mut State, k: &Key, now: i64) -> Option<Publish> {
     let delta = state.shadows.get(k).map(|s| s.delta()).unwrap_or_default();
     if delta.is_empty() {
         return None;
@@ -426,7 +388,7 @@ fn desired_delivery(
         CallType::Async,
         Value::Object(delta.clone()),
         now,
-        super::duration_ms(inner.config.async_call_timeout),
+        duration_ms(inner.config.async_call_timeout),
     );
     Some(downlink::property_set(&k.0, &k.1, &id, delta))
 }
@@ -438,7 +400,7 @@ fn desired_delivery(
 /// first: in strict mode one violation refuses all of it. Returns the reply to publish.
 fn multi_report(
     inner: &Inner,
-    state: &mut super::State,
+    state: &mut State,
     topic: &DeviceTopic,
     payload: &[u8],
     now: i64,

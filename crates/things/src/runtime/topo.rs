@@ -13,12 +13,16 @@
 //!   `batch_logout` do the same for several sub-devices, all of them or none.
 //!
 //! A sub-device's messages then arrive on its own topics and take the ordinary path.
+//!
+//! The message handler in `task.rs` only routes these requests here: what a gateway may do,
+//! and how it is answered, is decided in this one file.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{key, lock, submit, Inner, Key, Online, State};
+use super::state::{key, lock, submit, Inner, Key, Online, State};
 use crate::alink::{
     self, code, DeviceTopic, Reply, Request, SessionKind, SessionTopic, SignedIdentity, TopicKind,
 };
@@ -69,7 +73,17 @@ impl From<Refusal> for Failure {
     }
 }
 
-fn reply_publish(topic: String, reply: &Reply) -> Publish {
+/// The reply to a gateway's request (`thing/topo/*`, `thing/sub/register`, `combine/*`), in
+/// one place so every one of them answers alike: `data` on success; on refusal its code and
+/// message, with the failed sub-devices in `data` for a batch.
+fn reply(topic: String, id: &str, result: Result<Value, Failure>) -> Publish {
+    let reply = match result {
+        Ok(data) => Reply::ok(id, data),
+        Err(f) => Reply {
+            data: f.data,
+            ..Reply::error(id, f.code, f.message)
+        },
+    };
     Publish {
         topic,
         payload: reply.to_json().to_string().into_bytes(),
@@ -121,8 +135,8 @@ pub(super) async fn on_topo(inner: &Arc<Inner>, topic: &DeviceTopic, payload: &[
     let req = match Request::parse(payload) {
         Ok(r) => r,
         Err(e) => {
-            let reply = Reply::error("", e.code(), e.to_string());
-            super::task::send_reply(inner, reply_publish(reply_topic, &reply));
+            let refusal = (e.code(), e.to_string());
+            super::task::send_reply(inner, reply(reply_topic, "", Err(refusal.into())));
             return;
         }
     };
@@ -135,11 +149,8 @@ pub(super) async fn on_topo(inner: &Arc<Inner>, topic: &DeviceTopic, payload: &[
         _ => return,
     };
     if req.ack {
-        let reply = match result {
-            Ok(data) => Reply::ok(&req.id, data),
-            Err((c, m)) => Reply::error(&req.id, c, m),
-        };
-        super::task::send_reply(inner, reply_publish(reply_topic, &reply));
+        let answer = reply(reply_topic, &req.id, result.map_err(Failure::from));
+        super::task::send_reply(inner, answer);
     }
 }
 
@@ -375,9 +386,44 @@ pub(super) fn notify_topo_change(inner: &Inner, gw: &Key, status: u8, subs: &[Ke
     );
 }
 
+/// A gateway's `/ext/session/…/combine/login|logout|batch_login|batch_logout`. The broker's
+/// ACL lets only that gateway publish there. Counted and throttled as the gateway's own
+/// uplink, and refused from a gateway that is unknown or disabled, as on its `/sys/…` topics.
+pub(super) fn session_message(inner: &Arc<Inner>, topic: &str, payload: &[u8]) {
+    let Ok(topic) = SessionTopic::parse(topic) else {
+        return;
+    };
+    if !matches!(
+        topic.kind,
+        SessionKind::Login
+            | SessionKind::Logout
+            | SessionKind::BatchLogin
+            | SessionKind::BatchLogout
+    ) {
+        return;
+    }
+    inner.stats.uplinks.fetch_add(1, Ordering::Relaxed);
+    let now = now_ms();
+    let gw = key(&topic.product_key, &topic.device_name);
+    {
+        let mut state = lock(&inner.state);
+        if !state.devices.get(&gw).is_some_and(|d| d.enabled) {
+            inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if !state.throttle.allow(&gw, now) {
+            inner.stats.throttled.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    if let Some(reply) = on_session(inner, &topic, payload, now) {
+        super::task::send_reply(inner, reply);
+    }
+}
+
 /// `/ext/session/{gw}/combine/login|logout|batch_login|batch_logout`. Returns the reply to
 /// publish.
-pub(super) fn on_session(
+fn on_session(
     inner: &Arc<Inner>,
     topic: &SessionTopic,
     payload: &[u8],
@@ -387,8 +433,8 @@ pub(super) fn on_session(
     let req = match Request::parse(payload) {
         Ok(r) => r,
         Err(e) => {
-            let reply = Reply::error("", e.code(), e.to_string());
-            return Some(reply_publish(reply_topic, &reply));
+            let refusal = (e.code(), e.to_string());
+            return Some(reply(reply_topic, "", Err(refusal.into())));
         }
     };
     let gw = key(&topic.product_key, &topic.device_name);
@@ -405,14 +451,7 @@ pub(super) fn on_session(
         _ => return None,
     };
     drop(state);
-    let reply = match result {
-        Ok(data) => Reply::ok(&req.id, data),
-        Err(f) => Reply {
-            data: f.data,
-            ..Reply::error(&req.id, f.code, f.message)
-        },
-    };
-    req.ack.then(|| reply_publish(reply_topic, &reply))
+    req.ack.then(|| reply(reply_topic, &req.id, result))
 }
 
 fn login(
