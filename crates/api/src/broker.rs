@@ -17,14 +17,6 @@ use thingmq_server::admin::{
 /// Largest page a client may ask for.
 const MAX_PER_PAGE: usize = 1000;
 
-/// `?page=&per_page=`; pages count from 1. (Repeated in each query struct rather than
-/// `#[serde(flatten)]`ed: flattening makes the query parser see numbers as strings.)
-#[derive(Debug)]
-struct Paging {
-    page: Option<usize>,
-    per_page: Option<usize>,
-}
-
 /// One page of a list.
 #[derive(Debug, Serialize)]
 pub(crate) struct Page<T> {
@@ -34,9 +26,17 @@ pub(crate) struct Page<T> {
     per_page: usize,
 }
 
-fn paginate<T>(all: Vec<T>, paging: &Paging) -> Result<Page<T>, ApiError> {
-    let page = paging.page.unwrap_or(1);
-    let per_page = paging.per_page.unwrap_or(50);
+/// The page `?page=&per_page=` asks for (pages count from 1; defaults 1 and 50) out of
+/// `all`, which is counted whole for `total`. Each list's query struct has its own `page`
+/// and `per_page` fields rather than a `#[serde(flatten)]`ed paging struct: flattening makes
+/// the query parser see numbers as strings.
+fn paginate<T>(
+    all: impl IntoIterator<Item = T>,
+    page: Option<usize>,
+    per_page: Option<usize>,
+) -> Result<Page<T>, ApiError> {
+    let page = page.unwrap_or(1);
+    let per_page = per_page.unwrap_or(50);
     if page == 0 {
         return Err(ApiError::invalid("page", "pages count from 1"));
     }
@@ -46,18 +46,26 @@ fn paginate<T>(all: Vec<T>, paging: &Paging) -> Result<Page<T>, ApiError> {
             format!("must be between 1 and {MAX_PER_PAGE}"),
         ));
     }
-    let total = all.len();
-    let items = all
-        .into_iter()
-        .skip((page - 1).saturating_mul(per_page))
-        .take(per_page)
-        .collect();
+    let skip = (page - 1).saturating_mul(per_page);
+    let mut items = Vec::new();
+    let mut total = 0;
+    for item in all {
+        if total >= skip && items.len() < per_page {
+            items.push(item);
+        }
+        total += 1;
+    }
     Ok(Page {
         items,
         total,
         page,
         per_page,
     })
+}
+
+/// A "containing this text" filter (`?q=`, `?client_id=`): true when there is none.
+fn contains_text(field: &str, wanted: Option<&str>) -> bool {
+    wanted.is_none_or(|w| field.contains(w))
 }
 
 /// `axum::extract::Query` whose rejection is a JSON `invalid_input` error naming the
@@ -123,12 +131,12 @@ pub(crate) async fn clients(
     State(state): State<ApiState>,
     Query(f): Query<ClientFilter>,
 ) -> Result<Json<Page<ClientSummary>>, ApiError> {
-    let list: Vec<ClientSummary> = state
+    let list = state
         .admin
         .clients()
         .into_iter()
         .filter(|c| f.connected.is_none_or(|want| c.connected == want))
-        .filter(|c| f.q.as_deref().is_none_or(|q| c.client_id.contains(q)))
+        .filter(|c| contains_text(&c.client_id, f.q.as_deref()))
         .filter(|c| {
             f.username.as_deref().is_none_or(|u| {
                 c.connection
@@ -136,15 +144,8 @@ pub(crate) async fn clients(
                     .and_then(|conn| conn.username.as_deref())
                     == Some(u)
             })
-        })
-        .collect();
-    Ok(Json(paginate(
-        list,
-        &Paging {
-            page: f.page,
-            per_page: f.per_page,
-        },
-    )?))
+        });
+    Ok(Json(paginate(list, f.page, f.per_page)?))
 }
 
 /// Filters for the subscription list.
@@ -180,19 +181,12 @@ pub(crate) async fn subscriptions(
         thingmq_codec::topic::validate_name(t)
             .map_err(|e| ApiError::invalid("topic", e.to_string()))?;
     }
-    let list: Vec<SubscriptionListing> = state
+    let list = state
         .admin
         .subscriptions()
         .into_iter()
-        .filter(|s| {
-            f.client_id
-                .as_deref()
-                .is_none_or(|q| s.client_id.contains(q))
-        })
-        .filter(|s| {
-            f.q.as_deref()
-                .is_none_or(|q| s.subscription.filter.contains(q))
-        })
+        .filter(|s| contains_text(&s.client_id, f.client_id.as_deref()))
+        .filter(|s| contains_text(&s.subscription.filter, f.q.as_deref()))
         .filter(|s| {
             f.share_group
                 .as_deref()
@@ -202,15 +196,8 @@ pub(crate) async fn subscriptions(
             f.topic
                 .as_deref()
                 .is_none_or(|t| thingmq_codec::topic::matches(&s.subscription.filter, t))
-        })
-        .collect();
-    Ok(Json(paginate(
-        list,
-        &Paging {
-            page: f.page,
-            per_page: f.per_page,
-        },
-    )?))
+        });
+    Ok(Json(paginate(list, f.page, f.per_page)?))
 }
 
 /// One client session: connection, subscriptions, queued and in-flight messages.
@@ -278,13 +265,7 @@ pub(crate) async fn retained_list(
             .map_err(|e| ApiError::invalid("filter", e))?;
     }
     let list = state.admin.retained(f.filter.as_deref());
-    Ok(Json(paginate(
-        list,
-        &Paging {
-            page: f.page,
-            per_page: f.per_page,
-        },
-    )?))
+    Ok(Json(paginate(list, f.page, f.per_page)?))
 }
 
 /// A retained message with its payload.
@@ -415,4 +396,33 @@ pub(crate) async fn publish(
             other => busy(other),
         })?;
     Ok(Json(Published { subscribers }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_cut_out_of_every_item_counted() {
+        let p = paginate(1..=7, Some(2), Some(3)).unwrap();
+        assert_eq!(
+            (p.items, p.total, p.page, p.per_page),
+            (vec![4, 5, 6], 7, 2, 3)
+        );
+        let p = paginate(1..=7, Some(3), Some(3)).unwrap();
+        assert_eq!((p.items, p.total), (vec![7], 7));
+        let p = paginate(1..=7, Some(usize::MAX), None).unwrap();
+        assert_eq!((p.items, p.total, p.per_page), (vec![], 7, 50));
+        assert!(paginate(1..=7, Some(0), None).is_err());
+        assert!(paginate(1..=7, None, Some(0)).is_err());
+        assert!(paginate(1..=7, None, Some(MAX_PER_PAGE + 1)).is_err());
+    }
+
+    #[test]
+    fn no_text_filter_matches_everything() {
+        assert!(contains_text("client-a", None));
+        assert!(contains_text("client-a", Some("")));
+        assert!(contains_text("client-a", Some("t-a")));
+        assert!(!contains_text("client-a", Some("-b")));
+    }
 }
