@@ -21,6 +21,10 @@ pub struct Limits {
     pub max_publish_rate: u64,
     /// PUBLISH bytes (whole packets) per second one connection may send (0 = no limit).
     pub max_publish_bytes_rate: u64,
+    /// A session with nothing to do for this long hibernates: it stops being a task until a
+    /// packet, a message or a deadline comes (plain TCP connections and offline sessions
+    /// only). Zero: never.
+    pub hibernate_after: Duration,
 }
 
 /// The `[mqtt]` section over the broker core's defaults.
@@ -96,6 +100,9 @@ pub(super) fn apply_limits(limits: &mut Limits, l: raw::Limits) -> Result<(), Co
     }
     set(&mut limits.max_publish_rate, l.max_publish_rate);
     set(&mut limits.max_publish_bytes_rate, l.max_publish_bytes_rate);
+    if let Some(ms) = l.hibernate_after_ms {
+        limits.hibernate_after = Duration::from_millis(ms);
+    }
     Ok(())
 }
 
@@ -107,11 +114,12 @@ mod tests {
     #[test]
     fn settings_are_applied() {
         let c = Config::from_toml(
-            "[mqtt]\nmax_qos = 1\nmax_keep_alive = 60\n[limits]\nconnect_timeout_ms = 500\nmax_publish_rate = 20\nmax_publish_bytes_rate = 4096\n[sys]\ninterval_secs = 0\n",
+            "[mqtt]\nmax_qos = 1\nmax_keep_alive = 60\n[limits]\nconnect_timeout_ms = 500\nmax_publish_rate = 20\nmax_publish_bytes_rate = 4096\nhibernate_after_ms = 250\n[sys]\ninterval_secs = 0\n",
         )
         .unwrap();
         assert_eq!(c.limits.max_publish_rate, 20);
         assert_eq!(c.limits.max_publish_bytes_rate, 4096);
+        assert_eq!(c.limits.hibernate_after, Duration::from_millis(250));
         assert_eq!(c.broker.max_qos, QoS::AtLeastOnce);
         assert_eq!(c.broker.max_keep_alive, 60);
         assert_eq!(c.limits.connect_timeout, Duration::from_millis(500));

@@ -106,6 +106,7 @@ impl Default for Config {
                 outbound_queue: 1000,
                 max_publish_rate: 0,
                 max_publish_bytes_rate: 0,
+                hibernate_after: Duration::from_secs(5),
             },
             sys_interval: Some(Duration::from_secs(10)),
             sys_client_events: true,

@@ -111,6 +111,7 @@ pub(super) struct Limits {
     pub(super) outbound_queue: Option<usize>,
     pub(super) max_publish_rate: Option<u64>,
     pub(super) max_publish_bytes_rate: Option<u64>,
+    pub(super) hibernate_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
