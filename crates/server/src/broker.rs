@@ -210,8 +210,15 @@ impl Broker {
         // Set before the registry is walked: a task registered after the walk sees the
         // flag when it first runs (the registry lock orders the two).
         self.stopping.store(true, Ordering::SeqCst);
-        for h in self.registry.lock().values() {
-            h.control.stop();
+        // Told outside the lock: telling a hibernating session revives it then and there.
+        let controls: Vec<ControlSender> = self
+            .registry
+            .lock()
+            .values()
+            .map(|h| h.control.clone())
+            .collect();
+        for c in controls {
+            c.stop();
         }
     }
 

@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 /// Any byte stream a listener produces: TCP, TLS, WebSocket or WebSocket over TLS.
 pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// The stream as `Any`, to tell a plain TCP stream (which can hibernate) from the rest.
+    /// Call it on the stream, not on a `Box<dyn Transport>` (`(*boxed).as_any()`): the box
+    /// is a transport too and would answer for itself.
     fn as_any(&self) -> &dyn std::any::Any;
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
 }
@@ -348,5 +350,25 @@ pub(crate) fn connect_timed_out(broker: &Broker, peer: SocketAddr, stage: &str) 
     Metrics::add(&broker.metrics.connect_timeouts, 1);
     if let Some(more) = crate::rate::should_log(&broker.limit_logs.connect_timeout) {
         tracing::info!(%peer, also_timed_out_since_last_line = more, "{stage} within limits.connect_timeout_ms; closing");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_boxed_tcp_stream_is_recognised_as_tcp() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let boxed: Box<dyn Transport> = Box::new(client);
+        // Deref first: with `Transport` in scope, `boxed.as_any()` is the blanket impl's for
+        // the `Box` itself (a `Box<dyn Transport>` is a transport too), which is never TCP.
+        assert!(!boxed.as_any().is::<tokio::net::TcpStream>());
+        assert!((*boxed).as_any().is::<tokio::net::TcpStream>());
+        let duplex: Box<dyn Transport> = Box::new(tokio::io::duplex(64).0);
+        assert!(!(*duplex).as_any().is::<tokio::net::TcpStream>());
     }
 }

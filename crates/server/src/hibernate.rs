@@ -92,6 +92,14 @@ impl Dormitory {
     }
 }
 
+/// Also when the server never got going (a listener failed to bind after the dormitory was
+/// started): the poll thread must not outlive it.
+impl Drop for Dormitory {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 /// The poll thread: revives the sleeper of every socket that becomes readable (bytes,
 /// end of stream or an error).
 fn watch_sockets(mut poll: mio::Poll, dormitory: Weak<Dormitory>) {
@@ -183,6 +191,8 @@ impl Wake for Sleeper {
 /// Puts `task` to sleep (its tokio task is ending). Its socket, if any, must be plain TCP
 /// with nothing buffered ([`SessionTask::may_hibernate`]).
 pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
+    // The connection was lost on the way: the task must run on (its session may have ended).
+    let mut lost = false;
     let socket = match task.take_link() {
         None => None,
         Some(link) => {
@@ -193,12 +203,14 @@ pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
                     Err(e) => {
                         tracing::warn!(client_id = %task.client_id(), "cannot hibernate a connection: {e}");
                         task.lost_while_asleep();
+                        lost = true;
                         None
                     }
                 },
                 // Not reached: only TCP connections are let hibernate.
                 Err(_) => {
                     task.lost_while_asleep();
+                    lost = true;
                     None
                 }
             }
@@ -215,7 +227,7 @@ pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
     });
     let waker = Waker::from(sleeper.clone());
     // Its wakers go in first, then the task: a wake in between sets `woken`, seen below.
-    let mut busy = task.wait_asleep(&mut Context::from_waker(&waker));
+    let mut busy = task.wait_asleep(&mut Context::from_waker(&waker)) || lost;
     if let (Some(token), Some((socket, _))) = (token, socket.as_ref()) {
         dormitory.sockets.lock().insert(token, sleeper.clone());
         let fd = socket.as_raw_fd();

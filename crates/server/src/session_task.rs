@@ -978,6 +978,7 @@ impl SessionTask {
     fn can_hibernate(&self) -> bool {
         self.started
             && !self.stopping
+            && !self.session.is_ended()
             && self.work.as_ref().is_none_or(|w| w.is_idle())
             && self.throttle.as_ref().is_none_or(|t| t.until.is_none())
             && self
@@ -989,7 +990,7 @@ impl SessionTask {
                 l.rbuf.is_empty()
                     && l.wbuf.is_empty()
                     && !l.unflushed
-                    && l.io.as_any().is::<tokio::net::TcpStream>()
+                    && (*l.io).as_any().is::<tokio::net::TcpStream>()
             })
     }
 
@@ -1149,11 +1150,13 @@ impl Future for Running {
                 Next::Continue => {}
                 Next::Done => break,
                 Next::Hibernate => {
-                    let dormitory = task.broker.dormitory.clone();
-                    if let (Some(task), Some(d)) = (this.0.take(), dormitory) {
-                        crate::hibernate::hibernate(&d, task);
+                    // `hibernate_at` is only ever set with a dormitory.
+                    if let Some(d) = task.broker.dormitory.clone() {
+                        if let Some(task) = this.0.take() {
+                            crate::hibernate::hibernate(&d, task);
+                        }
+                        return Poll::Ready(());
                     }
-                    return Poll::Ready(());
                 }
             }
         }

@@ -193,3 +193,29 @@ async fn shutdown_stops_hibernating_sessions() {
         within("the close at shutdown", closed_by_server(c)).await;
     }
 }
+
+#[tokio::test]
+async fn a_session_that_ends_while_awake_finishes_instead_of_hibernating() {
+    // Hibernating at once whenever it may, as soon as its connection is gone.
+    let (server, addr) =
+        start("[limits]\nhibernate_after_ms = 1\n[sys]\ninterval_secs = 0\n").await;
+    let (mut s, _) = connect_raw(addr, &connect_with("partial", true, 1)).await;
+    // Half a packet keeps the connected session awake (it cannot hibernate mid-packet) until
+    // the keep-alive closes it and its clean session ends.
+    s.write_all(&[0x30]).await.unwrap();
+    within("the keep-alive close", closed_by_server(&mut s)).await;
+    within("the session to finish", async {
+        while server.metrics().sessions.load(Ordering::Relaxed) != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        server
+            .metrics()
+            .sessions_hibernating
+            .load(Ordering::Relaxed),
+        0
+    );
+    server.shutdown().await;
+}
