@@ -13,6 +13,7 @@ mod message;
 mod policy;
 pub mod session;
 mod settings;
+mod small_map;
 mod violation;
 
 pub use message::{Message, Routed, TravellingProperties};

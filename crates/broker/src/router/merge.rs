@@ -59,7 +59,7 @@ pub(super) fn deliver<S: Subscriber>(
 ) {
     for (i, set) in sets.iter().enumerate() {
         let (earlier, later) = (&sets[..i], &sets[i + 1..]);
-        for (subscriber, entry) in &set.direct {
+        for (subscriber, entry) in set.direct.iter() {
             if skips(entry, subscriber, publisher) {
                 continue;
             }

@@ -200,7 +200,7 @@ impl<S: Subscriber> Router<S> {
     ) {
         let mut path = String::new();
         self.root.each_filter(&mut path, true, &mut |filter, subs| {
-            for (s, e) in &subs.direct {
+            for (s, e) in subs.direct.iter() {
                 visit(filter, None, s, e);
             }
             for g in &subs.groups {

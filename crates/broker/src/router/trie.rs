@@ -1,15 +1,15 @@
 //! The trie over topic levels that stores subscriptions, and its walk for one topic name.
 
-use std::collections::HashMap;
-use std::hash::Hash;
-
 use super::shared::SharedGroup;
 use super::{Subscriber, SubscriptionEntry};
+use crate::small_map::SmallMap;
 
 /// One topic level of a filter. The path from the root spells the filter.
 #[derive(Debug)]
 pub(super) struct Node<S> {
-    children: HashMap<Box<str>, Node<S>>,
+    /// Small maps (a vector while there are a few): most nodes are leaves with no children
+    /// and one subscriber, and a `HashMap` apiece made each such node ~400 bytes.
+    children: SmallMap<Box<str>, Node<S>>,
     /// The `+` level is kept apart from exact levels so a walk never has to compare with it.
     plus: Option<Box<Node<S>>>,
     /// Subscriptions whose filter ends at this node.
@@ -22,9 +22,9 @@ pub(super) struct Node<S> {
 /// The subscriptions stored under one filter.
 #[derive(Debug)]
 pub(super) struct Subs<S> {
-    /// Ordinary subscriptions. A map, not a Vec: a filter such as `broadcast` can have a
+    /// Ordinary subscriptions. A map past a few: a filter such as `broadcast` can have a
     /// subscription from every client, and unsubscribe must not scan them all.
-    pub(super) direct: HashMap<S, SubscriptionEntry>,
+    pub(super) direct: SmallMap<S, SubscriptionEntry>,
     /// `$share` groups on this filter; a filter rarely has more than a few.
     pub(super) groups: Vec<SharedGroup<S>>,
 }
@@ -32,7 +32,7 @@ pub(super) struct Subs<S> {
 impl<S> Default for Node<S> {
     fn default() -> Self {
         Node {
-            children: HashMap::new(),
+            children: SmallMap::default(),
             plus: None,
             exact: Subs::default(),
             hash: None,
@@ -43,7 +43,7 @@ impl<S> Default for Node<S> {
 impl<S> Default for Subs<S> {
     fn default() -> Self {
         Subs {
-            direct: HashMap::new(),
+            direct: SmallMap::default(),
             groups: Vec::new(),
         }
     }
@@ -210,7 +210,6 @@ impl<S: Subscriber> Node<S> {
                 let removed = child.remove_levels(levels, group, subscriber);
                 if child.is_empty() {
                     self.children.remove(level);
-                    shrink_if_sparse(&mut self.children);
                 }
                 removed
             }
@@ -261,9 +260,7 @@ impl<S: Subscriber> Subs<S> {
 
     fn remove(&mut self, group: Option<&str>, subscriber: &S) -> bool {
         let Some(name) = group else {
-            let removed = self.direct.remove(subscriber).is_some();
-            shrink_if_sparse(&mut self.direct);
-            return removed;
+            return self.direct.remove(subscriber).is_some();
         };
         let Some(i) = self.groups.iter().position(|g| &**g.name() == name) else {
             return false;
@@ -299,13 +296,5 @@ pub(super) fn skips<S: PartialEq>(
 fn visit_non_empty<'a, S, F: FnMut(&'a Subs<S>)>(subs: &'a Subs<S>, visit: &mut F) {
     if !subs.is_empty() {
         visit(subs);
-    }
-}
-
-/// A map keeps its peak capacity after removals; give memory back once it is mostly empty so
-/// a node that once had many children does not hold that memory forever.
-fn shrink_if_sparse<K: Hash + Eq, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > 32 && map.len() * 4 < map.capacity() {
-        map.shrink_to_fit();
     }
 }

@@ -205,7 +205,8 @@ pub struct Session {
     will: Option<Box<LastWill>>,
     /// When a delayed will is due (offline only).
     will_at: Option<Instant>,
-    subscriptions: HashMap<ByteString, SubscriptionRecord>,
+    /// By filter as subscribed (`$share/` prefix included). Small: most sessions have a few.
+    subscriptions: crate::small_map::SmallMap<ByteString, SubscriptionRecord>,
     inflight: inflight::Window,
     queue: VecDeque<Routed>,
     queued_bytes: usize,
@@ -278,7 +279,7 @@ impl Session {
             expires_at: None,
             will: None,
             will_at: None,
-            subscriptions: HashMap::new(),
+            subscriptions: Default::default(),
             inflight: inflight::Window::default(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -443,7 +444,7 @@ impl Session {
         }
         // The will goes out at the earlier of its delay and the end of the session.
         self.publish_will(now, out);
-        for record in self.subscriptions.drain().map(|(_, r)| r) {
+        for record in self.subscriptions.take_values() {
             out.push(Output::Unsubscribe(record));
         }
         let orphans = self

@@ -7,12 +7,31 @@ use super::wire::Conn;
 use super::Ctx;
 use std::sync::Arc;
 use std::time::Duration;
+use thingmq_codec::{Packet, QoS};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// A handshake taking longer than this counts as a failure.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Subscribes to `filter` and waits for the SUBACK.
+async fn subscribe_own(conn: &mut Conn, filter: &str, qos: QoS) -> anyhow::Result<()> {
+    conn.queue_subscribe(filter, qos)?;
+    conn.flush().await?;
+    loop {
+        match conn.read_packet().await? {
+            Packet::SubAck(ack) => {
+                if let Some(code) = ack.reasons.iter().find(|c| !c.is_success()) {
+                    anyhow::bail!("subscription to {filter} refused: {code:?}");
+                }
+                return Ok(());
+            }
+            Packet::Disconnect(d) => anyhow::bail!("broker disconnected: {:?}", d.reason),
+            _ => {}
+        }
+    }
+}
 
 pub(crate) async fn run(ctx: &Arc<Ctx>) -> anyhow::Result<Report> {
     let a = &ctx.args;
@@ -29,9 +48,16 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) -> anyhow::Result<Report> {
             }
             let _permit = limit.acquire().await.expect("semaphore never closed");
             let id = ctx.client_id("conn", i);
-            let r =
-                tokio::time::timeout(CONNECT_TIMEOUT, Conn::connect(ctx.addr, &id, ctx.version))
-                    .await;
+            let prefix = ctx.args.subscribe_own.clone();
+            let qos = ctx.qos;
+            let r = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                let mut conn = Conn::connect(ctx.addr, &id, ctx.version).await?;
+                if let Some(prefix) = prefix {
+                    subscribe_own(&mut conn, &format!("{prefix}/{id}"), qos).await?;
+                }
+                anyhow::Ok(conn)
+            })
+            .await;
             match r {
                 Ok(Ok(conn)) => {
                     Counters::add(&ctx.counters.connected, 1);

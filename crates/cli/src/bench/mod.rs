@@ -107,6 +107,10 @@ pub(crate) struct BenchArgs {
     /// hibernates them after `limits.hibernate_after_ms`, 5 s by default).
     #[arg(long, default_value_t = 1.0)]
     pub(crate) settle: f64,
+    /// `conn`: each client also subscribes (at `--qos`) to a topic of its own,
+    /// `<PREFIX>/<client id>`, as a device does to its command topic.
+    #[arg(long, value_name = "PREFIX")]
+    pub(crate) subscribe_own: Option<String>,
     /// Longest wait for outstanding deliveries after the publishers stop, in seconds.
     #[arg(long, default_value_t = 5.0)]
     pub(crate) drain: f64,
