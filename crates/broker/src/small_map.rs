@@ -128,12 +128,11 @@ impl<K, V> SmallMap<K, V> {
     }
 
     /// The entries, in no particular order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        let (few, many) = match self {
-            SmallMap::Few(v) => (Some(v.iter().map(|(k, v)| (k, v))), None),
-            SmallMap::Many(m) => (None, Some(m.iter())),
-        };
-        few.into_iter().flatten().chain(many.into_iter().flatten())
+    pub(crate) fn iter(&self) -> Iter<'_, K, V> {
+        match self {
+            SmallMap::Few(v) => Iter::Few(v.iter()),
+            SmallMap::Many(m) => Iter::Many(m.iter()),
+        }
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
@@ -145,6 +144,24 @@ impl<K, V> SmallMap<K, V> {
         match std::mem::take(self) {
             SmallMap::Few(v) => v.into_iter().map(|(_, v)| v).collect(),
             SmallMap::Many(m) => m.into_values().collect(),
+        }
+    }
+}
+
+/// The entries of a [`SmallMap`] (on the publish path: an enum, not a chain of options, so
+/// each step is one match).
+pub(crate) enum Iter<'a, K, V> {
+    Few(std::slice::Iter<'a, (K, V)>),
+    Many(std::collections::hash_map::Iter<'a, K, V>),
+}
+
+impl<'a, K, V> Iterator for Iter<'a, K, V> {
+    type Item = (&'a K, &'a V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Few(i) => i.next().map(|(k, v)| (k, v)),
+            Iter::Many(i) => i.next(),
         }
     }
 }
