@@ -242,9 +242,9 @@ pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
             busy = true;
         }
     }
-    task.metrics()
-        .sessions_hibernating
-        .fetch_add(1, Ordering::Relaxed);
+    let metrics = task.metrics();
+    metrics.sessions_hibernating.fetch_add(1, Ordering::Relaxed);
+    metrics.hibernations_total.fetch_add(1, Ordering::Relaxed);
     let wake_now = {
         let mut s = sleeper.state.lock();
         s.task = Some(task);

@@ -101,6 +101,9 @@ pub struct Metrics {
     pub sessions: AtomicU64,
     /// Sessions hibernating (`limits.hibernate_after_ms`), connected or not.
     pub sessions_hibernating: AtomicU64,
+    /// Times a session fell asleep since start: against the wake-ups a client's traffic
+    /// causes, it tells whether `hibernate_after_ms` is too short for it.
+    pub hibernations_total: AtomicU64,
     /// PUBLISH packets received.
     pub messages_received: AtomicU64,
     /// PUBLISH packets sent.
@@ -163,7 +166,7 @@ impl Metrics {
         &self,
         mut f: impl FnMut(&'static str, &'static str, &'static str, &'static str, u64),
     ) {
-        let all: [(&str, &str, &str, &AtomicU64); 22] = [
+        let all: [(&str, &str, &str, &AtomicU64); 23] = [
             (
                 "connections",
                 "Network connections with an accepted CONNECT",
@@ -187,6 +190,12 @@ impl Metrics {
                 "Sessions hibernating (idle for limits.hibernate_after_ms), connected or not",
                 "gauge",
                 &self.sessions_hibernating,
+            ),
+            (
+                "hibernations_total",
+                "Times a session fell asleep (limits.hibernate_after_ms)",
+                "counter",
+                &self.hibernations_total,
             ),
             (
                 "messages_received_total",

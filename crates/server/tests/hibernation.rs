@@ -219,3 +219,64 @@ async fn a_session_that_ends_while_awake_finishes_instead_of_hibernating() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_message_is_lost_while_sessions_keep_falling_asleep_and_waking() {
+    // Every pause below is longer than `hibernate_after_ms`: publishers and subscribers fall
+    // asleep and are woken over and over, from both sides at once.
+    let (server, addr) =
+        start("[limits]\nhibernate_after_ms = 1\n[sys]\ninterval_secs = 0\n").await;
+    const SUBS: usize = 8;
+    const PUBS: usize = 8;
+    const EACH: usize = 40;
+    let mut subs = Vec::new();
+    for i in 0..SUBS {
+        let mut s = raw_connect(addr, &format!("st-sub-{i}")).await;
+        raw_subscribe(&mut s, "st/#", 0).await;
+        subs.push(s);
+    }
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut next = [0u8; PUBS];
+                for _ in 0..PUBS * EACH {
+                    let (topic, payload) = within("a publish", read_publish(&mut s)).await;
+                    let p: usize = topic.trim_start_matches("st/").parse().unwrap();
+                    // In order per publisher, none missing.
+                    assert_eq!(payload, [next[p]], "from publisher {p}");
+                    next[p] += 1;
+                }
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..PUBS)
+        .map(|p| {
+            tokio::spawn(async move {
+                let mut s = raw_connect(addr, &format!("st-pub-{p}")).await;
+                for n in 0..EACH {
+                    s.write_all(&publish_packet(&format!("st/{p}"), &[n as u8], None))
+                        .await
+                        .unwrap();
+                    let pause = (p * 7 + n * 13) % 5 + 1;
+                    tokio::time::sleep(Duration::from_millis(pause as u64)).await;
+                }
+                s
+            })
+        })
+        .collect();
+    let mut keep = Vec::new();
+    for w in writers {
+        keep.push(w.await.unwrap());
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    // The pauses did put them to sleep, many times.
+    let slept = server.metrics().hibernations_total.load(Ordering::Relaxed);
+    assert!(
+        slept >= (PUBS * EACH / 4) as u64,
+        "only {slept} hibernations"
+    );
+    server.shutdown().await;
+}
