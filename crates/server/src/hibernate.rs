@@ -170,7 +170,14 @@ impl Sleeper {
                 }),
                 Err(e) => {
                     tracing::warn!(client_id = %task.client_id(), "cannot resume a hibernated connection: {e}");
-                    task.lost_while_asleep();
+                    // Handled in the task, not here: this runs inside whoever woke us (a
+                    // publisher, the timers, the poll thread), and losing a connection can
+                    // publish a will and change the router.
+                    self.dormitory.runtime.spawn(async move {
+                        task.lost_while_asleep();
+                        Running::new(task).await
+                    });
+                    return;
                 }
             }
         }
