@@ -196,31 +196,18 @@ impl Wake for Sleeper {
 }
 
 /// Puts `task` to sleep (its tokio task is ending). Its socket, if any, must be plain TCP
-/// with nothing buffered ([`SessionTask::may_hibernate`]).
+/// with nothing buffered ([`SessionTask::can_hibernate`]).
 pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
-    // The connection was lost on the way: the task must run on (its session may have ended).
-    let mut lost = false;
-    let socket = match task.take_link() {
+    let socket = match task.take_link().map(park_socket) {
         None => None,
-        Some(link) => {
-            let Link { io, _permits, .. } = link;
-            match io.into_any().downcast::<TcpStream>() {
-                Ok(tcp) => match tcp.into_std() {
-                    Ok(std) => Some((std, _permits)),
-                    Err(e) => {
-                        tracing::warn!(client_id = %task.client_id(), "cannot hibernate a connection: {e}");
-                        task.lost_while_asleep();
-                        lost = true;
-                        None
-                    }
-                },
-                // Not reached: only TCP connections are let hibernate.
-                Err(_) => {
-                    task.lost_while_asleep();
-                    lost = true;
-                    None
-                }
-            }
+        Some(Ok(socket)) => Some(socket),
+        Some(Err(e)) => {
+            // The connection is gone with the stream; the task runs on (its session may have
+            // ended with it).
+            tracing::warn!(client_id = %task.client_id(), "cannot hibernate a connection: {e}");
+            task.lost_while_asleep();
+            dormitory.runtime.spawn(Running::new(task));
+            return;
         }
     };
     let token = socket.as_ref().map(|_| {
@@ -234,7 +221,7 @@ pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
     });
     let waker = Waker::from(sleeper.clone());
     // Its wakers go in first, then the task: a wake in between sets `woken`, seen below.
-    let mut busy = task.wait_asleep(&mut Context::from_waker(&waker)) || lost;
+    let mut busy = task.wait_asleep(&mut Context::from_waker(&waker));
     if let (Some(token), Some((socket, _))) = (token, socket.as_ref()) {
         dormitory.sockets.lock().insert(token, sleeper.clone());
         let fd = socket.as_raw_fd();
@@ -261,6 +248,16 @@ pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
     if wake_now {
         sleeper.revive();
     }
+}
+
+/// The socket of a plain TCP link, off tokio's reactor, with the link's connection permits.
+fn park_socket(link: Link) -> std::io::Result<(std::net::TcpStream, Box<[OwnedSemaphorePermit]>)> {
+    let Link { io, _permits, .. } = link;
+    let tcp = io
+        .into_any()
+        .downcast::<TcpStream>()
+        .map_err(|_| std::io::Error::other("not a plain TCP stream"))?;
+    Ok((tcp.into_std()?, _permits))
 }
 
 #[cfg(test)]

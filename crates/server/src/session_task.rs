@@ -1047,10 +1047,9 @@ impl SessionTask {
 
     /// The parked socket could not be taken back (or put away): the connection is lost.
     pub(crate) fn lost_while_asleep(&mut self) {
+        // What `close_connection` does for a connection it still holds; then as any loss.
         self.disconnected();
-        self.session
-            .connection_lost(Instant::now(), &mut work(&mut self.work).out);
-        self.perform();
+        self.lost();
     }
 
     /// Drops the connection; unwritten bytes (e.g. a DISCONNECT with a reason) are written by
