@@ -27,7 +27,8 @@ pub struct AuthConfig {
 /// returns `None` for the rest, which then meet the password file and ACL.
 pub trait AccessHook: Send + Sync + std::fmt::Debug {
     /// `None`: not this hook's client. `Some(Ok(()))` lets it in; `Some(Err(_))` refuses it.
-    /// Runs on a blocking thread, so it may take a moment (e.g. a hash).
+    /// Runs on a blocking thread when the CONNECT carries a password, so it may take a moment
+    /// (e.g. a hash); without one it runs on the connection's task and must be quick.
     fn authenticate(
         &self,
         client: &ClientInfo,

@@ -267,7 +267,9 @@ pub(crate) async fn admit(broker: Arc<Broker>, mut accepted: Accepted, alive: mp
 }
 
 /// Checks the CONNECT's credentials against the rules in force. Password hashes are slow on
-/// purpose, so the check runs off the async worker threads.
+/// purpose, so a check that may verify one runs off the async worker threads; one that
+/// cannot (no password given) runs here: handing every anonymous CONNECT to the blocking
+/// pool cost two thread switches per connection, most of a connect storm's time on one core.
 async fn authenticate(
     broker: &Broker,
     connect: &Connect,
@@ -284,21 +286,25 @@ async fn authenticate(
         client_id: connect.client_id.to_string(),
         username: connect.username.as_deref().map(str::to_owned),
     };
-    let password = connect.password.clone();
     let loopback = origin.loopback_listener;
     let listener = origin.listener;
-    let Ok(_slot) = broker.password_checks.acquire().await else {
-        return Err(ReasonCode::ServerUnavailable);
+    let verdict = match connect.password.clone() {
+        None => access.authenticate(listener, loopback, &client, None),
+        Some(password) => {
+            let Ok(_slot) = broker.password_checks.acquire().await else {
+                return Err(ReasonCode::ServerUnavailable);
+            };
+            tokio::task::spawn_blocking(move || {
+                access.authenticate(listener, loopback, &client, Some(&password[..]))
+            })
+            .await
+            .map_err(|_| ReasonCode::ServerUnavailable)?
+        }
     };
-    let verdict = tokio::task::spawn_blocking(move || {
-        access.authenticate(listener, loopback, &client, password.as_deref())
-    })
-    .await;
     match verdict {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(thingmq_auth::Refusal::BadCredentials)) => Err(ReasonCode::BadUserNameOrPassword),
-        Ok(Err(thingmq_auth::Refusal::NotAuthorized)) => Err(ReasonCode::NotAuthorized),
-        Err(_) => Err(ReasonCode::ServerUnavailable),
+        Ok(()) => Ok(()),
+        Err(thingmq_auth::Refusal::BadCredentials) => Err(ReasonCode::BadUserNameOrPassword),
+        Err(thingmq_auth::Refusal::NotAuthorized) => Err(ReasonCode::NotAuthorized),
     }
 }
 
