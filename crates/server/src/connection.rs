@@ -2,6 +2,7 @@
 //! hand the connection to the task owning the client id's session ([`admit`]).
 
 use crate::broker::{Broker, SessionHandle};
+use crate::listener::Slots;
 use crate::metrics::Metrics;
 use crate::session_task::{Control, Running, SessionTask};
 use crate::transport::Upgraded;
@@ -16,7 +17,7 @@ use thingmq_codec::{
     ReasonCode,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, watch};
 
 /// Any byte stream a listener produces: TCP, TLS, WebSocket or WebSocket over TLS.
 pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {
@@ -51,7 +52,7 @@ pub(crate) struct Link {
     /// Bytes were written since the last flush. TLS and WebSocket streams may hold written
     /// bytes in their own buffers until flushed (TCP never does).
     pub(crate) unflushed: bool,
-    pub(crate) _permits: Box<[OwnedSemaphorePermit]>,
+    pub(crate) _permits: Slots,
 }
 
 /// A connection whose CONNECT was accepted, on its way to its session task.
@@ -112,7 +113,7 @@ pub(crate) async fn handshake(
     broker: Arc<Broker>,
     conn: Upgraded,
     origin: Origin,
-    permits: Vec<OwnedSemaphorePermit>,
+    permits: Slots,
     connect_timeout: Duration,
     shutdown: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
@@ -127,7 +128,7 @@ pub(crate) async fn handshake(
         rbuf: BytesMut::with_capacity(1024),
         wbuf: BytesMut::new(),
         unflushed: false,
-        _permits: permits.into_boxed_slice(),
+        _permits: permits,
     };
     let max = broker.settings.max_packet_size;
     let mut stop = shutdown.clone();

@@ -16,6 +16,7 @@
 //! keeps state above the socket that cannot be parked as a file descriptor.
 
 use crate::connection::Link;
+use crate::listener::Slots;
 use crate::session_task::{Running, SessionTask};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -25,7 +26,6 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 
 /// The epoll token of the poll thread's own waker.
 const STOP_TOKEN: mio::Token = mio::Token(usize::MAX);
@@ -57,7 +57,7 @@ pub(crate) struct Sleeper {
 #[derive(Debug, Default)]
 struct SleepState {
     task: Option<SessionTask>,
-    socket: Option<(std::net::TcpStream, Box<[OwnedSemaphorePermit]>)>,
+    socket: Option<(std::net::TcpStream, Slots)>,
     /// Woken while falling asleep: the task is revived as soon as it is in.
     woken: bool,
 }
@@ -251,7 +251,7 @@ pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
 }
 
 /// The socket of a plain TCP link, off tokio's reactor, with the link's connection permits.
-fn park_socket(link: Link) -> std::io::Result<(std::net::TcpStream, Box<[OwnedSemaphorePermit]>)> {
+fn park_socket(link: Link) -> std::io::Result<(std::net::TcpStream, Slots)> {
     let Link { io, _permits, .. } = link;
     let tcp = io
         .into_any()

@@ -101,7 +101,7 @@ impl LocalLinker {
             self.broker.clone(),
             conn,
             origin,
-            Vec::new(),
+            listener::Slots::default(),
             self.connect_timeout,
             self.shutdown.clone(),
             alive,

@@ -9,8 +9,36 @@ use crate::transport::{proxy, Acceptor};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
+
+/// A connection's places under the connection caps it counts against (the global one and its
+/// listener's), given back when it is dropped with the connection. Inline, not tokio permits
+/// in a boxed slice, which was a 48-byte allocation of every connection.
+#[derive(Debug, Default)]
+pub(crate) struct Slots([Option<Arc<Semaphore>>; 2]);
+
+impl Slots {
+    /// A place in each cap that is set; `Err(i)` when cap `i` is full (the places taken
+    /// before it are given back).
+    fn take(caps: [&Option<Arc<Semaphore>>; 2]) -> Result<Slots, usize> {
+        let mut slots = Slots::default();
+        for (i, cap) in caps.into_iter().enumerate() {
+            let Some(sem) = cap else { continue };
+            sem.try_acquire().map_err(|_| i)?.forget();
+            slots.0[i] = Some(sem.clone());
+        }
+        Ok(slots)
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        for sem in self.0.iter().flatten() {
+            sem.add_permits(1);
+        }
+    }
+}
 
 pub(crate) struct ListenerTask {
     pub(crate) listener: TcpListener,
@@ -49,25 +77,14 @@ impl ListenerTask {
                     continue;
                 }
             };
-            let mut permits = Vec::new();
-            let mut full = None;
-            for (sem, key) in [
-                (&self.global, "limits.max_connections"),
-                (&local, "listeners.max_connections"),
-            ] {
-                let Some(sem) = sem else { continue };
-                match sem.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => {
-                        full = Some(key);
-                        break;
-                    }
+            let permits = match Slots::take([&self.global, &local]) {
+                Ok(slots) => slots,
+                Err(full) => {
+                    let key = ["limits.max_connections", "listeners.max_connections"][full];
+                    refused(&self.broker, peer, key);
+                    continue;
                 }
-            }
-            if let Some(key) = full {
-                refused(&self.broker, peer, key);
-                continue;
-            }
+            };
             tokio::spawn(connect(
                 acceptor.clone(),
                 socket,
@@ -96,7 +113,7 @@ async fn connect(
     mut socket: TcpStream,
     proxy_protocol: bool,
     mut origin: Origin,
-    permits: Vec<OwnedSemaphorePermit>,
+    permits: Slots,
     connect_timeout: Duration,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
@@ -148,4 +165,33 @@ async fn connect(
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
     handshake(broker, conn, origin, permits, remaining, shutdown, alive).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_takes_a_place_in_each_cap_and_gives_it_back_when_dropped() {
+        let global = Some(Arc::new(Semaphore::new(2)));
+        let local = Some(Arc::new(Semaphore::new(1)));
+        let first = Slots::take([&global, &local]).unwrap();
+        assert_eq!(global.as_ref().unwrap().available_permits(), 1);
+        assert_eq!(local.as_ref().unwrap().available_permits(), 0);
+        drop(first);
+        assert_eq!(global.as_ref().unwrap().available_permits(), 2);
+        assert_eq!(local.as_ref().unwrap().available_permits(), 1);
+    }
+
+    #[test]
+    fn a_full_cap_is_named_and_the_places_taken_before_it_are_given_back() {
+        let global = Some(Arc::new(Semaphore::new(5)));
+        let local = Some(Arc::new(Semaphore::new(1)));
+        let _held = Slots::take([&global, &local]).unwrap();
+        assert_eq!(Slots::take([&global, &local]).unwrap_err(), 1);
+        assert_eq!(global.as_ref().unwrap().available_permits(), 4);
+        let none = None;
+        assert_eq!(Slots::take([&local, &none]).unwrap_err(), 0);
+        assert!(Slots::take([&none, &none]).is_ok());
+    }
 }
