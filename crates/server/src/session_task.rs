@@ -60,13 +60,6 @@ pub(crate) enum Control {
     Stop,
 }
 
-/// Log limiters of the limits that can bite per message.
-#[derive(Debug)]
-struct Logs {
-    throttle: LogLimiter,
-    drop: LogLimiter,
-}
-
 /// What a session task uses while it has work and lets go of when it waits with none
 /// ([`SessionTask::release_idle_buffers`]): one box, so an idle connection carries a pointer
 /// for them instead of ~120 bytes of empty vectors.
@@ -105,14 +98,31 @@ fn work(w: &mut Option<Box<Work>>) -> &mut Work {
     w.get_or_insert_with(Box::default)
 }
 
-/// A connection's publish rate limits and the pause they impose.
+/// What only a connection that meets a limit needs: its publish rate limiter, the pause it
+/// imposes, and the throttles of the log lines about limits. One box, made on demand: ~200
+/// bytes that most connections never use.
 #[derive(Debug)]
-struct Throttle {
-    limiter: PublishLimiter,
-    /// Set while the limits keep us from reading the client: when reading resumes.
+struct Limits {
+    /// Set when a publish rate limit applies to the connection.
+    rate: Option<PublishLimiter>,
+    /// Set while the rate limit keeps us from reading the client: when reading resumes.
     until: Option<Instant>,
     /// The timer for `until`.
     timer: Option<Pin<Box<Sleep>>>,
+    throttle_log: LogLimiter,
+    drop_log: LogLimiter,
+}
+
+impl Limits {
+    fn new() -> Limits {
+        Limits {
+            rate: None,
+            until: None,
+            timer: None,
+            throttle_log: LogLimiter::new(LIMIT_LOG_EVERY),
+            drop_log: LogLimiter::new(LIMIT_LOG_EVERY),
+        }
+    }
 }
 
 /// What the task's loop does after a turn.
@@ -149,7 +159,9 @@ pub(crate) struct SessionTask {
     /// Which of socket and inbox is polled first on the next wake-up, so that neither a
     /// flooding publisher nor a busy inbox starves the other.
     read_first: bool,
-    link: Option<Link>,
+    /// Boxed: a link is ~100 bytes, which a hibernating session does not hold and which
+    /// would make every task's tokio cell a size class larger (see the size test below).
+    link: Option<Box<Link>>,
     /// Made while the task has work, dropped when it waits with none.
     work: Option<Box<Work>>,
     /// A client has connected (or the restored session had one): its access policy is the
@@ -168,10 +180,8 @@ pub(crate) struct SessionTask {
     /// Store batch that must be applied before more bytes go to the client: our own changes
     /// and those of messages routed to us.
     wait_seq: u64,
-    /// The connection's publish rate limits, when any are configured. This and `logs` are
-    /// boxed and made on demand: ~200 bytes that most connections never use.
-    throttle: Option<Box<Throttle>>,
-    logs: Option<Box<Logs>>,
+    /// Made when a publish rate limit is configured or a limit is first logged.
+    limits: Option<Box<Limits>>,
     /// Keeps the server's shutdown waiting until this task is gone.
     _alive: mpsc::Sender<()>,
 }
@@ -211,8 +221,7 @@ impl SessionTask {
             listener: 0,
             access_generation: 0,
             wait_seq: 0,
-            throttle: None,
-            logs: None,
+            limits: None,
             _alive: alive,
         }
     }
@@ -307,7 +316,7 @@ impl SessionTask {
             .is_none_or(|s| s.is_committed(self.wait_seq));
         // Over its publish rate the client is not read at all (TCP slows it down); the
         // bytes already read wait, undecoded, in the read buffer.
-        let throttled = self.throttle.as_ref().is_some_and(|t| t.until.is_some());
+        let throttled = self.limits.as_ref().is_some_and(|l| l.until.is_some());
         self.release_idle_buffers();
         match ready!(self.poll_wake(cx, can_take, durable, throttled)) {
             Wake::Control(Some(Control::Attach(a))) => self.attach(*a, true),
@@ -328,9 +337,9 @@ impl SessionTask {
             Wake::Control(None) => return Poll::Ready(Next::Done),
             Wake::Committed => {}
             Wake::ThrottleOver => {
-                if let Some(t) = self.throttle.as_mut() {
-                    t.until = None;
-                    t.timer = None;
+                if let Some(l) = self.limits.as_mut() {
+                    l.until = None;
+                    l.timer = None;
                 }
                 self.decode_all();
             }
@@ -389,9 +398,9 @@ impl SessionTask {
                 return Poll::Ready(Wake::Committed);
             }
         }
-        if let (true, Some(t)) = (durable, self.throttle.as_mut()) {
-            if let Some(until) = t.until {
-                if poll_timer(&mut t.timer, until, cx).is_ready() {
+        if let (true, Some(l)) = (durable, self.limits.as_mut()) {
+            if let Some(until) = l.until {
+                if poll_timer(&mut l.timer, until, cx).is_ready() {
                     return Poll::Ready(Wake::ThrottleOver);
                 }
             }
@@ -440,13 +449,8 @@ impl SessionTask {
         Poll::Pending
     }
 
-    fn logs(&mut self) -> &mut Logs {
-        self.logs.get_or_insert_with(|| {
-            Box::new(Logs {
-                throttle: LogLimiter::new(LIMIT_LOG_EVERY),
-                drop: LogLimiter::new(LIMIT_LOG_EVERY),
-            })
-        })
+    fn limits(&mut self) -> &mut Limits {
+        self.limits.get_or_insert_with(|| Box::new(Limits::new()))
     }
 
     /// Lets go of buffers nothing is using while the task waits, so an idle connection holds
@@ -526,14 +530,16 @@ impl SessionTask {
             self.broker.publish_limits
         };
         let limiter = PublishLimiter::new(max_rate, max_bytes_rate, now);
-        self.throttle = limiter.is_active().then(|| {
-            Box::new(Throttle {
-                limiter,
-                until: None,
-                timer: None,
-            })
-        });
-        self.link = Some(link);
+        if limiter.is_active() {
+            self.limits().rate = Some(limiter);
+        } else if let Some(l) = self.limits.as_mut() {
+            l.rate = None;
+        }
+        if let Some(l) = self.limits.as_mut() {
+            l.until = None;
+            l.timer = None;
+        }
+        self.link = Some(Box::new(link));
         self.me.0.online.store(true, Ordering::Relaxed);
         // The platform's own links are not network connections.
         if !internal {
@@ -642,8 +648,8 @@ impl SessionTask {
         let now = Instant::now();
         self.active(now);
         while let Some(link) = self.link.as_mut() {
-            if let Some(t) = self.throttle.as_mut() {
-                if let Some(until) = t.limiter.blocked_until(now) {
+            if let Some(rate) = self.limits.as_mut().and_then(|l| l.rate.as_mut()) {
+                if let Some(until) = rate.blocked_until(now) {
                     self.throttle(now, until);
                     break;
                 }
@@ -655,8 +661,8 @@ impl SessionTask {
                         let m = &self.broker.metrics;
                         Metrics::add(&m.messages_received, 1);
                         Metrics::add(&m.received_by_qos[p.qos as usize], 1);
-                        if let Some(t) = self.throttle.as_mut() {
-                            t.limiter.publish(now, before - link.rbuf.len());
+                        if let Some(rate) = self.limits.as_mut().and_then(|l| l.rate.as_mut()) {
+                            rate.publish(now, before - link.rbuf.len());
                         }
                     }
                     if let Err(v) =
@@ -680,11 +686,11 @@ impl SessionTask {
 
     /// Stops reading the client until `until`: it publishes faster than its limits.
     fn throttle(&mut self, now: Instant, until: Instant) {
-        if let Some(t) = self.throttle.as_mut() {
-            t.until = Some(until);
-        }
+        let limits = self.limits();
+        limits.until = Some(until);
+        let logged = limits.throttle_log.check(now);
         Metrics::add(&self.broker.metrics.publish_throttled, 1);
-        if let Some(more) = self.logs().throttle.check(now) {
+        if let Some(more) = logged {
             tracing::info!(
                 client_id = %self.session.client_id(),
                 pause = ?until.saturating_duration_since(now),
@@ -844,7 +850,7 @@ impl SessionTask {
                 };
                 Metrics::add(counter, 1);
                 if matches!(reason, DropReason::QueueFull | DropReason::TooLarge) {
-                    if let Some(more) = self.logs().drop.check(Instant::now()) {
+                    if let Some(more) = self.limits().drop_log.check(Instant::now()) {
                         tracing::warn!(
                             client_id = %self.session.client_id(),
                             ?reason,
@@ -980,7 +986,7 @@ impl SessionTask {
             && !self.stopping
             && !self.session.is_ended()
             && self.work.as_ref().is_none_or(|w| w.is_idle())
-            && self.throttle.as_ref().is_none_or(|t| t.until.is_none())
+            && self.limits.as_ref().is_none_or(|l| l.until.is_none())
             && self
                 .broker
                 .store
@@ -1006,12 +1012,12 @@ impl SessionTask {
     /// it waits: a hibernating task keeps none).
     pub(crate) fn take_link(&mut self) -> Option<Link> {
         self.release_idle_buffers();
-        self.link.take()
+        self.link.take().map(|l| *l)
     }
 
     /// The connection back from hibernation.
     pub(crate) fn resume_link(&mut self, link: Link) {
-        self.link = Some(link);
+        self.link = Some(Box::new(link));
     }
 
     pub(crate) fn client_id(&self) -> &str {
@@ -1055,20 +1061,25 @@ impl SessionTask {
     /// Drops the connection; unwritten bytes (e.g. a DISCONNECT with a reason) are written by
     /// a short-lived task so this one never blocks on a slow client.
     fn close_connection(&mut self) {
-        if let Some(mut link) = self.link.take() {
+        if let Some(link) = self.link.take() {
             self.disconnected();
+            // The connection's places under the connection caps are given back now, not
+            // when the lingering close below is over: the client is gone for the broker.
+            let Link {
+                mut io, mut wbuf, ..
+            } = *link;
             let committed = committed(&self.broker, self.wait_seq);
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(CLOSE_LINGER, async {
                     committed.await;
-                    let _ = link.io.write_all_buf(&mut link.wbuf).await;
-                    let _ = link.io.shutdown().await;
+                    let _ = io.write_all_buf(&mut wbuf).await;
+                    let _ = io.shutdown().await;
                     // Lingering close: read (and discard) what the client still sends until
                     // it closes too. Closing a socket with unread bytes makes the kernel send
                     // RST, which can destroy the DISCONNECT (reason code) before the client
                     // reads it.
                     let mut sink = [0u8; 4096];
-                    while matches!(link.io.read(&mut sink).await, Ok(n) if n > 0) {}
+                    while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
                 })
                 .await;
             });
@@ -1262,10 +1273,11 @@ mod tests {
         // The task is the spawned future: 4,608 bytes for an `async fn` future alone with a
         // `select!` over nine futures, then 384 bytes of future driving a 776-byte boxed
         // task; 640 bytes of session with its will and alias maps inline.
-        // tokio's task cell is ~104 bytes plus the future, rounded up to 128: at most 536
-        // bytes of task make a 640-byte cell (576 made it 768).
+        // tokio's task cell is ~104 bytes plus the future, rounded up to 128: at most 408
+        // bytes of task make a 512-byte cell (536 made it 640, 576 768); the link is boxed
+        // and the rate limiter and log throttles share one box for that.
         println!("SessionTask {task_size} B, Session {session_size} B");
-        assert!(task_size <= 536, "SessionTask is {task_size} bytes");
+        assert!(task_size <= 408, "SessionTask is {task_size} bytes");
         assert!(session_size <= 400, "Session is {session_size} bytes");
     }
 }
