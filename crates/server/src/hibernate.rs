@@ -19,9 +19,8 @@ use crate::connection::Link;
 use crate::listener::Slots;
 use crate::session_task::{Running, SessionTask};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Wake, Waker};
 use std::time::Duration;
@@ -38,28 +37,76 @@ pub(crate) struct Dormitory {
     runtime: tokio::runtime::Handle,
     /// Registers and deregisters parked sockets with the poll thread's epoll.
     registry: mio::Registry,
-    /// Sleepers with a parked socket, by epoll token.
-    sockets: Mutex<HashMap<usize, Arc<Sleeper>>>,
-    next_token: AtomicU64,
+    /// Sleepers with a parked socket; a socket's epoll token is its index here.
+    sockets: Mutex<Sockets>,
     stop: AtomicBool,
     stop_waker: mio::Waker,
 }
 
-/// A hibernating session. It is the waker its inbox, control queue and timer hold.
-#[derive(Debug)]
-pub(crate) struct Sleeper {
-    dormitory: Arc<Dormitory>,
-    /// Its socket's epoll token; `None` for an offline session.
-    token: Option<usize>,
-    state: Mutex<SleepState>,
+/// The sleepers whose socket is parked, in a slab: a vector indexed by epoll token with a
+/// list of the free slots (a word per sleeper, where a hash map by token was ~30 bytes).
+///
+/// A token is reused once its sleeper is revived. An event the poll thread took for the old
+/// sleeper just before may then wake the new one: a spurious wake-up, after which the
+/// revived task finds nothing to do and hibernates again.
+#[derive(Debug, Default)]
+struct Sockets {
+    slots: Vec<Option<Arc<Sleeper>>>,
+    free: Vec<usize>,
 }
+
+impl Sockets {
+    fn insert(&mut self, sleeper: Arc<Sleeper>) -> usize {
+        match self.free.pop() {
+            Some(token) => {
+                self.slots[token] = Some(sleeper);
+                token
+            }
+            None => {
+                self.slots.push(Some(sleeper));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn get(&self, token: usize) -> Option<&Arc<Sleeper>> {
+        self.slots.get(token)?.as_ref()
+    }
+
+    fn remove(&mut self, token: usize) {
+        if let Some(slot) = self.slots.get_mut(token) {
+            if slot.take().is_some() {
+                self.free.push(token);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+/// A hibernating session. It is the waker its inbox, control queue and timer hold. Only the
+/// task and its parked socket: the dormitory is the task's broker's.
+#[derive(Debug, Default)]
+pub(crate) struct Sleeper(Mutex<SleepState>);
 
 #[derive(Debug, Default)]
 struct SleepState {
     task: Option<SessionTask>,
-    socket: Option<(std::net::TcpStream, Slots)>,
+    socket: Option<Parked>,
     /// Woken while falling asleep: the task is revived as soon as it is in.
     woken: bool,
+}
+
+/// A hibernating connection's socket, off tokio's reactor and on the dormitory's epoll.
+#[derive(Debug)]
+struct Parked {
+    stream: std::net::TcpStream,
+    slots: Slots,
+    /// Its epoll token: its index in [`Sockets`].
+    token: usize,
 }
 
 impl Dormitory {
@@ -73,8 +120,7 @@ impl Dormitory {
             after,
             runtime: tokio::runtime::Handle::current(),
             registry,
-            sockets: Mutex::new(HashMap::new()),
-            next_token: AtomicU64::new(0),
+            sockets: Mutex::new(Sockets::default()),
             stop: AtomicBool::new(false),
             stop_waker,
         });
@@ -124,7 +170,7 @@ fn watch_sockets(mut poll: mio::Poll, dormitory: Weak<Dormitory>) {
             if event.token() == STOP_TOKEN {
                 continue;
             }
-            let sleeper = dormitory.sockets.lock().get(&event.token().0).cloned();
+            let sleeper = dormitory.sockets.lock().get(event.token().0).cloned();
             if let Some(sleeper) = sleeper {
                 sleeper.revive();
             }
@@ -137,43 +183,47 @@ impl Sleeper {
     /// already revived (several of its wakers may fire).
     fn revive(&self) {
         let (task, socket) = {
-            let mut s = self.state.lock();
+            let mut s = self.0.lock();
             s.woken = true;
             (s.task.take(), s.socket.take())
         };
         let Some(mut task) = task else {
             return;
         };
+        // Only a task that hibernated is here, and only with a dormitory.
+        let Some(dormitory) = task.dormitory().cloned() else {
+            return;
+        };
         task.metrics()
             .sessions_hibernating
             .fetch_sub(1, Ordering::Relaxed);
-        if let Some(token) = self.token {
-            self.dormitory.sockets.lock().remove(&token);
-        }
         task.woke();
-        if let Some((socket, permits)) = socket {
-            let fd = socket.as_raw_fd();
-            let _ = self
-                .dormitory
-                .registry
-                .deregister(&mut mio::unix::SourceFd(&fd));
+        if let Some(Parked {
+            stream,
+            slots,
+            token,
+        }) = socket
+        {
+            dormitory.sockets.lock().remove(token);
+            let fd = stream.as_raw_fd();
+            let _ = dormitory.registry.deregister(&mut mio::unix::SourceFd(&fd));
             // Registering with tokio's reactor needs its context; this may run on any thread
             // (a publisher's, the timers', the poll thread).
-            let _guard = self.dormitory.runtime.enter();
-            match TcpStream::from_std(socket) {
+            let _guard = dormitory.runtime.enter();
+            match TcpStream::from_std(stream) {
                 Ok(stream) => task.resume_link(Link {
                     io: Box::new(stream),
                     rbuf: Default::default(),
                     wbuf: Default::default(),
                     unflushed: false,
-                    _permits: permits,
+                    _permits: slots,
                 }),
                 Err(e) => {
                     tracing::warn!(client_id = %task.client_id(), "cannot resume a hibernated connection: {e}");
                     // Handled in the task, not here: this runs inside whoever woke us (a
                     // publisher, the timers, the poll thread), and losing a connection can
                     // publish a will and change the router.
-                    self.dormitory.runtime.spawn(async move {
+                    dormitory.runtime.spawn(async move {
                         task.lost_while_asleep();
                         Running::new(task).await
                     });
@@ -181,7 +231,7 @@ impl Sleeper {
                 }
             }
         }
-        self.dormitory.runtime.spawn(Running::new(task));
+        dormitory.runtime.spawn(Running::new(task));
     }
 }
 
@@ -210,21 +260,18 @@ pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
             return;
         }
     };
-    let token = socket.as_ref().map(|_| {
-        usize::try_from(dormitory.next_token.fetch_add(1, Ordering::Relaxed))
-            .unwrap_or(usize::MAX - 1)
-    });
-    let sleeper = Arc::new(Sleeper {
-        dormitory: dormitory.clone(),
-        token,
-        state: Mutex::new(SleepState::default()),
-    });
+    let sleeper = Arc::new(Sleeper::default());
     let waker = Waker::from(sleeper.clone());
     // Its wakers go in first, then the task: a wake in between sets `woken`, seen below.
     let mut busy = task.wait_asleep(&mut Context::from_waker(&waker));
-    if let (Some(token), Some((socket, _))) = (token, socket.as_ref()) {
-        dormitory.sockets.lock().insert(token, sleeper.clone());
-        let fd = socket.as_raw_fd();
+    let socket = socket.map(|(stream, slots)| Parked {
+        token: dormitory.sockets.lock().insert(sleeper.clone()),
+        stream,
+        slots,
+    });
+    if let Some(parked) = socket.as_ref() {
+        let token = parked.token;
+        let fd = parked.stream.as_raw_fd();
         // Edge-triggered, and epoll reports a socket that is readable already when it is
         // added, so bytes that came since our last read are not missed.
         if let Err(e) = dormitory.registry.register(
@@ -240,7 +287,7 @@ pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
     metrics.sessions_hibernating.fetch_add(1, Ordering::Relaxed);
     metrics.hibernations_total.fetch_add(1, Ordering::Relaxed);
     let wake_now = {
-        let mut s = sleeper.state.lock();
+        let mut s = sleeper.0.lock();
         s.task = Some(task);
         s.socket = socket;
         s.woken || busy
@@ -267,7 +314,23 @@ mod tests {
     #[tokio::test]
     async fn the_poll_thread_stops_when_closed() {
         let d = Dormitory::start(Duration::from_secs(1)).unwrap();
-        assert!(d.sockets.lock().is_empty());
+        assert_eq!(d.sockets.lock().len(), 0);
         d.close();
+    }
+
+    #[test]
+    fn a_freed_socket_token_is_reused_and_a_stale_one_finds_nothing() {
+        let mut sockets = Sockets::default();
+        let a = sockets.insert(Arc::new(Sleeper::default()));
+        let b = sockets.insert(Arc::new(Sleeper::default()));
+        assert_ne!(a, b);
+        sockets.remove(a);
+        assert!(sockets.get(a).is_none());
+        sockets.remove(a);
+        assert_eq!(sockets.len(), 1);
+        let c = sockets.insert(Arc::new(Sleeper::default()));
+        assert_eq!(c, a, "the freed slot is taken first");
+        assert_eq!(sockets.len(), 2);
+        assert!(sockets.get(99).is_none());
     }
 }

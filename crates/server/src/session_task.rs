@@ -1024,6 +1024,10 @@ impl SessionTask {
         self.session.client_id()
     }
 
+    pub(crate) fn dormitory(&self) -> Option<&Arc<crate::hibernate::Dormitory>> {
+        self.broker.dormitory.as_ref()
+    }
+
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.broker.metrics
     }
@@ -1276,8 +1280,14 @@ mod tests {
         // tokio's task cell is ~104 bytes plus the future, rounded up to 128: at most 408
         // bytes of task make a 512-byte cell (536 made it 640, 576 768); the link is boxed
         // and the rate limiter and log throttles share one box for that.
-        println!("SessionTask {task_size} B, Session {session_size} B");
+        let sleeper_size = std::mem::size_of::<crate::hibernate::Sleeper>();
+        println!("SessionTask {task_size} B, Session {session_size} B, Sleeper {sleeper_size} B");
         assert!(task_size <= 408, "SessionTask is {task_size} bytes");
         assert!(session_size <= 400, "Session is {session_size} bytes");
+        // A hibernating session is the task and its parked socket, in one allocation.
+        assert!(
+            sleeper_size <= task_size + 48,
+            "Sleeper is {sleeper_size} bytes"
+        );
     }
 }
