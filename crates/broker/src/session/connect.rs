@@ -98,7 +98,7 @@ impl Session {
         self.expiry_interval = requested_expiry.min(s.max_session_expiry);
         let keep_alive = effective_keep_alive(connect.keep_alive, &s);
         let client_window = p.receive_maximum.map_or(u16::MAX, |r| r.get());
-        self.conn = Some(Connection {
+        self.conn = Some(Box::new(Connection {
             keep_alive,
             last_packet: now,
             send_window: usize::from(client_window.min(s.max_inflight.max(1))),
@@ -107,7 +107,7 @@ impl Session {
             aliases: None,
             problem_info: p.request_problem_information.unwrap_or(true),
             expiry_at_connect: self.expiry_interval,
-        });
+        }));
 
         let properties = if connect.protocol.is_v5() {
             self.connack_properties(connect, requested_expiry, keep_alive, assigned_id)

@@ -42,7 +42,8 @@ impl Session {
         }
         if p.qos > QoS::AtMostOnce
             && self.protocol.is_v5()
-            && self.qos1_unacked + self.qos2_received.len() >= usize::from(s.receive_maximum)
+            && self.qos1_unacked as usize + self.qos2_received.len()
+                >= usize::from(s.receive_maximum)
         {
             return Err(Violation::Mqtt_3_3_4_7);
         }
@@ -73,7 +74,7 @@ impl Session {
             Some(a) if a.qos == QoS::ExactlyOnce => {
                 self.qos2_received.insert(a.packet_id, false);
             }
-            Some(_) => self.qos1_unacked += 1,
+            Some(_) => self.qos1_unacked = self.qos1_unacked.saturating_add(1),
             None => {}
         }
         if let Some(code) = refusal {

@@ -67,10 +67,6 @@ impl Window {
             .position(|f| f.packet_id == id && pred(f))
     }
 
-    pub(super) fn get(&self, i: usize) -> Option<&InFlight> {
-        self.entries.get(i)
-    }
-
     pub(super) fn get_mut(&mut self, i: usize) -> Option<&mut InFlight> {
         self.entries.get_mut(i)
     }

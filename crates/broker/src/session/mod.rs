@@ -181,6 +181,22 @@ impl Qos2Received {
     }
 }
 
+/// Our deliveries to the client not yet done: the in-flight window and the queue behind it
+/// (messages beyond the window, or kept while the client is offline).
+#[derive(Debug, Default)]
+struct Outgoing {
+    inflight: inflight::Window,
+    queue: VecDeque<Routed>,
+    /// What the queued messages cost ([`Message::cost`]), against `max_queued_bytes`.
+    queued_bytes: usize,
+}
+
+/// The session's [`Outgoing`], made when first needed (a function of the field, so it can
+/// be borrowed beside the session's other fields).
+fn outgoing(o: &mut Option<Box<Outgoing>>) -> &mut Outgoing {
+    o.get_or_insert_with(Box::default)
+}
+
 /// Topic aliases of one connection, both ways.
 #[derive(Debug, Default)]
 struct Aliases {
@@ -196,7 +212,9 @@ pub struct Session {
     client_id: ByteString,
     settings: Arc<BrokerSettings>,
     protocol: ProtocolVersion,
-    conn: Option<Connection>,
+    /// Boxed: ~60 bytes that an offline session does without, and that would keep the
+    /// session task a tokio size class larger (see the server's `session_task.rs`).
+    conn: Option<Box<Connection>>,
     /// Session Expiry Interval, seconds; `u32::MAX` never expires.
     expiry_interval: u32,
     /// When an offline session ends.
@@ -207,15 +225,15 @@ pub struct Session {
     will_at: Option<Instant>,
     /// By filter as subscribed (`$share/` prefix included). Small: most sessions have a few.
     subscriptions: crate::small_map::SmallMap<ByteString, SubscriptionRecord>,
-    inflight: inflight::Window,
-    queue: VecDeque<Routed>,
-    queued_bytes: usize,
+    /// Made on the first message to deliver and let go of once nothing is in flight or
+    /// queued ([`Session::release_idle`]): an idle session holds a pointer, not ~80 bytes.
+    outgoing: Option<Box<Outgoing>>,
     next_packet_id: u16,
     /// QoS 2 packet ids received and not yet released by PUBREL; the flag says whether the
     /// PUBREC was sent (the message was routed).
     qos2_received: Qos2Received,
     /// QoS 1 PUBLISHes routed but not yet acknowledged.
-    qos1_unacked: usize,
+    qos1_unacked: u32,
     ended: bool,
     /// The store holds this session (a state was reported and not yet ended).
     stored: bool,
@@ -280,9 +298,7 @@ impl Session {
             will: None,
             will_at: None,
             subscriptions: Default::default(),
-            inflight: inflight::Window::default(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
+            outgoing: None,
             next_packet_id: 1,
             qos2_received: Qos2Received::default(),
             qos1_unacked: 0,
@@ -330,12 +346,24 @@ impl Session {
 
     /// Messages waiting for the in-flight window or for the client to reconnect.
     pub fn queued_len(&self) -> usize {
-        self.queue.len()
+        self.outgoing.as_ref().map_or(0, |o| o.queue.len())
     }
 
     /// Our unacknowledged QoS 1/2 deliveries.
     pub fn inflight_len(&self) -> usize {
-        self.inflight.len()
+        self.outgoing.as_ref().map_or(0, |o| o.inflight.len())
+    }
+
+    /// Lets go of what an idle session need not hold: the (empty) in-flight window and
+    /// queue. For the owner to call when it waits with nothing to do.
+    pub fn release_idle(&mut self) {
+        if self
+            .outgoing
+            .as_ref()
+            .is_some_and(|o| o.inflight.len() == 0 && o.queue.is_empty())
+        {
+            self.outgoing = None;
+        }
     }
 
     /// The earliest moment [`Session::tick`] has something to do.
@@ -447,16 +475,18 @@ impl Session {
         for record in self.subscriptions.take_values() {
             out.push(Output::Unsubscribe(record));
         }
-        let orphans = self
-            .inflight
-            .take_all()
-            .into_iter()
-            .filter(|f| f.awaiting != Awaiting::Comp)
-            .map(|f| f.routed)
-            .chain(self.queue.drain(..))
-            .filter(|r| r.share.is_some())
-            .collect();
-        self.queued_bytes = 0;
+        let orphans = match self.outgoing.take() {
+            Some(mut o) => o
+                .inflight
+                .take_all()
+                .into_iter()
+                .filter(|f| f.awaiting != Awaiting::Comp)
+                .map(|f| f.routed)
+                .chain(o.queue.drain(..))
+                .filter(|r| r.share.is_some())
+                .collect(),
+            None => Vec::new(),
+        };
         if std::mem::take(&mut self.stored) {
             out.push(Output::Persist(PersistOp::Ended));
         }

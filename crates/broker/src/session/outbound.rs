@@ -3,7 +3,7 @@
 //! resending after a reconnect.
 
 use super::inbound::pubrel;
-use super::{Awaiting, DropReason, InFlight, Output, PersistOp, Session};
+use super::{outgoing, Awaiting, DropReason, InFlight, Output, PersistOp, Session};
 use crate::Routed;
 use std::num::NonZeroU16;
 use std::time::Instant;
@@ -34,7 +34,7 @@ impl Session {
         // QoS 0 is not subject to the in-flight window.
         if routed.qos == QoS::AtMostOnce {
             self.transmit(now, &routed, None, out);
-        } else if self.queue.is_empty() && self.inflight.len() < conn.send_window {
+        } else if self.queued_len() == 0 && self.inflight_len() < conn.send_window {
             self.transmit_reliable(now, routed, out);
         } else {
             self.enqueue(routed, out);
@@ -44,14 +44,15 @@ impl Session {
     fn enqueue(&mut self, routed: Routed, out: &mut Vec<Output>) {
         let s = &self.settings;
         let cost = routed.message.cost();
-        let over_bytes = s.max_queued_bytes > 0 && self.queued_bytes + cost > s.max_queued_bytes;
-        if self.queue.len() >= s.max_queued_messages || over_bytes {
+        let o = outgoing(&mut self.outgoing);
+        let over_bytes = s.max_queued_bytes > 0 && o.queued_bytes + cost > s.max_queued_bytes;
+        if o.queue.len() >= s.max_queued_messages || over_bytes {
             self.done(&routed, out);
             out.push(Output::Dropped(DropReason::QueueFull));
             return;
         }
-        self.queued_bytes += cost;
-        self.queue.push_back(routed);
+        o.queued_bytes += cost;
+        o.queue.push_back(routed);
     }
 
     /// Sends queued messages while the window has room.
@@ -59,11 +60,14 @@ impl Session {
         let Some(window) = self.conn.as_ref().map(|c| c.send_window) else {
             return;
         };
-        while self.inflight.len() < window {
-            let Some(routed) = self.queue.pop_front() else {
+        while self.inflight_len() < window {
+            let Some(o) = self.outgoing.as_mut() else {
                 break;
             };
-            self.queued_bytes = self.queued_bytes.saturating_sub(routed.message.cost());
+            let Some(routed) = o.queue.pop_front() else {
+                break;
+            };
+            o.queued_bytes = o.queued_bytes.saturating_sub(routed.message.cost());
             if routed.message.is_expired(now) {
                 self.done(&routed, out);
                 out.push(Output::Dropped(DropReason::Expired));
@@ -76,7 +80,9 @@ impl Session {
     }
 
     fn transmit_reliable(&mut self, now: Instant, routed: Routed, out: &mut Vec<Output>) {
-        let packet_id = self.inflight.allocate(&mut self.next_packet_id);
+        let packet_id = outgoing(&mut self.outgoing)
+            .inflight
+            .allocate(&mut self.next_packet_id);
         if self.transmit(now, &routed, Some(packet_id), out) {
             let awaiting = if routed.qos == QoS::AtLeastOnce {
                 Awaiting::Ack
@@ -84,7 +90,7 @@ impl Session {
                 Awaiting::Rec
             };
             self.persist_delivery(
-                &routed,
+                routed.store_id,
                 |message_id| PersistOp::Sent {
                     message_id,
                     packet_id,
@@ -92,7 +98,7 @@ impl Session {
                 },
                 out,
             );
-            self.inflight.push_back(InFlight {
+            outgoing(&mut self.outgoing).inflight.push_back(InFlight {
                 packet_id,
                 routed,
                 awaiting,
@@ -104,7 +110,11 @@ impl Session {
 
     /// A persisted delivery is over.
     fn done(&self, routed: &Routed, out: &mut Vec<Output>) {
-        self.persist_delivery(routed, |message_id| PersistOp::Done { message_id }, out);
+        self.persist_delivery(
+            routed.store_id,
+            |message_id| PersistOp::Done { message_id },
+            out,
+        );
     }
 
     /// Writes one PUBLISH; false when it was dropped for the client's packet size limit
@@ -186,8 +196,11 @@ impl Session {
         _reason: ReasonCode,
         out: &mut Vec<Output>,
     ) {
-        if let Some(i) = self.inflight.position(id, |f| f.awaiting == expected) {
-            if let Some(f) = self.inflight.remove(i) {
+        let Some(o) = self.outgoing.as_mut() else {
+            return;
+        };
+        if let Some(i) = o.inflight.position(id, |f| f.awaiting == expected) {
+            if let Some(f) = o.inflight.remove(i) {
                 self.done(&f.routed, out);
             }
             self.drain_queue(now, out);
@@ -195,10 +208,13 @@ impl Session {
     }
 
     pub(super) fn on_pubrec(&mut self, now: Instant, r: PubRec, out: &mut Vec<Output>) {
-        let Some(i) = self
-            .inflight
-            .position(r.packet_id, |f| f.awaiting != Awaiting::Ack)
-        else {
+        let found = self.outgoing.as_mut().and_then(|o| {
+            let i = o
+                .inflight
+                .position(r.packet_id, |f| f.awaiting != Awaiting::Ack)?;
+            Some((o, i))
+        });
+        let Some((o, i)) = found else {
             if self.protocol.is_v5() {
                 let mut rel = thingmq_codec::PubRel::new(r.packet_id);
                 rel.reason = ReasonCode::PacketIdentifierNotFound;
@@ -208,21 +224,19 @@ impl Session {
         };
         if !r.reason.is_success() {
             // The client refused the message: the exchange is over [MQTT-4.3.3-4].
-            if let Some(f) = self.inflight.remove(i) {
+            if let Some(f) = o.inflight.remove(i) {
                 self.done(&f.routed, out);
             }
             self.drain_queue(now, out);
             return;
         }
-        let Some(f) = self.inflight.get_mut(i) else {
+        let Some(f) = o.inflight.get_mut(i) else {
             return;
         };
         f.awaiting = Awaiting::Comp;
-        let Some(f) = self.inflight.get(i) else {
-            return;
-        };
+        let store_id = f.routed.store_id;
         self.persist_delivery(
-            &f.routed,
+            store_id,
             |message_id| PersistOp::Sent {
                 message_id,
                 packet_id: r.packet_id,
@@ -239,11 +253,15 @@ impl Session {
     /// in flight.
     pub(super) fn resend(&mut self, now: Instant, out: &mut Vec<Output>) {
         let max = self.conn.as_ref().and_then(|c| c.max_packet_size);
-        let pending = self.inflight.take_all();
+        let pending = self
+            .outgoing
+            .as_mut()
+            .map(|o| o.inflight.take_all())
+            .unwrap_or_default();
         for f in pending {
             if f.awaiting == Awaiting::Comp {
                 out.push(Output::Send(pubrel(f.packet_id)));
-                self.inflight.push_back(f);
+                outgoing(&mut self.outgoing).inflight.push_back(f);
                 continue;
             }
             let publish = self.build_publish(now, &f.routed, Some(f.packet_id), true);
@@ -255,7 +273,7 @@ impl Session {
                 continue;
             }
             out.push(Output::Send(packet));
-            self.inflight.push_back(f);
+            outgoing(&mut self.outgoing).inflight.push_back(f);
         }
         self.drain_queue(now, out);
     }

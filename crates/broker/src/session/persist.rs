@@ -6,7 +6,7 @@
 //! carries; the server wrote the queue entry itself when it routed the message, so a message
 //! is stored once and sessions only reference it.
 
-use super::{Awaiting, InFlight, Output, Session};
+use super::{outgoing, Awaiting, InFlight, Output, Session};
 use crate::{BrokerSettings, Routed};
 use bytestring::ByteString;
 use std::sync::Arc;
@@ -102,14 +102,14 @@ impl Session {
         }
     }
 
-    /// Reports the progress of a persisted delivery.
+    /// Reports the progress of a delivery whose message is in the store as `store_id`.
     pub(super) fn persist_delivery(
         &self,
-        routed: &Routed,
+        store_id: Option<u64>,
         op: impl FnOnce(u64) -> PersistOp,
         out: &mut Vec<Output>,
     ) {
-        if let Some(id) = routed.store_id {
+        if let Some(id) = store_id {
             if self.settings.durable {
                 out.push(Output::Persist(op(id)));
             }
@@ -162,14 +162,17 @@ impl Session {
         }
         for d in deliveries {
             match d.sent {
-                Some((packet_id, awaiting)) => s.inflight.push_back(InFlight {
-                    packet_id,
-                    routed: d.routed,
-                    awaiting,
-                }),
+                Some((packet_id, awaiting)) => {
+                    outgoing(&mut s.outgoing).inflight.push_back(InFlight {
+                        packet_id,
+                        routed: d.routed,
+                        awaiting,
+                    })
+                }
                 None => {
-                    s.queued_bytes += d.routed.message.cost();
-                    s.queue.push_back(d.routed);
+                    let o = outgoing(&mut s.outgoing);
+                    o.queued_bytes += d.routed.message.cost();
+                    o.queue.push_back(d.routed);
                 }
             }
         }

@@ -317,6 +317,44 @@ fn outbound_window_queues_and_drains_in_order() {
 }
 
 #[test]
+fn an_idle_session_lets_go_of_its_outgoing_state_and_a_busy_one_keeps_it() {
+    let settings = BrokerSettings {
+        max_inflight: 1,
+        ..Default::default()
+    };
+    let (mut s, now, mut out) = session_with(ProtocolVersion::V3_1_1, settings);
+    assert!(s.outgoing.is_none(), "nothing delivered yet");
+    s.deliver(now, routed("t/0", QoS::AtLeastOnce), &mut out);
+    s.deliver(now, routed("t/1", QoS::AtLeastOnce), &mut out);
+    s.release_idle();
+    assert_eq!(
+        (s.inflight_len(), s.queued_len()),
+        (1, 1),
+        "kept while busy"
+    );
+    let id0 = sent_publishes(&out)[0].packet_id.unwrap();
+    out.clear();
+    s.handle_packet(now, Packet::PubAck(PubAck::new(id0)), &mut out)
+        .unwrap();
+    let id1 = sent_publishes(&out)[0].packet_id.unwrap();
+    assert_ne!(id0, id1);
+    s.release_idle();
+    assert_eq!((s.inflight_len(), s.queued_len()), (1, 0));
+    out.clear();
+    s.handle_packet(now, Packet::PubAck(PubAck::new(id1)), &mut out)
+        .unwrap();
+    s.release_idle();
+    assert!(
+        s.outgoing.is_none(),
+        "released once nothing is in flight or queued"
+    );
+    // Packet ids go on from where they were, not from 1 again.
+    s.deliver(now, routed("t/2", QoS::AtLeastOnce), &mut out);
+    let id2 = sent_publishes(&out).last().unwrap().packet_id.unwrap();
+    assert_eq!(id2.get(), id1.get() + 1);
+}
+
+#[test]
 fn qos2_delivery_runs_pubrec_pubrel_pubcomp() {
     let (mut s, now, mut out) = session(ProtocolVersion::V5);
     s.deliver(now, routed("x", QoS::ExactlyOnce), &mut out);
