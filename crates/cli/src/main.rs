@@ -10,6 +10,11 @@ mod passwd;
 mod simulate;
 mod things;
 
+/// See `crates/cli/Cargo.toml`: memory freed by hibernating sessions goes back to the system.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
