@@ -52,19 +52,21 @@ pub(crate) struct Dormitory {
 #[derive(Debug, Default)]
 struct Sockets {
     slots: Vec<Option<Arc<Sleeper>>>,
-    free: Vec<usize>,
+    free: Vec<u32>,
 }
 
 impl Sockets {
-    fn insert(&mut self, sleeper: Arc<Sleeper>) -> usize {
+    /// The sleeper's token. There are never more than there are file descriptors, so a
+    /// `u32` holds it.
+    fn insert(&mut self, sleeper: Arc<Sleeper>) -> u32 {
         match self.free.pop() {
             Some(token) => {
-                self.slots[token] = Some(sleeper);
+                self.slots[token as usize] = Some(sleeper);
                 token
             }
             None => {
                 self.slots.push(Some(sleeper));
-                self.slots.len() - 1
+                (self.slots.len() - 1) as u32
             }
         }
     }
@@ -73,8 +75,8 @@ impl Sockets {
         self.slots.get(token)?.as_ref()
     }
 
-    fn remove(&mut self, token: usize) {
-        if let Some(slot) = self.slots.get_mut(token) {
+    fn remove(&mut self, token: u32) {
+        if let Some(slot) = self.slots.get_mut(token as usize) {
             if slot.take().is_some() {
                 self.free.push(token);
             }
@@ -88,16 +90,26 @@ impl Sockets {
 }
 
 /// A hibernating session. It is the waker its inbox, control queue and timer hold. Only the
-/// task and its parked socket: the dormitory is the task's broker's.
+/// task and its parked socket (the dormitory is the task's broker's), in 320 bytes with the
+/// `Arc`'s counts: an allocator size class (see the size test in `session_task.rs`).
 #[derive(Debug, Default)]
 pub(crate) struct Sleeper(Mutex<SleepState>);
 
+/// An enum rather than optional fields and a flag: the states without a task fit in the
+/// task's unused bit patterns, so they cost no word of their own. The large variant is the
+/// point: the whole sleeper is one allocation, and boxing the task would make it two.
 #[derive(Debug, Default)]
-struct SleepState {
-    task: Option<SessionTask>,
-    socket: Option<Parked>,
-    /// Woken while falling asleep: the task is revived as soon as it is in.
-    woken: bool,
+#[allow(clippy::large_enum_variant)]
+enum SleepState {
+    /// Its wakers are being registered; the task is not in yet.
+    #[default]
+    Falling,
+    /// Woken: revived, or to be revived as soon as the task is in.
+    Woken,
+    Asleep {
+        task: SessionTask,
+        socket: Option<Parked>,
+    },
 }
 
 /// A hibernating connection's socket, off tokio's reactor and on the dormitory's epoll.
@@ -105,8 +117,9 @@ struct SleepState {
 struct Parked {
     stream: std::net::TcpStream,
     slots: Slots,
-    /// Its epoll token: its index in [`Sockets`].
-    token: usize,
+    /// Its epoll token: its index in [`Sockets`] (`u32`, so it shares a word with the
+    /// file descriptor).
+    token: u32,
 }
 
 impl Dormitory {
@@ -182,12 +195,9 @@ impl Sleeper {
     /// Spawns the session task again, with its socket back on tokio's reactor. A no-op when
     /// already revived (several of its wakers may fire).
     fn revive(&self) {
-        let (task, socket) = {
-            let mut s = self.0.lock();
-            s.woken = true;
-            (s.task.take(), s.socket.take())
-        };
-        let Some(mut task) = task else {
+        let SleepState::Asleep { mut task, socket } =
+            std::mem::replace(&mut *self.0.lock(), SleepState::Woken)
+        else {
             return;
         };
         // Only a task that hibernated is here, and only with a dormitory.
@@ -262,7 +272,7 @@ pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
     };
     let sleeper = Arc::new(Sleeper::default());
     let waker = Waker::from(sleeper.clone());
-    // Its wakers go in first, then the task: a wake in between sets `woken`, seen below.
+    // Its wakers go in first, then the task: a wake in between leaves it `Woken`, seen below.
     let mut busy = task.wait_asleep(&mut Context::from_waker(&waker));
     let socket = socket.map(|(stream, slots)| Parked {
         token: dormitory.sockets.lock().insert(sleeper.clone()),
@@ -276,7 +286,7 @@ pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
         // added, so bytes that came since our last read are not missed.
         if let Err(e) = dormitory.registry.register(
             &mut mio::unix::SourceFd(&fd),
-            mio::Token(token),
+            mio::Token(token as usize),
             mio::Interest::READABLE,
         ) {
             tracing::warn!(client_id = %task.client_id(), "cannot watch a hibernating connection: {e}");
@@ -288,9 +298,9 @@ pub(crate) fn hibernate(dormitory: &Arc<Dormitory>, mut task: SessionTask) {
     metrics.hibernations_total.fetch_add(1, Ordering::Relaxed);
     let wake_now = {
         let mut s = sleeper.0.lock();
-        s.task = Some(task);
-        s.socket = socket;
-        s.woken || busy
+        let woken = matches!(*s, SleepState::Woken);
+        *s = SleepState::Asleep { task, socket };
+        woken || busy
     };
     if wake_now {
         sleeper.revive();
@@ -325,7 +335,7 @@ mod tests {
         let b = sockets.insert(Arc::new(Sleeper::default()));
         assert_ne!(a, b);
         sockets.remove(a);
-        assert!(sockets.get(a).is_none());
+        assert!(sockets.get(a as usize).is_none());
         sockets.remove(a);
         assert_eq!(sockets.len(), 1);
         let c = sockets.insert(Arc::new(Sleeper::default()));

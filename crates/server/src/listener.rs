@@ -12,30 +12,64 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 
-/// A connection's places under the connection caps it counts against (the global one and its
-/// listener's), given back when it is dropped with the connection. Inline, not tokio permits
-/// in a boxed slice, which was a 48-byte allocation of every connection.
+/// The connection caps a listener's connections count against: the global one and the
+/// listener's own.
 #[derive(Debug, Default)]
-pub(crate) struct Slots([Option<Arc<Semaphore>>; 2]);
+pub(crate) struct Caps {
+    global: Option<Arc<Semaphore>>,
+    local: Option<Semaphore>,
+}
+
+impl Caps {
+    pub(crate) fn new(global: Option<Arc<Semaphore>>, local: usize) -> Arc<Caps> {
+        Arc::new(Caps {
+            global,
+            local: (local > 0).then(|| Semaphore::new(local)),
+        })
+    }
+}
+
+/// A connection's place under its listener's [`Caps`], given back when it is dropped with
+/// the connection. One pointer: tokio permits in a boxed slice were a 48-byte allocation
+/// of every connection, and two semaphores inline made a hibernating session a size class
+/// larger.
+#[derive(Debug, Default)]
+pub(crate) struct Slots(Option<Arc<Caps>>);
 
 impl Slots {
-    /// A place in each cap that is set; `Err(i)` when cap `i` is full (the places taken
-    /// before it are given back).
-    fn take(caps: [&Option<Arc<Semaphore>>; 2]) -> Result<Slots, usize> {
-        let mut slots = Slots::default();
-        for (i, cap) in caps.into_iter().enumerate() {
-            let Some(sem) = cap else { continue };
-            sem.try_acquire().map_err(|_| i)?.forget();
-            slots.0[i] = Some(sem.clone());
+    /// A place in each cap that is set; `Err(key)` names the config key of the cap that is
+    /// full (a place taken in the global cap is then given back).
+    fn take(caps: &Arc<Caps>) -> Result<Slots, &'static str> {
+        if let Some(global) = &caps.global {
+            global
+                .try_acquire()
+                .map_err(|_| "limits.max_connections")?
+                .forget();
         }
-        Ok(slots)
+        if let Some(local) = &caps.local {
+            match local.try_acquire() {
+                Ok(p) => p.forget(),
+                Err(_) => {
+                    if let Some(global) = &caps.global {
+                        global.add_permits(1);
+                    }
+                    return Err("listeners.max_connections");
+                }
+            }
+        }
+        Ok(Slots(Some(caps.clone())))
     }
 }
 
 impl Drop for Slots {
     fn drop(&mut self) {
-        for sem in self.0.iter().flatten() {
-            sem.add_permits(1);
+        if let Some(caps) = &self.0 {
+            for sem in [caps.global.as_deref(), caps.local.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                sem.add_permits(1);
+            }
         }
     }
 }
@@ -55,8 +89,7 @@ pub(crate) struct ListenerTask {
 
 impl ListenerTask {
     pub(crate) async fn run(mut self) {
-        let local = (self.config.max_connections > 0)
-            .then(|| Arc::new(Semaphore::new(self.config.max_connections)));
+        let caps = Caps::new(self.global.clone(), self.config.max_connections);
         let acceptor = Acceptor::new(&self.config.transport);
         let mut backoff = Duration::from_millis(5);
         loop {
@@ -77,10 +110,9 @@ impl ListenerTask {
                     continue;
                 }
             };
-            let permits = match Slots::take([&self.global, &local]) {
+            let permits = match Slots::take(&caps) {
                 Ok(slots) => slots,
-                Err(full) => {
-                    let key = ["limits.max_connections", "listeners.max_connections"][full];
+                Err(key) => {
                     refused(&self.broker, peer, key);
                     continue;
                 }
@@ -171,27 +203,37 @@ async fn connect(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_connection_takes_a_place_in_each_cap_and_gives_it_back_when_dropped() {
-        let global = Some(Arc::new(Semaphore::new(2)));
-        let local = Some(Arc::new(Semaphore::new(1)));
-        let first = Slots::take([&global, &local]).unwrap();
-        assert_eq!(global.as_ref().unwrap().available_permits(), 1);
-        assert_eq!(local.as_ref().unwrap().available_permits(), 0);
-        drop(first);
-        assert_eq!(global.as_ref().unwrap().available_permits(), 2);
-        assert_eq!(local.as_ref().unwrap().available_permits(), 1);
+    fn available(caps: &Caps) -> (usize, usize) {
+        (
+            caps.global.as_ref().unwrap().available_permits(),
+            caps.local.as_ref().unwrap().available_permits(),
+        )
     }
 
     #[test]
-    fn a_full_cap_is_named_and_the_places_taken_before_it_are_given_back() {
-        let global = Some(Arc::new(Semaphore::new(5)));
-        let local = Some(Arc::new(Semaphore::new(1)));
-        let _held = Slots::take([&global, &local]).unwrap();
-        assert_eq!(Slots::take([&global, &local]).unwrap_err(), 1);
-        assert_eq!(global.as_ref().unwrap().available_permits(), 4);
-        let none = None;
-        assert_eq!(Slots::take([&local, &none]).unwrap_err(), 0);
-        assert!(Slots::take([&none, &none]).is_ok());
+    fn a_connection_takes_a_place_in_each_cap_and_gives_it_back_when_dropped() {
+        let caps = Caps::new(Some(Arc::new(Semaphore::new(2))), 1);
+        let first = Slots::take(&caps).unwrap();
+        assert_eq!(available(&caps), (1, 0));
+        drop(first);
+        assert_eq!(available(&caps), (2, 1));
+    }
+
+    #[test]
+    fn a_full_cap_is_named_and_the_place_taken_in_the_other_is_given_back() {
+        let global = Arc::new(Semaphore::new(5));
+        let caps = Caps::new(Some(global.clone()), 1);
+        let _held = Slots::take(&caps).unwrap();
+        assert_eq!(Slots::take(&caps).unwrap_err(), "listeners.max_connections");
+        assert_eq!(available(&caps), (4, 0));
+        let other_listener = Caps::new(Some(global), 0);
+        let _more: Vec<_> = (0..4)
+            .map(|_| Slots::take(&other_listener).unwrap())
+            .collect();
+        assert_eq!(
+            Slots::take(&other_listener).unwrap_err(),
+            "limits.max_connections"
+        );
+        assert!(Slots::take(&Caps::new(None, 0)).is_ok());
     }
 }

@@ -1286,10 +1286,9 @@ mod tests {
         println!("SessionTask {task_size} B, Session {session_size} B, Sleeper {sleeper_size} B");
         assert!(task_size <= 280, "SessionTask is {task_size} bytes");
         assert!(session_size <= 160, "Session is {session_size} bytes");
-        // A hibernating session is the task and its parked socket, in one allocation.
-        assert!(
-            sleeper_size <= task_size + 48,
-            "Sleeper is {sleeper_size} bytes"
-        );
+        // A hibernating session is the task and its parked socket, in one allocation: with
+        // the `Arc`'s two counts at most 320 bytes, a size class of jemalloc's (336 made it
+        // 384).
+        assert!(sleeper_size + 16 <= 320, "Sleeper is {sleeper_size} bytes");
     }
 }
