@@ -51,6 +51,15 @@ impl ProtocolVersion {
         }
     }
 
+    /// The version as people write it: `3.1`, `3.1.1` or `5.0`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProtocolVersion::V3_1 => "3.1",
+            ProtocolVersion::V3_1_1 => "3.1.1",
+            ProtocolVersion::V5 => "5.0",
+        }
+    }
+
     /// True for MQTT 5.0, the only version with properties and reason codes on every ack.
     pub fn is_v5(self) -> bool {
         self == ProtocolVersion::V5

@@ -15,8 +15,10 @@ use thingmq_codec::QoS;
 #[derive(Debug)]
 pub(crate) struct Inbox {
     state: Mutex<State>,
-    qos0_limit: usize,
-    reliable_limit: usize,
+    /// `u32`s: with the two fields of `usize` the session's shared state was a size class
+    /// larger (see the size test in `broker.rs`).
+    qos0_limit: u32,
+    reliable_limit: u32,
 }
 
 #[derive(Debug)]
@@ -34,8 +36,8 @@ impl Inbox {
                 items: VecDeque::new(),
                 waker: None,
             }),
-            qos0_limit,
-            reliable_limit,
+            qos0_limit: u32::try_from(qos0_limit).unwrap_or(u32::MAX),
+            reliable_limit: u32::try_from(reliable_limit).unwrap_or(u32::MAX),
         }
     }
 
@@ -47,7 +49,7 @@ impl Inbox {
         } else {
             self.reliable_limit
         };
-        if s.items.len() >= limit {
+        if s.items.len() >= limit as usize {
             return false;
         }
         s.items.push_back(routed);

@@ -64,7 +64,7 @@ pub(crate) fn client_event(
         "clientid": client_id,
         "username": info.username,
         "peer": info.peer.to_string(),
-        "protocol": info.protocol,
+        "protocol": info.protocol.name(),
         "keep_alive": info.keep_alive,
         "connected_at": info.connected_at_ms,
         "ts": crate::admin::unix_ms(std::time::SystemTime::now()),

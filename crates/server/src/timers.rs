@@ -1,9 +1,15 @@
 //! One timer for the deadlines of every session (keep-alive, session expiry, will delay).
 //!
 //! A tokio `Sleep` per session was 112 bytes (128 with the allocator's header) of every idle
-//! connection. Here a session has one entry in an ordered map (~50 bytes with the map's
-//! nodes) and one task, the [`drive`] loop, sleeps until the earliest entry is due, removes
-//! the due ones and wakes their sessions.
+//! connection. Here a session has one entry in an ordered set and its waker in a hash map
+//! (~60 bytes in all), and one task, the [`drive`] loop, sleeps until the earliest entry is
+//! due, removes the due ones and wakes their sessions.
+//!
+//! The wakers are not the ordered map's values: a B-tree leaf of (key, waker) pairs is 368
+//! bytes, in the allocator's 384-byte class with the session tasks' tokio cells, and the leaves
+//! that outlive a connect storm kept most of those cells' pages from going back to the system
+//! once the sessions hibernated (docs/benchmarks.md). Keys alone make 192-byte leaves; the map
+//! of wakers is one large table of its own.
 //!
 //! Entries are not moved when a deadline moves later (a keep-alive deadline moves with
 //! every packet): the session is woken at the old time, sees that its deadline has not come
@@ -13,7 +19,7 @@
 //! driver's clock down, so a deadline the driver reports as passed has passed.
 
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -28,12 +34,52 @@ type Tick = u64;
 #[derive(Debug)]
 pub(crate) struct Timers {
     base: Instant,
-    /// Due entries by (tick, session id).
-    entries: Mutex<BTreeMap<(Tick, u64), Waker>>,
+    entries: Mutex<Entries>,
     /// The driver's clock: every entry up to this tick has been woken.
     now: AtomicU64,
     /// Tells the driver that an entry earlier than the one it sleeps until was added.
     earlier: Notify,
+}
+
+/// Every registered session's deadline and waker; a session has at most one entry.
+#[derive(Debug, Default)]
+struct Entries {
+    /// (tick, session id), earliest first.
+    order: BTreeSet<(Tick, u64)>,
+    /// By session id.
+    wakers: HashMap<u64, Waker>,
+}
+
+impl Entries {
+    fn insert(&mut self, at: Tick, id: u64, waker: Waker) {
+        self.order.insert((at, id));
+        self.wakers.insert(id, waker);
+    }
+
+    fn remove(&mut self, at: Tick, id: u64) {
+        if self.order.remove(&(at, id)) {
+            self.wakers.remove(&id);
+        }
+    }
+
+    /// The earliest entry's tick.
+    fn first(&self) -> Option<Tick> {
+        self.order.first().map(|k| k.0)
+    }
+
+    /// Removes and returns the waker of the earliest entry if it is due at `tick`.
+    fn pop_due(&mut self, tick: Tick) -> Option<Waker> {
+        while let Some(&(at, id)) = self.order.first() {
+            if at > tick {
+                return None;
+            }
+            self.order.pop_first();
+            if let Some(waker) = self.wakers.remove(&id) {
+                return Some(waker);
+            }
+        }
+        None
+    }
 }
 
 /// A session's entry in [`Timers`]: the tick it is registered at, 0 for none. One word, so
@@ -45,7 +91,7 @@ impl Timers {
     pub(crate) fn new() -> Timers {
         Timers {
             base: Instant::now(),
-            entries: Mutex::new(BTreeMap::new()),
+            entries: Mutex::new(Entries::default()),
             now: AtomicU64::new(0),
             earlier: Notify::new(),
         }
@@ -90,10 +136,10 @@ impl Timers {
         }
         let mut entries = self.entries.lock();
         if reg.0 != 0 {
-            entries.remove(&(reg.0, id));
+            entries.remove(reg.0, id);
         }
-        entries.insert((at, id), cx.waker().clone());
-        let first = entries.first_key_value().is_some_and(|(k, _)| k.0 == at);
+        entries.insert(at, id, cx.waker().clone());
+        let first = entries.first() == Some(at);
         drop(entries);
         reg.0 = at;
         if first {
@@ -111,7 +157,7 @@ impl Timers {
     /// Removes the session's entry, if any (its deadline is gone or the session is).
     pub(crate) fn cancel(&self, reg: &mut Registration, id: u64) {
         if reg.0 != 0 {
-            self.entries.lock().remove(&(reg.0, id));
+            self.entries.lock().remove(reg.0, id);
             reg.0 = 0;
         }
     }
@@ -119,7 +165,9 @@ impl Timers {
     /// Entries in the map (for tests and metrics).
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.lock().len()
+        let entries = self.entries.lock();
+        assert_eq!(entries.order.len(), entries.wakers.len());
+        entries.order.len()
     }
 
     /// Wakes every entry due at `now`; the tick of the next entry, if any.
@@ -132,13 +180,10 @@ impl Timers {
             // Published under the lock: a session that registers after this sees the new
             // clock (and finds itself due), one that registered before is in the map.
             self.now.store(tick, Ordering::Release);
-            while let Some(e) = entries.first_entry() {
-                if e.key().0 > tick {
-                    break;
-                }
-                due.push(e.remove());
+            while let Some(waker) = entries.pop_due(tick) {
+                due.push(waker);
             }
-            entries.first_key_value().map(|(k, _)| k.0)
+            entries.first()
         };
         for w in due {
             w.wake();
