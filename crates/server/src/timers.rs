@@ -321,4 +321,57 @@ mod tests {
         let _ = stop.send(true);
         driver.await.unwrap();
     }
+    #[derive(Debug, Clone)]
+    enum Op {
+        Poll { id: usize, ms: u64 },
+        Cancel { id: usize },
+        Fire { ms: u64 },
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..6usize, 1..60u64).prop_map(|(id, ms)| Op::Poll { id, ms }),
+            (0..6usize).prop_map(|id| Op::Cancel { id }),
+            (0..8u64).prop_map(|ms| Op::Fire { ms }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the order of registrations, cancellations and firings: the entries are
+        /// exactly the registrations not yet due, a firing wakes exactly the sessions whose
+        /// registration came due since the last one, and it reports the earliest left.
+        #[test]
+        fn entries_match_the_sessions_registrations(ops in proptest::collection::vec(op(), 1..80)) {
+            let t = Timers::new();
+            let wakers: Vec<_> = (0..6).map(|_| waker()).collect();
+            let mut regs: Vec<Registration> = (0..6).map(|_| Registration::default()).collect();
+            let mut clock = 0u64;
+            for op in ops {
+                match op {
+                    Op::Poll { id, ms } => {
+                        let mut cx = Context::from_waker(&wakers[id].1);
+                        let deadline = t.base + Duration::from_millis(clock + ms);
+                        let _ = t.poll(&mut regs[id], id as u64, deadline, &mut cx);
+                    }
+                    Op::Cancel { id } => t.cancel(&mut regs[id], id as u64),
+                    Op::Fire { ms } => {
+                        let before: Vec<usize> =
+                            wakers.iter().map(|w| w.0 .0.load(Ordering::SeqCst)).collect();
+                        let due: Vec<bool> = regs.iter().map(|r| r.0 > clock && r.0 <= clock + ms).collect();
+                        clock += ms;
+                        let next = t.fire(t.base + Duration::from_millis(clock));
+                        for id in 0..6 {
+                            let woken = wakers[id].0 .0.load(Ordering::SeqCst) - before[id];
+                            proptest::prop_assert_eq!(woken, usize::from(due[id]), "session {}", id);
+                        }
+                        let earliest = regs.iter().map(|r| r.0).filter(|&at| at > clock).min();
+                        proptest::prop_assert_eq!(next, earliest);
+                    }
+                }
+                let live = regs.iter().filter(|r| r.0 > t.now.load(Ordering::Acquire)).count();
+                proptest::prop_assert_eq!(t.len(), live);
+            }
+        }
+    }
 }
