@@ -38,7 +38,7 @@ pub struct ConnectionInfo {
     /// CONNECT username, or the client certificate's identity.
     pub username: Option<String>,
     /// Serialized as `3.1`, `3.1.1` or `5.0`. The enum rather than its name: a byte, where a
-    /// `&str` was 16 of every session's shared state (see the size test in `broker.rs`).
+    /// `&str` was 16 of every session's shared state (see the size test in `session_task.rs`).
     #[serde(serialize_with = "protocol_name")]
     pub protocol: thingmq_codec::ProtocolVersion,
     /// Keep-alive in seconds as granted.

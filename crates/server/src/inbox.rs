@@ -16,7 +16,7 @@ use thingmq_codec::QoS;
 pub(crate) struct Inbox {
     state: Mutex<State>,
     /// `u32`s: with the two fields of `usize` the session's shared state was a size class
-    /// larger (see the size test in `broker.rs`).
+    /// larger (see the size test in `session_task.rs`).
     qos0_limit: u32,
     reliable_limit: u32,
 }
