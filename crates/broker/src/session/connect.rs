@@ -101,7 +101,7 @@ impl Session {
         self.conn = Some(Box::new(Connection {
             keep_alive,
             last_packet: now,
-            send_window: usize::from(client_window.min(s.max_inflight.max(1))),
+            send_window: client_window.min(s.max_inflight.max(1)),
             max_packet_size: p.maximum_packet_size.map(|m| m.get()),
             alias_max_out: p.topic_alias_maximum.unwrap_or(0),
             aliases: None,

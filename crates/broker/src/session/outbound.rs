@@ -34,7 +34,7 @@ impl Session {
         // QoS 0 is not subject to the in-flight window.
         if routed.qos == QoS::AtMostOnce {
             self.transmit(now, &routed, None, out);
-        } else if self.queued_len() == 0 && self.inflight_len() < conn.send_window {
+        } else if self.queued_len() == 0 && self.inflight_len() < usize::from(conn.send_window) {
             self.transmit_reliable(now, routed, out);
         } else {
             self.enqueue(routed, out);
@@ -57,7 +57,7 @@ impl Session {
 
     /// Sends queued messages while the window has room.
     fn drain_queue(&mut self, now: Instant, out: &mut Vec<Output>) {
-        let Some(window) = self.conn.as_ref().map(|c| c.send_window) else {
+        let Some(window) = self.conn.as_ref().map(|c| usize::from(c.send_window)) else {
             return;
         };
         while self.inflight_len() < window {

@@ -1166,3 +1166,10 @@ fn each_way_a_connection_ends_leaves_its_close_reason() {
         Some("session_ended")
     );
 }
+
+#[test]
+fn the_connection_state_box_fits_the_48_byte_size_class() {
+    // Every connected session holds one, awake or hibernated.
+    let size = std::mem::size_of::<Connection>();
+    assert!(size <= 48, "Connection is {size} bytes");
+}
