@@ -2,7 +2,7 @@
 //! a tokio task until something happens to it.
 //!
 //! Most connections of a device fleet are idle most of the time, and an idle session's
-//! tokio task is most of what it costs: the task cell (640 bytes, tokio aligns it to 128)
+//! tokio task is most of what it costs: the task cell (384 bytes, tokio aligns it to 128)
 //! and the socket's registration with tokio's reactor (256 bytes). A hibernating session
 //! keeps only its state (the [`SessionTask`], moved into a [`Sleeper`]); its socket, if it has
 //! one, is watched by the [`Dormitory`]'s own epoll thread, and a waker of its own sits in
