@@ -17,14 +17,14 @@ use std::sync::Arc;
 use std::time::Instant;
 use thingmq_broker::retain::RetainStore;
 use thingmq_broker::router::{Delivery, Router, Subscriber};
-use thingmq_broker::{BrokerSettings, Message, Routed};
+use thingmq_broker::{BrokerSettings, ClientId, Message, Routed};
 use thingmq_store::{ListenerRef, Op};
 
 /// What the router holds for a session: its inbox and whether it is connected.
 #[derive(Debug)]
 pub(crate) struct SessionShared {
     id: u64,
-    pub(crate) client_id: ByteString,
+    pub(crate) client_id: ClientId,
     pub(crate) inbox: Inbox,
     pub(crate) online: AtomicBool,
     /// The attached connection, for the admin API; written by the session task on attach
@@ -301,7 +301,7 @@ impl Broker {
     }
 
     /// A new session identity with its inbox.
-    pub(crate) fn new_session_ref(&self, client_id: ByteString) -> SessionRef {
+    pub(crate) fn new_session_ref(&self, client_id: ClientId) -> SessionRef {
         SessionRef(Arc::new(SessionShared {
             id: self.next_session_id.fetch_add(1, Ordering::Relaxed),
             client_id,
@@ -366,7 +366,7 @@ impl Broker {
                     });
                     routed.store_id = Some(id);
                     ops.push(Op::PutEntry {
-                        client_id: d.subscriber.0.client_id.clone(),
+                        client_id: persist::store_key(&d.subscriber.0.client_id),
                         message_id: id,
                         entry: persist::entry_record(&routed),
                     });
@@ -427,7 +427,7 @@ impl Broker {
                             record: persist::message_record(&routed.message, store.clock),
                         });
                         ops.push(Op::PutEntry {
-                            client_id: member.0.client_id.clone(),
+                            client_id: persist::store_key(&member.0.client_id),
                             message_id: id,
                             entry: persist::entry_record(&routed),
                         });
@@ -521,9 +521,15 @@ mod tests {
         let a = handle(&b, "a");
         r.insert(a.clone());
         r.insert(handle(&b, "b"));
+        // Longer than a client id kept inline (23 bytes): the same by its text.
+        let long = "urn:dev:6a1f0c2e-93b4-4c8e-b1d2-7f0e4a9c3b21";
+        let l = handle(&b, long);
+        r.insert(l.clone());
         assert!(r.get("a").is_some_and(|h| h.session == a.session));
+        assert!(r.get(long).is_some_and(|h| h.session == l.session));
+        assert!(r.get(&long[..23]).is_none());
         assert!(r.get("c").is_none());
-        assert_eq!(r.values().count(), 2);
+        assert_eq!(r.values().count(), 3);
     }
 
     #[test]

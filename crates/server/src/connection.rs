@@ -226,7 +226,7 @@ fn detach_from_read_buffer(connect: &mut Connect) {
 /// Hands an accepted connection to the task owning its client id's session, starting one
 /// when there is none.
 pub(crate) async fn admit(broker: Arc<Broker>, mut accepted: Accepted, alive: mpsc::Sender<()>) {
-    let client_id = accepted.connect.client_id.clone();
+    let client_id = thingmq_broker::ClientId::new(&accepted.connect.client_id);
     loop {
         let handle = {
             let mut registry = broker.registry.lock();

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thingmq_broker::session::{Awaiting, PersistOp, RestoredDelivery, SessionState};
-use thingmq_broker::{Message, Routed};
+use thingmq_broker::{ClientId, Message, Routed};
 use thingmq_codec::PacketId;
 use thingmq_store::{
     EntryRecord, EntryState, ListenerRef, MessageRecord, Op, SessionRecord, Snapshot, Store,
@@ -411,12 +411,12 @@ fn state_of(a: Awaiting) -> EntryState {
 /// The store operation for a core [`PersistOp`] of `client_id`'s session, whose last
 /// connection had `username` and came in on `listener`.
 pub(crate) fn op(
-    client_id: &ByteString,
+    client_id: &ClientId,
     (username, listener): (Option<&str>, &ListenerRef),
     op: PersistOp,
     clock: WallClock,
 ) -> Op {
-    let client_id = client_id.clone();
+    let client_id = store_key(client_id);
     match op {
         PersistOp::Session(s) => Op::PutSession {
             client_id,
@@ -455,9 +455,15 @@ pub(crate) fn op(
     }
 }
 
+/// A session's key in the store. A copy: the store keeps its own strings, and a session's
+/// id is kept inline (see [`ClientId`]) rather than shared with them.
+pub(crate) fn store_key(client_id: &ClientId) -> ByteString {
+    ByteString::from(client_id.as_str())
+}
+
 /// A stored session ready for [`thingmq_broker::session::Session::restore`].
 pub(crate) struct Restored {
-    pub(crate) client_id: ByteString,
+    pub(crate) client_id: ClientId,
     pub(crate) username: Option<String>,
     pub(crate) listener: ListenerRef,
     pub(crate) state: SessionState,
@@ -526,7 +532,7 @@ pub(crate) fn restore(snapshot: Snapshot, clock: WallClock) -> (Vec<Arc<Message>
                 })
                 .collect();
             Restored {
-                client_id,
+                client_id: ClientId::new(&client_id),
                 username,
                 listener,
                 state,

@@ -800,7 +800,7 @@ impl SessionTask {
                     if self.broker.store.is_some() && self.session.persists() {
                         // Stored with the message: a resend after a crash is not routed again.
                         work(&mut self.work).ops.push(thingmq_store::Op::PutQos2 {
-                            client_id: self.session.client_id().clone(),
+                            client_id: crate::persist::store_key(self.session.client_id()),
                             packet_id: a.packet_id.get(),
                         });
                     }
@@ -939,7 +939,7 @@ impl SessionTask {
                     record: crate::persist::message_record(&routed.message, store.clock),
                 });
                 ops.push(thingmq_store::Op::PutEntry {
-                    client_id: self.session.client_id().clone(),
+                    client_id: crate::persist::store_key(self.session.client_id()),
                     message_id: id,
                     entry: crate::persist::entry_record(&routed),
                 });

@@ -151,7 +151,7 @@ impl Session {
         }
         props.maximum_packet_size = std::num::NonZeroU32::new(s.max_packet_size);
         if assigned_id {
-            props.assigned_client_identifier = Some(self.client_id.clone());
+            props.assigned_client_identifier = Some(ByteString::from(self.client_id.as_str()));
         }
         props.topic_alias_maximum = Some(s.topic_alias_maximum);
         if !s.wildcard_subscriptions {

@@ -23,7 +23,7 @@ pub use persist::{PersistOp, RestoredDelivery, SessionState};
 pub use connect::{effective_keep_alive, validate_connect};
 
 use crate::router::SubscriptionEntry;
-use crate::{AccessPolicy, AllowAll, BrokerSettings, Message, Routed, Violation};
+use crate::{AccessPolicy, AllowAll, BrokerSettings, ClientId, Message, Routed, Violation};
 use bytestring::ByteString;
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU16;
@@ -211,7 +211,7 @@ struct Aliases {
 /// The MQTT session of one client id.
 #[derive(Debug)]
 pub struct Session {
-    client_id: ByteString,
+    client_id: ClientId,
     settings: Arc<BrokerSettings>,
     protocol: ProtocolVersion,
     /// Boxed: ~60 bytes that an offline session does without, and that would keep the
@@ -289,7 +289,7 @@ impl CloseReason {
 
 impl Session {
     /// A new, empty session for `client_id`.
-    pub fn new(client_id: ByteString, settings: Arc<BrokerSettings>) -> Session {
+    pub fn new(client_id: ClientId, settings: Arc<BrokerSettings>) -> Session {
         Session {
             client_id,
             settings,
@@ -322,7 +322,7 @@ impl Session {
     }
 
     /// The client identifier.
-    pub fn client_id(&self) -> &ByteString {
+    pub fn client_id(&self) -> &ClientId {
         &self.client_id
     }
 

@@ -7,7 +7,7 @@
 //! is stored once and sessions only reference it.
 
 use super::{outgoing, Awaiting, InFlight, Output, Session};
-use crate::{BrokerSettings, Routed};
+use crate::{BrokerSettings, ClientId, Routed};
 use bytestring::ByteString;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,7 +122,7 @@ impl Session {
     /// then calls [`Session::tick`] so wills and expiries that fell due while the server was
     /// down take effect.
     pub fn restore(
-        client_id: ByteString,
+        client_id: ClientId,
         settings: Arc<BrokerSettings>,
         now: Instant,
         state: SessionState,

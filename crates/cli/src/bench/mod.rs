@@ -144,8 +144,11 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// `b-<run>-<role><i>`: at most 23 bytes up to a million clients, the length every
+    /// MQTT 3.1.1 server must accept and the most MQTT 3.1 allows, so a run is valid with
+    /// any broker and any protocol version.
     pub(crate) fn client_id(&self, role: &str, i: usize) -> String {
-        format!("bench-{}-{role}{i}", self.run_id)
+        client_id(&self.run_id, role, i)
     }
 
     pub(crate) fn sample_rss(&self) -> Option<u64> {
@@ -198,7 +201,7 @@ async fn run_async(args: BenchArgs, sub_runtime: tokio::runtime::Handle) -> anyh
     };
     let nanos = payload::now_ns() % 1_000_000_000;
     let ctx = Arc::new(Ctx {
-        run_id: format!("{}-{nanos}", std::process::id()),
+        run_id: run_id(std::process::id(), nanos),
         args,
         addr,
         version,
@@ -280,5 +283,33 @@ impl Progress {
     fn finish(self) {
         self.ticker.abort();
         self.bar.finish_and_clear();
+    }
+}
+
+fn client_id(run_id: &str, role: &str, i: usize) -> String {
+    format!("b-{run_id}-{role}{i}")
+}
+
+/// Eight hex digits from the process id and the clock, so that runs (and their persistent
+/// sessions) don't share client ids.
+fn run_id(pid: u32, nanos: u64) -> String {
+    let mixed = (u64::from(pid).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ nanos) as u32;
+    format!("{mixed:08x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_fit_23_bytes_up_to_a_million_clients() {
+        let run = run_id(4_194_304, 999_999_999);
+        assert_eq!(run.len(), 8);
+        for role in ["conn", "pub", "sub"] {
+            let id = client_id(&run, role, 999_999);
+            assert!(id.len() <= 23, "{id} is {} bytes", id.len());
+        }
+        assert_ne!(run_id(1, 5), run_id(2, 5));
+        assert_ne!(run_id(1, 5), run_id(1, 6));
     }
 }
