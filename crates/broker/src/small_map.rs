@@ -5,7 +5,8 @@
 //! leaf level of the router has no children and one subscriber), yet each lives as long as
 //! its session or subscription, and the smallest `HashMap` table is four buckets — ~440 bytes
 //! for a single subscription record, kept per session. Up to [`FEW`] entries the map is a
-//! vector grown one slot at a time and searched in order (faster than hashing for so few);
+//! boxed slice grown one slot at a time and searched in order (faster than hashing for so
+//! few; a slice rather than a vector: it has no capacity to keep, so the map is two words);
 //! past that it becomes a `HashMap`, so a filter every client subscribes to, or a session
 //! with thousands of subscriptions, still inserts and removes in constant time.
 
@@ -18,15 +19,16 @@ pub(crate) const FEW: usize = 8;
 
 #[derive(Debug)]
 pub(crate) enum SmallMap<K, V> {
-    Few(Vec<(K, V)>),
-    /// Boxed, so that the enum is the size of a vector: a router node has two of these.
+    Few(Box<[(K, V)]>),
+    /// Boxed, so that the enum is the size of a slice pointer: a router node has two of
+    /// these, and a session one.
     #[allow(clippy::box_collection)] // the box is the point (see above)
     Many(Box<HashMap<K, V>>),
 }
 
 impl<K, V> Default for SmallMap<K, V> {
     fn default() -> Self {
-        SmallMap::Few(Vec::new())
+        SmallMap::Few(Box::default())
     }
 }
 
@@ -71,13 +73,15 @@ impl<K: Eq + Hash, V> SmallMap<K, V> {
                 if let Some(slot) = v.iter_mut().find(|(k, _)| *k == key) {
                     return Some(std::mem::replace(&mut slot.1, value));
                 }
-                if v.len() < FEW {
-                    // One slot at a time: `push` would make room for four.
-                    v.reserve_exact(1);
-                    v.push((key, value));
+                let mut few = std::mem::take(v).into_vec();
+                if few.len() < FEW {
+                    // One slot at a time: `push` alone would make room for four.
+                    few.reserve_exact(1);
+                    few.push((key, value));
+                    *v = few.into_boxed_slice();
                     return None;
                 }
-                let mut map: HashMap<K, V> = v.drain(..).collect();
+                let mut map: HashMap<K, V> = few.into_iter().collect();
                 map.insert(key, value);
                 *self = SmallMap::Many(Box::new(map));
                 None
@@ -94,10 +98,9 @@ impl<K: Eq + Hash, V> SmallMap<K, V> {
         match self {
             SmallMap::Few(v) => {
                 let at = v.iter().position(|(k, _)| k.borrow() == key)?;
-                let (_, value) = v.swap_remove(at);
-                if v.is_empty() {
-                    *v = Vec::new();
-                }
+                let mut few = std::mem::take(v).into_vec();
+                let (_, value) = few.swap_remove(at);
+                *v = few.into_boxed_slice();
                 Some(value)
             }
             SmallMap::Many(m) => {
@@ -105,7 +108,7 @@ impl<K: Eq + Hash, V> SmallMap<K, V> {
                 if m.len() <= FEW / 2 {
                     // Back to a vector once mostly empty: the table keeps its peak capacity.
                     let few: Vec<(K, V)> = m.drain().collect();
-                    *self = SmallMap::Few(few);
+                    *self = SmallMap::Few(few.into_boxed_slice());
                 } else if m.capacity() > 32 && m.len() * 4 < m.capacity() {
                     m.shrink_to_fit();
                 }
@@ -142,7 +145,7 @@ impl<K, V> SmallMap<K, V> {
     /// Removes and returns every value.
     pub(crate) fn take_values(&mut self) -> Vec<V> {
         match std::mem::take(self) {
-            SmallMap::Few(v) => v.into_iter().map(|(_, v)| v).collect(),
+            SmallMap::Few(v) => v.into_vec().into_iter().map(|(_, v)| v).collect(),
             SmallMap::Many(m) => m.into_values().collect(),
         }
     }
@@ -175,7 +178,8 @@ mod tests {
     fn one_entry_takes_one_slot() {
         let mut m = SmallMap::default();
         m.insert("a".to_string(), 1);
-        assert!(matches!(&m, SmallMap::Few(v) if v.capacity() == 1));
+        assert!(matches!(&m, SmallMap::Few(v) if v.len() == 1));
+        assert_eq!(std::mem::size_of_val(&m), 16, "two words");
         assert_eq!(m.get("a"), Some(&1));
     }
 

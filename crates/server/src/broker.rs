@@ -23,7 +23,6 @@ use thingmq_store::{ListenerRef, Op};
 /// What the router holds for a session: its inbox and whether it is connected.
 #[derive(Debug)]
 pub(crate) struct SessionShared {
-    id: u64,
     pub(crate) client_id: ClientId,
     pub(crate) inbox: Inbox,
     pub(crate) online: AtomicBool,
@@ -42,6 +41,19 @@ pub(crate) struct SessionShared {
     /// milliseconds: it hibernates once this is `[limits] hibernate_after` ago. (Here, not
     /// in the task, because the task's size is tight: see `session_task.rs`.)
     pub(crate) active_at: AtomicU64,
+    /// The session's entry in the broker's timers (written by its task only).
+    pub(crate) timer: crate::timers::Registration,
+}
+
+/// A session's deadline wakes its task through the waker in its inbox, where the task
+/// leaves it before it registers the deadline.
+impl crate::timers::Target for SessionShared {
+    fn wake(&self) {
+        self.inbox.wake();
+    }
+    fn registration(&self) -> &crate::timers::Registration {
+        &self.timer
+    }
 }
 
 /// A cheap, comparable reference to a session (by identity, not client id: a client id can
@@ -49,22 +61,16 @@ pub(crate) struct SessionShared {
 #[derive(Debug, Clone)]
 pub(crate) struct SessionRef(pub(crate) Arc<SessionShared>);
 
-impl SessionRef {
-    /// The session's identity (unique for the broker's lifetime).
-    pub(crate) fn id(&self) -> u64 {
-        self.0.id
-    }
-}
-
+/// By address: unique while a reference holds the session, and no word of its own.
 impl PartialEq for SessionRef {
     fn eq(&self, other: &Self) -> bool {
-        self.0.id == other.0.id
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 impl Eq for SessionRef {}
 impl Hash for SessionRef {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.id.hash(state)
+        Arc::as_ptr(&self.0).hash(state)
     }
 }
 impl Subscriber for SessionRef {
@@ -147,11 +153,11 @@ pub(crate) struct Broker {
     pub(crate) registry: Mutex<Registry>,
     pub(crate) metrics: Metrics,
     pub(crate) started: Instant,
-    next_session_id: AtomicU64,
     /// Password and ACL rules; replaced as a whole on reload.
     access: RwLock<Arc<AccessControl>>,
-    /// Bumped on every reload, so session tasks know to rebind their policy.
-    access_generation: AtomicU64,
+    /// Bumped on every reload, so session tasks know to rebind their policy (wrapping:
+    /// only compared for equality).
+    access_generation: AtomicU32,
     /// Password checks running at once. Each argon2id check takes ~19 MiB and tens of
     /// milliseconds, so a CONNECT flood must queue here rather than exhaust memory.
     pub(crate) password_checks: tokio::sync::Semaphore,
@@ -167,10 +173,13 @@ pub(crate) struct Broker {
     /// Where idle sessions hibernate (`[limits] hibernate_after`; none when 0).
     pub(crate) dormitory: Option<Arc<crate::hibernate::Dormitory>>,
     /// The deadlines of every session (run by [`crate::timers::drive`]).
-    pub(crate) timers: Arc<crate::timers::Timers>,
+    pub(crate) timers: Arc<crate::timers::Timers<SessionShared>>,
     /// The server is shutting down: a session task started from now on stops at once (those
     /// already in the registry are told by [`Broker::stop_sessions`]).
     stopping: AtomicBool,
+    /// Told when the last session task is gone (`metrics.sessions` reaches 0). A count
+    /// rather than a channel sender in every task: a word less of every idle session.
+    pub(crate) sessions_done: tokio::sync::Notify,
 }
 
 impl Broker {
@@ -189,9 +198,8 @@ impl Broker {
             registry: Mutex::new(Registry::default()),
             metrics: Metrics::default(),
             started: Instant::now(),
-            next_session_id: AtomicU64::new(1),
             access: RwLock::new(Arc::new(access)),
-            access_generation: AtomicU64::new(0),
+            access_generation: AtomicU32::new(0),
             password_checks: tokio::sync::Semaphore::new(4),
             client_events: true,
             store,
@@ -200,6 +208,7 @@ impl Broker {
             dormitory: None,
             timers: Arc::new(crate::timers::Timers::new()),
             stopping: AtomicBool::new(false),
+            sessions_done: tokio::sync::Notify::new(),
         }
     }
 
@@ -222,19 +231,34 @@ impl Broker {
         }
     }
 
+    /// Resolves once no session task is left.
+    pub(crate) async fn sessions_gone(&self) {
+        loop {
+            let gone = self.sessions_done.notified();
+            tokio::pin!(gone);
+            // Registered before the count is read, so a last task that ends in between
+            // still wakes us.
+            gone.as_mut().enable();
+            if self.metrics.sessions.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            gone.await;
+        }
+    }
+
     /// Whether [`Broker::stop_sessions`] was called.
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 
     /// The rules in force and their generation.
-    pub(crate) fn access(&self) -> (Arc<AccessControl>, u64) {
+    pub(crate) fn access(&self) -> (Arc<AccessControl>, u32) {
         let access = self.access.read().clone();
         (access, self.access_generation.load(Ordering::Acquire))
     }
 
     /// The current rules' generation (cheap; checked by session tasks).
-    pub(crate) fn access_generation(&self) -> u64 {
+    pub(crate) fn access_generation(&self) -> u32 {
         self.access_generation.load(Ordering::Acquire)
     }
 
@@ -303,15 +327,15 @@ impl Broker {
     /// A new session identity with its inbox.
     pub(crate) fn new_session_ref(&self, client_id: ClientId) -> SessionRef {
         SessionRef(Arc::new(SessionShared {
-            id: self.next_session_id.fetch_add(1, Ordering::Relaxed),
             client_id,
-            inbox: Inbox::new(self.outbound_queue, self.settings.max_queued_messages),
+            inbox: Inbox::new(),
             online: AtomicBool::new(false),
             connection: Mutex::new(None),
             durable: AtomicBool::new(false),
             queued: AtomicU32::new(0),
             inflight: AtomicU32::new(0),
             active_at: AtomicU64::new(self.timers.now_ms(Instant::now())),
+            timer: Default::default(),
         }))
     }
 
@@ -449,7 +473,11 @@ impl Broker {
 
     /// Puts a routed message into a session's inbox, counting a drop.
     pub(crate) fn push(&self, to: &SessionRef, routed: Routed) {
-        if !to.0.inbox.push(routed) {
+        let limits = crate::inbox::Limits {
+            qos0: self.outbound_queue,
+            reliable: self.settings.max_queued_messages,
+        };
+        if !to.0.inbox.push(routed, limits) {
             Metrics::add(&self.metrics.dropped_queue_full, 1);
             if let Some(more) = crate::rate::should_log(&self.limit_logs.queue_full) {
                 tracing::warn!(

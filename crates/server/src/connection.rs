@@ -206,7 +206,9 @@ pub(crate) async fn handshake(
         internal: origin.internal,
         listener: origin.listener,
     };
-    admit(broker, accepted, alive).await;
+    admit(broker, accepted).await;
+    // Held until the session task exists: the server's shutdown waits for it from then on.
+    drop(alive);
 }
 
 /// Copies the parts of CONNECT that live as long as the session (client id, user name, will)
@@ -225,7 +227,7 @@ fn detach_from_read_buffer(connect: &mut Connect) {
 
 /// Hands an accepted connection to the task owning its client id's session, starting one
 /// when there is none.
-pub(crate) async fn admit(broker: Arc<Broker>, mut accepted: Accepted, alive: mpsc::Sender<()>) {
+pub(crate) async fn admit(broker: Arc<Broker>, mut accepted: Accepted) {
     let client_id = thingmq_broker::ClientId::new(&accepted.connect.client_id);
     loop {
         let handle = {
@@ -240,7 +242,7 @@ pub(crate) async fn admit(broker: Arc<Broker>, mut accepted: Accepted, alive: mp
                         control,
                     });
                     drop(registry);
-                    let task = SessionTask::new(broker.clone(), me, inbox, alive);
+                    let task = SessionTask::new(broker.clone(), me, inbox);
                     tokio::spawn(Running::new(task.with_connection(Box::new(accepted))));
                     return;
                 }

@@ -6,11 +6,11 @@
 //! and the socket's registration with tokio's reactor (256 bytes). A hibernating session
 //! keeps only its state (the [`SessionTask`], moved into a [`Sleeper`]); its socket, if it has
 //! one, is watched by the [`Dormitory`]'s own epoll thread, and a waker of its own sits in
-//! its inbox, its control queue and the broker's timers. Whichever fires first — bytes or
-//! a hang-up on the socket, a message routed to it, a takeover or admin request, a deadline
-//! (keep-alive, expiry, will delay), shutdown — revives it: the socket goes back to tokio
-//! and the task is spawned again, where it left off. EMQX does the same with its
-//! connection processes (`hibernate_after`).
+//! its inbox (which its timer entry wakes too) and its control queue. Whichever fires
+//! first — bytes or a hang-up on the socket, a message routed to it, a takeover or admin
+//! request, a deadline (keep-alive, expiry, will delay), shutdown — revives it: the socket
+//! goes back to tokio and the task is spawned again, where it left off. EMQX does the same
+//! with its connection processes (`hibernate_after`).
 //!
 //! Only plain TCP connections and offline sessions hibernate: a TLS or WebSocket stream
 //! keeps state above the socket that cannot be parked as a file descriptor.
@@ -89,8 +89,8 @@ impl Sockets {
     }
 }
 
-/// A hibernating session. It is the waker its inbox, control queue and timer hold. Only the
-/// task and its parked socket (the dormitory is the task's broker's), in 320 bytes with the
+/// A hibernating session. It is the waker its inbox and control queue hold. Only the task
+/// and its parked socket (the dormitory is the task's broker's), in 224 bytes with the
 /// `Arc`'s counts: an allocator size class (see the size test in `session_task.rs`).
 #[derive(Debug, Default)]
 pub(crate) struct Sleeper(Mutex<SleepState>);

@@ -237,7 +237,7 @@ impl Server {
         }
         // After every listener is bound: a bind error returns before any session task runs.
         if let Some((snapshot, clock)) = snapshot {
-            restore(&broker, snapshot, clock, &alive);
+            restore(&broker, snapshot, clock);
         }
         for t in tasks {
             tokio::spawn(t.run());
@@ -361,7 +361,12 @@ impl ServerHandle {
         let _ = self.shutdown.send(true);
         self.broker.stop_sessions();
         self.alive = None;
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.done.recv()).await;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            // Listeners and handshakes first: a handshake may still start a session task.
+            let _ = self.done.recv().await;
+            self.broker.sessions_gone().await;
+        })
+        .await;
         // Give the closing writers a moment to flush their last packets.
         tokio::time::sleep(Duration::from_millis(50)).await;
         if let Some(store) = self.broker.store.clone() {
@@ -373,12 +378,7 @@ impl ServerHandle {
 
 /// Puts stored retained messages and sessions back: each session gets its task (offline
 /// until its client reconnects), its registry entry and its subscriptions in the router.
-fn restore(
-    broker: &Arc<Broker>,
-    snapshot: thingmq_store::Snapshot,
-    clock: persist::WallClock,
-    alive: &mpsc::Sender<()>,
-) {
+fn restore(broker: &Arc<Broker>, snapshot: thingmq_store::Snapshot, clock: persist::WallClock) {
     let now = std::time::Instant::now();
     let (retained, sessions) = persist::restore(snapshot, clock);
     let (n_retained, n_sessions) = (retained.len(), sessions.len());
@@ -395,7 +395,6 @@ fn restore(
     let mut tasks = Vec::with_capacity(sessions.len());
     for r in sessions {
         let session = thingmq_broker::session::Session::restore(
-            r.client_id.clone(),
             broker.settings.clone(),
             now,
             r.state,
@@ -419,7 +418,6 @@ fn restore(
             me,
             (session, r.username, r.listener),
             inbox,
-            alive.clone(),
         );
         tasks.push(task);
     }

@@ -16,7 +16,6 @@ use crate::connection::{admit, Accepted, Link};
 use crate::control::ControlReceiver;
 use crate::metrics::Metrics;
 use crate::rate::{LogLimiter, PublishLimiter};
-use crate::timers::Registration;
 use bytes::{Buf, BytesMut};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -28,10 +27,10 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use thingmq_broker::session::{CloseReason, DropReason, Output, Session, SubscriptionRecord};
-use thingmq_broker::{Routed, Violation};
+use thingmq_broker::{ClientId, Routed, Violation};
 use thingmq_codec::{decode, encode, DecodeError, Packet, ReasonCode, RetainHandling};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 /// Above this many unwritten bytes the task stops taking messages from its inbox, so a
@@ -65,6 +64,8 @@ pub(crate) enum Control {
 /// for them instead of ~120 bytes of empty vectors.
 #[derive(Default)]
 struct Work {
+    /// The connection to attach when the task first runs (none for a restored session).
+    first: Option<Box<Accepted>>,
     /// What the session asked for and is not done yet.
     out: Vec<Output>,
     /// The outputs being performed while the next ones collect in `out`.
@@ -83,7 +84,8 @@ struct Work {
 
 impl Work {
     fn is_idle(&self) -> bool {
-        self.out.is_empty()
+        self.first.is_none()
+            && self.out.is_empty()
             && self.batch.is_empty()
             && self.routed.is_empty()
             && self.ops.is_empty()
@@ -149,13 +151,9 @@ pub(crate) struct SessionTask {
     me: SessionRef,
     session: Session,
     control: ControlReceiver,
-    /// The connection to attach when the task first runs (none for a restored session).
-    first: Option<Box<Accepted>>,
     started: bool,
     /// The server is shutting down: the next turn suspends or ends the session.
     stopping: bool,
-    /// The session's entry in the broker's timers, for its next deadline.
-    timer: Registration,
     /// Which of socket and inbox is polled first on the next wake-up, so that neither a
     /// flooding publisher nor a busy inbox starves the other.
     read_first: bool,
@@ -169,27 +167,29 @@ pub(crate) struct SessionTask {
     identified: bool,
     /// The user name the client connected with. With the client id (the session's) this is
     /// who the client is; kept apart rather than as a `ClientInfo`, which would copy the
-    /// client id again for every session.
-    username: Option<Box<str>>,
+    /// client id again for every session. Boxed twice: one word here rather than two, which
+    /// keeps a hibernating session in a smaller size class (see the size test); an extra
+    /// 16 bytes only for a client that has a user name.
+    #[allow(clippy::box_collection, clippy::redundant_allocation)]
+    username: Option<Box<Box<str>>>,
     /// The connection is the platform's in-process link: every topic is allowed.
     internal: bool,
-    /// The listener the connection came in on: whose access rules apply.
-    listener: usize,
+    /// The listener the connection came in on: whose access rules apply. (`u32`s here: they
+    /// share a word, which keeps the task within its size class; see the size test.)
+    listener: u32,
     /// Generation of the rules the session's policy was built from.
-    access_generation: u64,
+    access_generation: u32,
     /// Store batch that must be applied before more bytes go to the client: our own changes
     /// and those of messages routed to us.
     wait_seq: u64,
     /// Made when a publish rate limit is configured or a limit is first logged.
     limits: Option<Box<Limits>>,
-    /// Keeps the server's shutdown waiting until this task is gone.
-    _alive: mpsc::Sender<()>,
 }
 
 impl std::fmt::Debug for SessionTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionTask")
-            .field("client_id", self.session.client_id())
+            .field("client_id", self.client_id())
             .finish_non_exhaustive()
     }
 }
@@ -199,19 +199,18 @@ impl SessionTask {
         broker: Arc<Broker>,
         me: SessionRef,
         control: ControlReceiver,
-        alive: mpsc::Sender<()>,
     ) -> SessionTask {
+        // Also what the server's shutdown waits for: every session task gone
+        // ([`Broker::sessions_gone`]).
         Metrics::add(&broker.metrics.sessions, 1);
-        let session = Session::new(me.0.client_id.clone(), broker.settings.clone());
+        let session = Session::new(broker.settings.clone());
         SessionTask {
             broker,
             me,
             session,
             control,
-            first: None,
             started: false,
             stopping: false,
-            timer: Registration::default(),
             read_first: true,
             link: None,
             work: None,
@@ -222,7 +221,6 @@ impl SessionTask {
             access_generation: 0,
             wait_seq: 0,
             limits: None,
-            _alive: alive,
         }
     }
 
@@ -232,19 +230,18 @@ impl SessionTask {
         me: SessionRef,
         (session, username, listener): (Session, Option<String>, thingmq_store::ListenerRef),
         control: ControlReceiver,
-        alive: mpsc::Sender<()>,
     ) -> SessionTask {
-        let mut task = SessionTask::new(broker, me, control, alive);
+        let mut task = SessionTask::new(broker, me, control);
         task.identified = true;
-        task.username = username.map(String::into_boxed_str);
+        task.username = username.map(|u| Box::new(u.into_boxed_str()));
         match task
             .broker
-            .restored_listener(session.client_id(), &listener)
+            .restored_listener(&task.me.0.client_id, &listener)
         {
-            Some(index) => task.listener = index,
+            Some(index) => task.listener = listener_index(index),
             None => {
                 task.internal = true;
-                task.listener = usize::MAX;
+                task.listener = u32::MAX;
             }
         }
         task.session = session;
@@ -260,13 +257,13 @@ impl SessionTask {
 
     /// The task for a new session, which attaches `first` when it first runs.
     pub(crate) fn with_connection(mut self, first: Box<Accepted>) -> SessionTask {
-        self.first = Some(first);
+        work(&mut self.work).first = Some(first);
         self
     }
 
     /// What the task does when it first runs.
     fn start(&mut self) {
-        match self.first.take() {
+        match self.work.as_mut().and_then(|w| w.first.take()) {
             Some(first) => self.attach(*first, false),
             None => {
                 // Wills and expiries that fell due while the server was down.
@@ -326,7 +323,7 @@ impl SessionTask {
             Wake::Control(Some(Control::Kick(reply))) => {
                 let connected = self.session.is_connected();
                 if connected {
-                    tracing::info!(client_id = %self.session.client_id(), "disconnected by an administrator");
+                    tracing::info!(client_id = %self.client_id(), "disconnected by an administrator");
                 }
                 self.session
                     .kick(Instant::now(), &mut work(&mut self.work).out);
@@ -411,14 +408,14 @@ impl SessionTask {
             (a, b) => a.or(b),
         };
         if let Some(deadline) = deadline {
-            if timers
-                .poll(&mut self.timer, self.me.id(), deadline, cx)
-                .is_ready()
-            {
+            // The deadline wakes us through the inbox's waker: it goes there first (only
+            // for the deadline; below, the inbox is asked for messages if we can take them).
+            self.me.0.inbox.park(cx);
+            if timers.poll(&self.me.0, deadline).is_ready() {
                 return Poll::Ready(Wake::Deadline);
             }
         } else {
-            timers.cancel(&mut self.timer, self.me.id());
+            timers.cancel(&self.me.0);
         }
         if durable {
             if let Some(l) = self.link.as_mut() {
@@ -502,9 +499,9 @@ impl SessionTask {
             listener,
         } = a;
         tracing::debug!(%client_id, %peer, protocol = ?connect.protocol, session_present, "client connected");
-        self.listener = listener;
+        self.listener = listener_index(listener);
         self.identified = true;
-        self.username = connect.username.as_deref().map(Box::from);
+        self.username = connect.username.as_deref().map(|u| Box::new(Box::from(u)));
         let info = ConnectionInfo {
             peer,
             username: connect.username.as_deref().map(str::to_owned),
@@ -597,18 +594,18 @@ impl SessionTask {
             self.session.set_policy(thingmq_broker::AllowAll::shared());
         } else if self.identified {
             let client = thingmq_auth::ClientInfo {
-                client_id: self.session.client_id().to_string(),
-                username: self.username.as_deref().map(str::to_owned),
+                client_id: self.client_id().to_string(),
+                username: self.username().map(str::to_owned),
             };
             self.session
-                .set_policy(access.policy_for(self.listener, client));
+                .set_policy(access.policy_for(self.listener as usize, client));
         }
     }
 
     /// Replaces an ended session with a new one under a new identity in the registry.
     fn fresh_session(&mut self) {
-        // The timer entry is the old session's (by its id).
-        self.broker.timers.cancel(&mut self.timer, self.me.id());
+        // The timer entry is the old session's.
+        self.broker.timers.cancel(&self.me.0);
         let client_id = self.me.0.client_id.clone();
         let me = self.broker.new_session_ref(client_id.clone());
         let mut registry = self.broker.registry.lock();
@@ -621,7 +618,7 @@ impl SessionTask {
         }
         drop(registry);
         self.me = me;
-        self.session = Session::new(client_id, self.broker.settings.clone());
+        self.session = Session::new(self.broker.settings.clone());
         if let Some(w) = self.work.as_mut() {
             w.backlog.clear();
         }
@@ -689,7 +686,7 @@ impl SessionTask {
         Metrics::add(&self.broker.metrics.publish_throttled, 1);
         if let Some(more) = logged {
             tracing::info!(
-                client_id = %self.session.client_id(),
+                client_id = %self.client_id(),
                 pause = ?until.saturating_duration_since(now),
                 also_throttled_since_last_line = more,
                 "publish rate limit reached (limits.max_publish_rate / max_publish_bytes_rate); \
@@ -709,7 +706,7 @@ impl SessionTask {
         }
         Metrics::add(&m.protocol_errors, 1);
         tracing::info!(
-            client_id = %self.session.client_id(),
+            client_id = %self.client_id(),
             reason = %v.reason_code(),
             "closing connection: {v}"
         );
@@ -762,7 +759,7 @@ impl SessionTask {
     }
 
     fn lost(&mut self) {
-        tracing::debug!(client_id = %self.session.client_id(), "connection lost");
+        tracing::debug!(client_id = %self.client_id(), "connection lost");
         self.session
             .connection_lost(Instant::now(), &mut work(&mut self.work).out);
         self.perform();
@@ -800,7 +797,7 @@ impl SessionTask {
                     if self.broker.store.is_some() && self.session.persists() {
                         // Stored with the message: a resend after a crash is not routed again.
                         work(&mut self.work).ops.push(thingmq_store::Op::PutQos2 {
-                            client_id: crate::persist::store_key(self.session.client_id()),
+                            client_id: crate::persist::store_key(&self.me.0.client_id),
                             packet_id: a.packet_id.get(),
                         });
                     }
@@ -819,7 +816,7 @@ impl SessionTask {
                 }
             }
             Output::Will(message) => {
-                tracing::debug!(client_id = %self.session.client_id(), topic = %message.topic, "publishing will");
+                tracing::debug!(client_id = %self.client_id(), topic = %message.topic, "publishing will");
                 let (_, seq) = self
                     .broker
                     .publish(&message, None, &mut work(&mut self.work).ops);
@@ -849,7 +846,7 @@ impl SessionTask {
                 if matches!(reason, DropReason::QueueFull | DropReason::TooLarge) {
                     if let Some(more) = self.limits().drop_log.check(Instant::now()) {
                         tracing::warn!(
-                            client_id = %self.session.client_id(),
+                            client_id = %self.client_id(),
                             ?reason,
                             also_dropped_since_last_line = more,
                             "message dropped for this client (mqtt.max_queued_messages / \
@@ -860,14 +857,16 @@ impl SessionTask {
             }
             Output::Denied { action, topic } => {
                 Metrics::add(&self.broker.metrics.denied, 1);
-                tracing::info!(client_id = %self.session.client_id(), action, %topic, "not authorized");
+                tracing::info!(client_id = %self.client_id(), action, %topic, "not authorized");
             }
             Output::Persist(op) => {
                 if let Some(store) = &self.broker.store {
-                    let username = self.username.as_deref();
-                    let listener = self.broker.listener_ref(self.internal, self.listener);
+                    let username = self.username();
+                    let listener = self
+                        .broker
+                        .listener_ref(self.internal, self.listener as usize);
                     let op = crate::persist::op(
-                        self.session.client_id(),
+                        self.client_id(),
                         (username, &listener),
                         op,
                         store.clock,
@@ -878,7 +877,7 @@ impl SessionTask {
             Output::Ended { orphans } => {
                 // The task stops (or, on a clean-start reconnect, starts a fresh session)
                 // once the session reports it has ended.
-                tracing::debug!(client_id = %self.session.client_id(), "session ended");
+                tracing::debug!(client_id = %self.client_id(), "session ended");
                 let ops = &mut work(&mut self.work).ops;
                 let seq = self.broker.redistribute(orphans, &self.me, ops);
                 self.wait_seq = self.wait_seq.max(seq);
@@ -939,7 +938,7 @@ impl SessionTask {
                     record: crate::persist::message_record(&routed.message, store.clock),
                 });
                 ops.push(thingmq_store::Op::PutEntry {
-                    client_id: crate::persist::store_key(self.session.client_id()),
+                    client_id: crate::persist::store_key(&self.me.0.client_id),
                     message_id: id,
                     entry: crate::persist::entry_record(&routed),
                 });
@@ -959,7 +958,7 @@ impl SessionTask {
             Metrics::add(&m.sent_by_qos[p.qos as usize], 1);
         }
         if let Err(e) = encode(packet, self.session.protocol(), &mut link.wbuf) {
-            tracing::warn!(client_id = %self.session.client_id(), "cannot encode packet: {e}");
+            tracing::warn!(client_id = %self.client_id(), "cannot encode packet: {e}");
         }
     }
 
@@ -1017,8 +1016,12 @@ impl SessionTask {
         self.link = Some(Box::new(link));
     }
 
-    pub(crate) fn client_id(&self) -> &str {
-        self.session.client_id()
+    fn username(&self) -> Option<&str> {
+        self.username.as_deref().map(|u| &**u)
+    }
+
+    pub(crate) fn client_id(&self) -> &ClientId {
+        &self.me.0.client_id
     }
 
     pub(crate) fn dormitory(&self) -> Option<&Arc<crate::hibernate::Dormitory>> {
@@ -1033,22 +1036,21 @@ impl SessionTask {
     /// session: its control queue, its inbox and the timers. True if something already has.
     pub(crate) fn wait_asleep(&mut self, cx: &mut Context<'_>) -> bool {
         let control = self.control.register(cx.waker());
+        // The inbox's waker is also the one the session's timer entry wakes: it goes in
+        // before the deadline.
         let inbox = self.me.0.inbox.poll_ready(cx).is_ready();
         let timers = &self.broker.timers;
-        // Re-registered: the entry may hold the ended tokio task's waker.
-        timers.cancel(&mut self.timer, self.me.id());
         let due = self
             .session
             .next_deadline()
-            .is_some_and(|d| timers.poll(&mut self.timer, self.me.id(), d, cx).is_ready());
+            .is_some_and(|d| timers.poll(&self.me.0, d).is_ready());
         control || inbox || due
     }
 
-    /// Woken from hibernation: the timer entry (which holds the sleeper as its waker) is
-    /// dropped for the running task to make its own, and the wake-up counts as activity, so
-    /// the task handles what woke it before it may hibernate again.
+    /// Woken from hibernation: the wake-up counts as activity, so the task handles what woke
+    /// it before it may hibernate again. (Its timer entry stays: it names the session, not
+    /// the sleeper.)
     pub(crate) fn woke(&mut self) {
-        self.broker.timers.cancel(&mut self.timer, self.me.id());
         self.active(Instant::now());
     }
 
@@ -1122,9 +1124,7 @@ impl SessionTask {
         while let Some(control) = self.control.try_recv() {
             // Admin requests are dropped unanswered: the session is gone.
             if let Control::Attach(a) = control {
-                let broker = self.broker.clone();
-                let alive = self._alive.clone();
-                tokio::spawn(admit(broker, *a, alive));
+                tokio::spawn(admit(self.broker.clone(), *a));
             }
         }
     }
@@ -1180,9 +1180,16 @@ impl Future for Running {
 
 impl Drop for SessionTask {
     fn drop(&mut self) {
-        self.broker.timers.cancel(&mut self.timer, self.me.id());
-        self.broker.metrics.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.broker.timers.cancel(&self.me.0);
+        if self.broker.metrics.sessions.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.broker.sessions_done.notify_waiters();
+        }
     }
+}
+
+/// A listener's index as the task keeps it (there are never 4 billion listeners).
+fn listener_index(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
 }
 
 /// Bytes read at most per read into an empty buffer.
@@ -1267,8 +1274,7 @@ mod tests {
         ));
         let me = broker.new_session_ref("c".into());
         let (_tx, rx) = crate::control::channel();
-        let (alive, _done) = mpsc::channel(1);
-        let task = SessionTask::new(broker, me, rx, alive);
+        let task = SessionTask::new(broker, me, rx);
         let task_size = std::mem::size_of_val(&task);
         let session_size = std::mem::size_of::<Session>();
         // The task is the spawned future: 4,608 bytes for an `async fn` future alone with a
@@ -1279,18 +1285,23 @@ mod tests {
         // the link is boxed, the rate limiter and log throttles share one box, and the
         // session boxes its connection state and its outgoing window and queue.
         let sleeper_size = std::mem::size_of::<crate::hibernate::Sleeper>();
-        println!("SessionTask {task_size} B, Session {session_size} B, Sleeper {sleeper_size} B");
-        assert!(task_size <= 280, "SessionTask is {task_size} bytes");
-        assert!(session_size <= 160, "Session is {session_size} bytes");
+        let shared_size = std::mem::size_of::<crate::broker::SessionShared>();
+        println!("SessionTask {task_size} B, Session {session_size} B, Sleeper {sleeper_size} B, SessionShared {shared_size} B");
         // A hibernating session is the task and its parked socket, in one allocation: with
-        // the `Arc`'s two counts at most 320 bytes, a size class of jemalloc's (336 made it
-        // 384).
-        assert!(sleeper_size + 16 <= 320, "Sleeper is {sleeper_size} bytes");
+        // the `Arc`'s two counts at most 224 bytes, a size class of jemalloc's (232 made it
+        // 256, the class of tokio's socket registrations, which hibernation frees; 320 was
+        // the class before). For that the task is at most 184 bytes: the session keeps no
+        // copy of the client id (the shared state has it) and its will's deadline is in the
+        // will's box, the timer entry is in the shared state, the first connection waits in
+        // the work box, a user name is boxed twice, listener and rules generation are `u32`s,
+        // and the server's shutdown counts tasks instead of holding a channel sender in each.
+        assert!(task_size <= 184, "SessionTask is {task_size} bytes");
+        assert!(session_size <= 104, "Session is {session_size} bytes");
+        assert!(sleeper_size + 16 <= 224, "Sleeper is {sleeper_size} bytes");
         // Each session's shared state (its `Arc` with two counts) outlives its tokio task
         // when it hibernates, and tokio's socket registration (256 bytes) does not: in the
         // same size class, the survivors kept half of every page of that class (10,000
         // connections: 2.5 MB) from going back to the system. 248 bytes was that class.
-        let shared_size = std::mem::size_of::<crate::broker::SessionShared>();
         assert!(
             shared_size + 16 <= 224,
             "SessionShared is {shared_size} bytes"

@@ -116,3 +116,48 @@ async fn topic_alias_above_maximum_after_an_idle_wait_gets_disconnect_0x94() {
     );
     within("close after DISCONNECT", closed_by_server(&mut s)).await;
 }
+
+/// A subscriber that stops reading and sending while messages keep coming: its socket fills,
+/// the broker's writes to it stall and its session stops taking messages from its inbox.
+/// Its keep-alive deadline must still close it (the timer wakes the session through the
+/// waker its inbox holds, which is there even while the session takes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_closes_a_subscriber_whose_socket_is_full() {
+    let (server, addr) = start("").await;
+    let mut stuck = within("TCP connect", TcpStream::connect(addr))
+        .await
+        .expect("connects");
+    let mut connect = connect_packet("stuck");
+    // Keep-alive (bytes 8 and 9 of the body, after the 2-byte fixed header): 1 second.
+    connect[10..12].copy_from_slice(&[0, 1]);
+    stuck.write_all(&connect).await.unwrap();
+    let connected = std::time::Instant::now();
+    let (first, _) = within("CONNACK", read_packet(&mut stuck)).await.unwrap();
+    assert_eq!(first, 0x20);
+    raw_subscribe(&mut stuck, "flood/#", 0).await;
+
+    let mut publisher = raw_connect(addr, "flooder").await;
+    let batch = publish_packet("flood/x", &[b'x'; 16 * 1024], None).repeat(64);
+    // 32 MB: far more than the sockets' buffers and the session's queue hold.
+    for _ in 0..32 {
+        publisher.write_all(&batch).await.unwrap();
+    }
+    // The flooder stays; the stuck subscriber goes at 1.5 s.
+    within("the keep-alive to close the stuck subscriber", async {
+        while server.connections() > 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        connected.elapsed() >= Duration::from_millis(1400),
+        "closed after {:?}, before one and a half keep-alives",
+        connected.elapsed()
+    );
+    within(
+        "the stuck subscriber's socket to end",
+        closed_by_server(&mut stuck),
+    )
+    .await;
+    server.shutdown().await;
+}

@@ -1,7 +1,7 @@
 //! Connection lifecycle: CONNECT checks, attaching a connection (CONNACK, resending), normal
 //! and abnormal disconnects, takeover, wills and session expiry.
 
-use super::{CloseReason, Connection, Output, Session};
+use super::{CloseReason, Connection, Output, Session, Will};
 use crate::{BrokerSettings, Message, TravellingProperties, Violation};
 use bytestring::ByteString;
 use std::sync::Arc;
@@ -73,7 +73,8 @@ impl Session {
     /// (PUBLISH with DUP, or PUBREL) and what was queued while offline.
     ///
     /// The caller has decided `session_present` (an existing session and no Clean Start) and,
-    /// for an empty client id, generated `assigned_id` (already set as this session's id).
+    /// for an empty client id, generated one (`assigned_id`, already the CONNECT's client
+    /// id). The session does not keep the client id: its owner does.
     pub fn attach(
         &mut self,
         now: Instant,
@@ -85,9 +86,11 @@ impl Session {
         let s = self.settings.clone();
         let p = &connect.properties;
         self.protocol = connect.protocol;
-        self.will_at = None;
         self.expires_at = None;
-        self.will = connect.will.clone().map(Box::new);
+        self.will = connect
+            .will
+            .clone()
+            .map(|message| Box::new(Will { message, at: None }));
         let requested_expiry = if connect.protocol.is_v5() {
             p.session_expiry_interval.unwrap_or(0)
         } else if connect.clean_start {
@@ -151,7 +154,7 @@ impl Session {
         }
         props.maximum_packet_size = std::num::NonZeroU32::new(s.max_packet_size);
         if assigned_id {
-            props.assigned_client_identifier = Some(ByteString::from(self.client_id.as_str()));
+            props.assigned_client_identifier = Some(connect.client_id.clone());
         }
         props.topic_alias_maximum = Some(s.topic_alias_maximum);
         if !s.wildcard_subscriptions {
@@ -181,15 +184,11 @@ impl Session {
         }
         self.close_reason = Some(reason);
         out.push(Output::Close);
-        let delay = self
-            .will
-            .as_ref()
-            .and_then(|w| w.properties.will_delay_interval)
-            .unwrap_or(0);
-        if delay == 0 {
-            self.publish_will(now, out);
-        } else if self.will.is_some() {
-            self.will_at = Some(now + Duration::from_secs(u64::from(delay)));
+        match self.will.as_mut() {
+            Some(w) if w.delay() > 0 => {
+                w.at = Some(now + Duration::from_secs(u64::from(w.delay())));
+            }
+            _ => self.publish_will(now, out),
         }
         self.start_expiry(now, out);
         self.persist_state(out);
@@ -299,7 +298,7 @@ impl Session {
     }
 
     pub(super) fn publish_will(&mut self, now: Instant, out: &mut Vec<Output>) {
-        let Some(w) = self.will.take().map(|w| *w) else {
+        let Some(w) = self.will.take().map(|w| w.message) else {
             return;
         };
         if !self.policy.can_publish(&w.topic) {

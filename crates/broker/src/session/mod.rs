@@ -23,7 +23,7 @@ pub use persist::{PersistOp, RestoredDelivery, SessionState};
 pub use connect::{effective_keep_alive, validate_connect};
 
 use crate::router::SubscriptionEntry;
-use crate::{AccessPolicy, AllowAll, BrokerSettings, ClientId, Message, Routed, Violation};
+use crate::{AccessPolicy, AllowAll, BrokerSettings, Message, Routed, Violation};
 use bytestring::ByteString;
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU16;
@@ -211,7 +211,6 @@ struct Aliases {
 /// The MQTT session of one client id.
 #[derive(Debug)]
 pub struct Session {
-    client_id: ClientId,
     settings: Arc<BrokerSettings>,
     protocol: ProtocolVersion,
     /// Boxed: ~60 bytes that an offline session does without, and that would keep the
@@ -222,9 +221,7 @@ pub struct Session {
     /// When an offline session ends.
     expires_at: Option<Instant>,
     /// Boxed: a will is ~200 bytes, and most sessions have none.
-    will: Option<Box<LastWill>>,
-    /// When a delayed will is due (offline only).
-    will_at: Option<Instant>,
+    will: Option<Box<Will>>,
     /// By filter as subscribed (`$share/` prefix included). Small: most sessions have a few.
     subscriptions: crate::small_map::SmallMap<ByteString, SubscriptionRecord>,
     /// Made on the first message to deliver and let go of once nothing is in flight or
@@ -243,6 +240,22 @@ pub struct Session {
     policy: Arc<dyn AccessPolicy>,
     /// Why the last connection closed, for lifecycle events and logs.
     close_reason: Option<CloseReason>,
+}
+
+/// The client's Last Will, and when it is due once the connection is gone: its delay lives
+/// and ends with it, so the deadline is here rather than a word of every session.
+#[derive(Debug)]
+struct Will {
+    message: LastWill,
+    /// Set when the connection is lost with a Will Delay Interval (offline only).
+    at: Option<Instant>,
+}
+
+impl Will {
+    /// The Will Delay Interval, seconds.
+    fn delay(&self) -> u32 {
+        self.message.properties.will_delay_interval.unwrap_or(0)
+    }
 }
 
 /// Why a connection closed (`$SYS/brokers/clients/disconnected`, the device layer's
@@ -289,16 +302,14 @@ impl CloseReason {
 
 impl Session {
     /// A new, empty session for `client_id`.
-    pub fn new(client_id: ClientId, settings: Arc<BrokerSettings>) -> Session {
+    pub fn new(settings: Arc<BrokerSettings>) -> Session {
         Session {
-            client_id,
             settings,
             protocol: ProtocolVersion::V3_1_1,
             conn: None,
             expiry_interval: 0,
             expires_at: None,
             will: None,
-            will_at: None,
             subscriptions: Default::default(),
             outgoing: None,
             next_packet_id: 1,
@@ -319,11 +330,6 @@ impl Session {
     /// Sets the authorization policy (at connect, and again when rules are reloaded).
     pub fn set_policy(&mut self, policy: Arc<dyn AccessPolicy>) {
         self.policy = policy;
-    }
-
-    /// The client identifier.
-    pub fn client_id(&self) -> &ClientId {
-        &self.client_id
     }
 
     /// Protocol version of the current (or last) connection.
@@ -368,6 +374,11 @@ impl Session {
         }
     }
 
+    /// When a delayed will is due (offline only).
+    fn will_at(&self) -> Option<Instant> {
+        self.will.as_ref().and_then(|w| w.at)
+    }
+
     /// The earliest moment [`Session::tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         match &self.conn {
@@ -377,7 +388,7 @@ impl Session {
                 Some(c.last_packet + grace)
             }
             Some(_) => None,
-            None => match (self.will_at, self.expires_at) {
+            None => match (self.will_at(), self.expires_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },
@@ -446,8 +457,7 @@ impl Session {
             }
             return;
         }
-        if self.will_at.is_some_and(|t| now >= t) {
-            self.will_at = None;
+        if self.will_at().is_some_and(|t| now >= t) {
             self.publish_will(now, out);
             self.persist_state(out);
         }
@@ -466,7 +476,6 @@ impl Session {
             return;
         }
         self.ended = true;
-        self.will_at = None;
         self.expires_at = None;
         if self.conn.take().is_some() {
             self.close_reason = Some(reason);

@@ -6,8 +6,8 @@
 //! carries; the server wrote the queue entry itself when it routed the message, so a message
 //! is stored once and sessions only reference it.
 
-use super::{outgoing, Awaiting, InFlight, Output, Session};
-use crate::{BrokerSettings, ClientId, Routed};
+use super::{outgoing, Awaiting, InFlight, Output, Session, Will};
+use crate::{BrokerSettings, Routed};
 use bytestring::ByteString;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,8 +88,8 @@ impl Session {
             expiry_interval: self.expiry_interval,
             expires_at: self.expires_at,
             connected: self.conn.is_some(),
-            will: self.will.as_deref().cloned(),
-            will_at: self.will_at,
+            will: self.will.as_ref().map(|w| w.message.clone()),
+            will_at: self.will_at(),
             subscriptions,
             next_packet_id: self.next_packet_id,
         }
@@ -122,37 +122,34 @@ impl Session {
     /// then calls [`Session::tick`] so wills and expiries that fell due while the server was
     /// down take effect.
     pub fn restore(
-        client_id: ClientId,
         settings: Arc<BrokerSettings>,
         now: Instant,
         state: SessionState,
         deliveries: Vec<RestoredDelivery>,
         qos2_received: Vec<PacketId>,
     ) -> Session {
-        let mut s = Session::new(client_id, settings);
+        let mut s = Session::new(settings);
         s.stored = true;
         s.protocol = state.protocol;
         s.expiry_interval = state.expiry_interval;
-        s.will = state.will.map(Box::new);
+        s.will = state.will.map(|message| {
+            let at = if state.connected {
+                let delay = message.properties.will_delay_interval.unwrap_or(0);
+                Some(now + Duration::from_secs(u64::from(delay)))
+            } else {
+                state.will_at
+            };
+            Box::new(Will { message, at })
+        });
         s.next_packet_id = state.next_packet_id.max(1);
-        if state.connected {
-            let delay = s
-                .will
-                .as_ref()
-                .and_then(|w| w.properties.will_delay_interval)
-                .unwrap_or(0);
-            s.will_at = s
-                .will
-                .as_ref()
-                .map(|_| now + Duration::from_secs(u64::from(delay)));
-            s.expires_at = match s.expiry_interval {
+        s.expires_at = if state.connected {
+            match s.expiry_interval {
                 u32::MAX => None,
                 secs => Some(now + Duration::from_secs(u64::from(secs))),
-            };
+            }
         } else {
-            s.will_at = state.will_at;
-            s.expires_at = state.expires_at;
-        }
+            state.expires_at
+        };
         for record in state.subscriptions {
             let key = match &record.share_group {
                 Some(g) => ByteString::from(format!("$share/{g}/{}", record.filter)),

@@ -62,7 +62,7 @@ fn stored(qos: QoS, id: u64) -> Routed {
 }
 
 fn attached(settings: Arc<BrokerSettings>, c: &Connect) -> (Session, Instant, Vec<Output>) {
-    let mut s = Session::new("c1".into(), settings);
+    let mut s = Session::new(settings);
     let now = Instant::now();
     let mut out = vec![];
     s.attach(now, c, false, false, &mut out);
@@ -278,7 +278,7 @@ fn restored_session_resends_inflight_and_queue_and_keeps_qos2_ids() {
             sent: None,
         },
     ];
-    let mut r = Session::restore("c1".into(), durable(), now, state, deliveries, vec![pid(8)]);
+    let mut r = Session::restore(durable(), now, state, deliveries, vec![pid(8)]);
     assert_eq!(r.inflight_len(), 2);
     assert_eq!(r.queued_len(), 1);
     let mut out = vec![];
@@ -330,7 +330,7 @@ fn a_session_connected_when_the_server_died_loses_its_connection_at_restore() {
     let state = s.state();
     assert!(state.connected);
     let later = Instant::now() + Duration::from_secs(1000);
-    let mut r = Session::restore("c1".into(), durable(), later, state, vec![], vec![]);
+    let mut r = Session::restore(durable(), later, state, vec![], vec![]);
     let mut out = vec![];
     r.tick(later, &mut out);
     assert!(out.iter().any(|o| matches!(o, Output::Will(_))));
@@ -378,7 +378,7 @@ fn restored_with(deliveries: Vec<RestoredDelivery>, expiry: u32) -> (Session, In
     let mut state = s.state();
     state.connected = false;
     state.expires_at = Some(now + Duration::from_secs(u64::from(expiry)));
-    let r = Session::restore("c1".into(), durable(), now, state, deliveries, vec![]);
+    let r = Session::restore(durable(), now, state, deliveries, vec![]);
     (r, now)
 }
 

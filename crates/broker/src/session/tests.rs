@@ -33,7 +33,7 @@ fn session(version: ProtocolVersion) -> (Session, Instant, Vec<Output>) {
 }
 
 fn session_with(version: ProtocolVersion, s: BrokerSettings) -> (Session, Instant, Vec<Output>) {
-    let mut sess = Session::new("c1".into(), Arc::new(s));
+    let mut sess = Session::new(Arc::new(s));
     let now = Instant::now();
     let mut out = Vec::new();
     sess.attach(now, &connect(version, true), false, false, &mut out);
@@ -96,10 +96,11 @@ fn sent_publishes(out: &[Output]) -> Vec<&Publish> {
 
 #[test]
 fn connack_v5_announces_limits_and_assigned_id() {
-    let mut s = Session::new("thingmq-1".into(), Arc::new(BrokerSettings::default()));
+    let mut s = Session::new(Arc::new(BrokerSettings::default()));
     let mut out = vec![];
     let mut c = connect(ProtocolVersion::V5, true);
-    c.client_id = "".into();
+    // The client sent none; the server put the one it made in the CONNECT.
+    c.client_id = "thingmq-1".into();
     s.attach(Instant::now(), &c, true, false, &mut out);
     let Packet::ConnAck(ack) = sent(&out)[0] else {
         panic!("expected CONNACK")
@@ -120,7 +121,7 @@ fn keep_alive_above_the_maximum_is_replaced_and_announced() {
         max_keep_alive: 30,
         ..Default::default()
     };
-    let mut s = Session::new("c".into(), Arc::new(settings.clone()));
+    let mut s = Session::new(Arc::new(settings.clone()));
     let mut out = vec![];
     let mut c = connect(ProtocolVersion::V5, true);
     c.keep_alive = 0;
@@ -690,7 +691,7 @@ fn expired_messages_are_not_delivered_and_remaining_expiry_is_forwarded() {
 
 #[test]
 fn messages_over_the_clients_maximum_packet_size_are_dropped() {
-    let mut s = Session::new("c".into(), Arc::new(BrokerSettings::default()));
+    let mut s = Session::new(Arc::new(BrokerSettings::default()));
     let mut out = vec![];
     let mut c = connect(ProtocolVersion::V5, true);
     c.properties.maximum_packet_size = NonZeroU32::new(20);
@@ -708,7 +709,7 @@ fn messages_over_the_clients_maximum_packet_size_are_dropped() {
 
 #[test]
 fn outgoing_topic_aliases_are_assigned_when_the_client_allows_them() {
-    let mut s = Session::new("c".into(), Arc::new(BrokerSettings::default()));
+    let mut s = Session::new(Arc::new(BrokerSettings::default()));
     let mut out = vec![];
     let mut c = connect(ProtocolVersion::V5, true);
     c.properties.topic_alias_maximum = Some(1);
@@ -986,7 +987,7 @@ fn reason_strings_are_sent_only_when_problem_information_is_requested() {
     };
     assert!(d.properties.reason_string.is_some());
 
-    let mut s = Session::new("c".into(), Arc::new(BrokerSettings::default()));
+    let mut s = Session::new(Arc::new(BrokerSettings::default()));
     let mut c = connect(ProtocolVersion::V5, true);
     c.properties.request_problem_information = Some(false);
     let mut out = vec![];
