@@ -19,22 +19,51 @@ use tokio::sync::Notify;
 /// that does not keep up waits too, bounded by the caller's timeout).
 pub(crate) const CAPACITY: usize = 8;
 
+/// Wakes senders waiting for room in a full queue (or for its receiver to close), of every
+/// queue: one for all rather than one per session (32 bytes of every idle connection).
+/// Senders wait for room only when an admin request or a takeover meets a task that does
+/// not keep up, and a woken sender looks at its own queue again.
+static ROOM: Notify = Notify::const_new();
+
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    /// Wakes senders waiting for room (or for the receiver to close).
-    room: Notify,
 }
 
 #[derive(Debug)]
 struct State {
-    items: VecDeque<Control>,
+    /// Boxed and made on the first message: almost always empty, and a `VecDeque` is four
+    /// words of every session.
+    #[allow(clippy::box_collection)] // the box is the point (see above)
+    items: Option<Box<VecDeque<Control>>>,
     /// The receiving task, while it waits for a message.
     waker: Option<Waker>,
-    /// A `u32`: with a `usize` the shared state and its `Arc` counts took 120 bytes, the
-    /// allocator's 128-byte class instead of 112 (the size test below).
     senders: u32,
     closed: bool,
+}
+
+impl State {
+    fn push(&mut self, control: Control) {
+        self.items
+            .get_or_insert_with(Box::default)
+            .push_back(control);
+    }
+
+    /// The first message, and whether the queue was full before it was taken (a sender may
+    /// wait for the room).
+    fn pop(&mut self) -> Option<(Control, bool)> {
+        let items = self.items.as_mut()?;
+        let was_full = items.len() >= CAPACITY;
+        let c = items.pop_front();
+        if items.is_empty() {
+            self.items = None;
+        }
+        c.map(|c| (c, was_full))
+    }
+
+    fn len(&self) -> usize {
+        self.items.as_ref().map_or(0, |i| i.len())
+    }
 }
 
 /// The sending side; cheap to clone (the registry holds one per session).
@@ -49,12 +78,11 @@ pub(crate) struct ControlReceiver(Arc<Shared>);
 pub(crate) fn channel() -> (ControlSender, ControlReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            items: VecDeque::new(),
+            items: None,
             waker: None,
             senders: 1,
             closed: false,
         }),
-        room: Notify::new(),
     });
     (ControlSender(shared.clone()), ControlReceiver(shared))
 }
@@ -64,7 +92,7 @@ impl ControlSender {
     /// gone (closed or dropped).
     pub(crate) async fn send(&self, control: Control) -> Result<(), Control> {
         loop {
-            let room = self.0.room.notified();
+            let room = ROOM.notified();
             tokio::pin!(room);
             // Registered before looking, so a pop or close between the look and the wait
             // is not missed.
@@ -74,8 +102,8 @@ impl ControlSender {
                 if s.closed {
                     return Err(control);
                 }
-                if s.items.len() < CAPACITY {
-                    s.items.push_back(control);
+                if s.len() < CAPACITY {
+                    s.push(control);
                     let waker = s.waker.take();
                     drop(s);
                     if let Some(w) = waker {
@@ -95,7 +123,7 @@ impl ControlSender {
         if s.closed {
             return;
         }
-        s.items.push_back(Control::Stop);
+        s.push(Control::Stop);
         let waker = s.waker.take();
         drop(s);
         if let Some(w) = waker {
@@ -129,9 +157,11 @@ impl ControlReceiver {
     /// The next message; `Ready(None)` once the queue is empty and every sender is gone.
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Control>> {
         let mut s = self.0.state.lock();
-        if let Some(c) = s.items.pop_front() {
+        if let Some((c, was_full)) = s.pop() {
             drop(s);
-            self.0.room.notify_one();
+            if was_full {
+                ROOM.notify_waiters();
+            }
             return Poll::Ready(Some(c));
         }
         if s.senders == 0 {
@@ -147,7 +177,7 @@ impl ControlReceiver {
     /// when there is one already. For a hibernating session, whose waker is not a task's.
     pub(crate) fn register(&self, waker: &Waker) -> bool {
         let mut s = self.0.state.lock();
-        if !s.items.is_empty() || s.senders == 0 {
+        if s.len() > 0 || s.senders == 0 {
             return true;
         }
         s.waker = Some(waker.clone());
@@ -156,18 +186,18 @@ impl ControlReceiver {
 
     /// The next message without waiting.
     pub(crate) fn try_recv(&self) -> Option<Control> {
-        let c = self.0.state.lock().items.pop_front();
-        if c.is_some() {
-            self.0.room.notify_one();
+        let (c, was_full) = self.0.state.lock().pop()?;
+        if was_full {
+            ROOM.notify_waiters();
         }
-        c
+        Some(c)
     }
 
     /// Refuses further messages; those already queued can still be taken with
     /// [`ControlReceiver::try_recv`].
     pub(crate) fn close(&self) {
         self.0.state.lock().closed = true;
-        self.0.room.notify_waiters();
+        ROOM.notify_waiters();
     }
 }
 
@@ -192,10 +222,34 @@ mod tests {
     }
 
     #[test]
-    fn the_shared_state_fits_the_112_byte_size_class() {
-        // Every session holds one, hibernated or not; with the `Arc`'s two counts.
+    fn the_shared_state_fits_the_64_byte_size_class() {
+        // Every session holds one, hibernated or not; with the `Arc`'s two counts. (112
+        // bytes with a `Notify` and the `VecDeque` inline.)
         let size = std::mem::size_of::<Shared>() + 16;
-        assert!(size <= 112, "control queue is {size} bytes");
+        assert!(size <= 64, "control queue is {size} bytes");
+    }
+
+    #[tokio::test]
+    async fn room_in_one_queue_wakes_its_sender_while_another_queue_stays_full() {
+        let (tx, rx) = channel();
+        let (other_tx, _other_rx) = channel();
+        for _ in 0..CAPACITY {
+            tx.send(kick()).await.unwrap();
+            other_tx.send(kick()).await.unwrap();
+        }
+        let (tx2, other_tx2) = (tx.clone(), other_tx.clone());
+        let sender = tokio::spawn(async move { tx2.send(kick()).await.is_ok() });
+        let other = tokio::spawn(async move { other_tx2.send(kick()).await.is_ok() });
+        tokio::task::yield_now().await;
+        assert!(rx.try_recv().is_some());
+        assert!(tokio::time::timeout(Duration::from_secs(1), sender)
+            .await
+            .expect("room wakes the sender")
+            .unwrap());
+        // Woken too (one notification for all), it finds its queue still full and waits on.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!other.is_finished());
+        other.abort();
     }
 
     #[tokio::test]
