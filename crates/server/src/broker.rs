@@ -180,6 +180,9 @@ pub(crate) struct Broker {
     /// Told when the last session task is gone (`metrics.sessions` reaches 0). A count
     /// rather than a channel sender in every task: a word less of every idle session.
     pub(crate) sessions_done: tokio::sync::Notify,
+    /// What keeps the server's shutdown waiting for connections on their way to a session
+    /// task (a strong sender per handshake); `None` for a broker without a server (tests).
+    pub(crate) alive: Option<tokio::sync::mpsc::WeakSender<()>>,
 }
 
 impl Broker {
@@ -209,6 +212,7 @@ impl Broker {
             timers: Arc::new(crate::timers::Timers::new()),
             stopping: AtomicBool::new(false),
             sessions_done: tokio::sync::Notify::new(),
+            alive: None,
         }
     }
 

@@ -204,9 +204,10 @@ impl Server {
                 .map_err(ServerError::Hibernation)?;
             broker.dormitory = Some(dormitory);
         }
+        let (alive, done) = mpsc::channel(1);
+        broker.alive = Some(alive.downgrade());
         let broker = Arc::new(broker);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (alive, done) = mpsc::channel(1);
         let global = (config.limits.max_connections > 0)
             .then(|| Arc::new(Semaphore::new(config.limits.max_connections)));
         let mut addrs = Vec::new();

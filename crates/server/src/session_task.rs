@@ -1124,7 +1124,19 @@ impl SessionTask {
         while let Some(control) = self.control.try_recv() {
             // Admin requests are dropped unanswered: the session is gone.
             if let Control::Attach(a) = control {
-                tokio::spawn(admit(self.broker.clone(), *a));
+                // Admitted afresh, holding the server's shutdown open as its handshake did:
+                // this task may be the last one the shutdown waits for.
+                let alive = self.broker.alive.as_ref().map(|w| w.upgrade());
+                if matches!(alive, Some(None)) {
+                    // The server is past waiting for handshakes: the connection closes.
+                    tracing::debug!(client_id = %a.connect.client_id, "connection dropped: server shutting down");
+                    continue;
+                }
+                let broker = self.broker.clone();
+                tokio::spawn(async move {
+                    admit(broker, *a).await;
+                    drop(alive);
+                });
             }
         }
     }
