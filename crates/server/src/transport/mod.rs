@@ -71,19 +71,25 @@ impl Acceptor {
     /// connection's own task, so a slow or silent peer holds up no one else.
     pub(crate) async fn upgrade(&self, socket: TcpStream) -> io::Result<Upgraded> {
         let _ = socket.set_nodelay(true);
+        // The TLS and WebSocket handshakes are boxed: their futures are kilobytes, and inline
+        // they would make every connection's handshake task (plain TCP too) that much larger,
+        // allocated and copied for every connect (docs/benchmarks.md, change 26).
         let (stream, peer_identity): (Box<dyn Transport>, _) = match (&self.tls, &self.ws) {
             (None, None) => (Box::new(socket), None),
             (Some((settings, identity)), None) => {
                 // A snapshot: a reload mid-handshake does not change this connection.
                 let acceptor = TlsAcceptor::from(settings.current());
-                let (s, id) = tls::accept(&acceptor, socket, *identity).await?;
+                let (s, id) = Box::pin(tls::accept(&acceptor, socket, *identity)).await?;
                 (Box::new(s), id)
             }
-            (None, Some(settings)) => (Box::new(ws::accept(socket, settings).await?), None),
+            (None, Some(settings)) => (
+                Box::new(Box::pin(ws::accept(socket, settings)).await?),
+                None,
+            ),
             (Some((tls_settings, identity)), Some(settings)) => {
                 let acceptor = TlsAcceptor::from(tls_settings.current());
-                let (s, id) = tls::accept(&acceptor, socket, *identity).await?;
-                (Box::new(ws::accept(s, settings).await?), id)
+                let (s, id) = Box::pin(tls::accept(&acceptor, socket, *identity)).await?;
+                (Box::new(Box::pin(ws::accept(s, settings)).await?), id)
             }
         };
         Ok(Upgraded {
