@@ -217,6 +217,14 @@ mod tests {
         Control::Kick(oneshot::channel().0)
     }
 
+    /// What a waiting sender's task returned, once something woke it (within a second).
+    async fn woken(sender: tokio::task::JoinHandle<bool>) -> bool {
+        tokio::time::timeout(Duration::from_secs(1), sender)
+            .await
+            .expect("the waiting sender is woken")
+            .unwrap()
+    }
+
     async fn recv(rx: &ControlReceiver) -> Option<Control> {
         std::future::poll_fn(|cx| rx.poll_recv(cx)).await
     }
@@ -242,10 +250,7 @@ mod tests {
         let other = tokio::spawn(async move { other_tx2.send(kick()).await.is_ok() });
         tokio::task::yield_now().await;
         assert!(rx.try_recv().is_some());
-        assert!(tokio::time::timeout(Duration::from_secs(1), sender)
-            .await
-            .expect("room wakes the sender")
-            .unwrap());
+        assert!(woken(sender).await, "room wakes the sender");
         // Woken too (one notification for all), it finds its queue still full and waits on.
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!other.is_finished());
@@ -302,10 +307,7 @@ mod tests {
         let sender = tokio::spawn(async move { tx2.send(kick()).await.is_ok() });
         tokio::task::yield_now().await;
         assert!(rx.try_recv().is_some());
-        assert!(tokio::time::timeout(Duration::from_secs(1), sender)
-            .await
-            .expect("room wakes the sender")
-            .unwrap());
+        assert!(woken(sender).await, "room wakes the sender");
     }
 
     #[tokio::test]
@@ -317,9 +319,6 @@ mod tests {
         let sender = tokio::spawn(async move { tx.send(kick()).await.is_err() });
         tokio::task::yield_now().await;
         drop(rx);
-        assert!(tokio::time::timeout(Duration::from_secs(1), sender)
-            .await
-            .expect("close wakes the sender")
-            .unwrap());
+        assert!(woken(sender).await, "close gives the message back");
     }
 }
