@@ -20,8 +20,8 @@ pub use message::{Message, Routed, TravellingProperties};
 
 /// A session's client identifier. Inline up to 23 bytes (every MQTT 3.1.1 server must
 /// accept ids of 1 to 23 bytes, and most devices' are that short), otherwise one shared
-/// allocation: copies in the session, its shared state and the registry cost nothing more,
-/// where a `ByteString` was two heap blocks per session (see `docs/benchmarks.md`).
+/// allocation its copies share, where a `ByteString` was two heap blocks per session (see
+/// `docs/benchmarks.md`). The [`session::Session`] keeps none: its owner does.
 pub type ClientId = smol_str::SmolStr;
 pub use policy::{AccessPolicy, AllowAll};
 pub use settings::BrokerSettings;
